@@ -1,0 +1,1 @@
+"""Subcommands of ``mmfree``; each module defines ``register(subparsers)``."""

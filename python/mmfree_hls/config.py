@@ -1,0 +1,164 @@
+"""Model configuration: one dataclass drives the numpy reference, the QKeras
+model and the HLS conversion.
+
+Field names are those of the reference ``hgrn_bit`` ``config.json`` so a
+published config maps one to one; fields we do not model (short convolution,
+attention modes other than the element-wise recurrence) are validated away
+with a message saying what is unsupported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+#: The only reference model type this toolkit implements.
+MODEL_TYPE = "hgrn_bit"
+
+#: Quantisation constants of the reference BitLinear (DESIGN.md section 3).
+#: They are part of the model definition, not knobs: checkpoints were trained
+#: with exactly these values.
+BITLINEAR_NORM_EPS = 1e-8
+ACT_QMAX = 127          # activations: symmetric int8, s = 127 / absmax
+ACT_QMIN = -128
+ACT_ABSMAX_FLOOR = 1e-5
+WEIGHT_ABSMEAN_FLOOR = 1e-5
+
+
+class ConfigError(ValueError):
+    """A configuration field has a value the toolkit cannot use."""
+
+
+def round_up(n: int, multiple: int) -> int:
+    return multiple * math.ceil(n / multiple)
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of a MatMul-free LM (reference names, reference defaults)."""
+
+    vocab_size: int = 32000
+    hidden_size: int = 2048
+    num_hidden_layers: int = 24
+    hidden_ratio: float = 4
+    intermediate_size: Optional[int] = None
+    num_heads: int = 1
+    expand_ratio: int = 1
+    rms_norm_eps: float = 1e-6
+    use_lower_bound: bool = True
+    use_short_conv: bool = False
+    attn_mode: str = "fused_recurrent"
+    hidden_act: str = "swish"
+    tie_word_embeddings: bool = False
+    bos_token_id: Optional[int] = 1
+    eos_token_id: Optional[int] = 2
+    pad_token_id: Optional[int] = None
+    max_position_embeddings: int = 2048
+    model_type: str = MODEL_TYPE
+    #: Reference-config keys we read but do not model (kept for round-trips).
+    extra: dict = field(default_factory=dict, repr=False, compare=False)
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def d(self) -> int:
+        return self.hidden_size
+
+    @property
+    def input_dim(self) -> int:
+        """Width of the recurrence (i/f/g projections): hidden * expand_ratio."""
+        return self.hidden_size * self.expand_ratio
+
+    @property
+    def ffn_dim(self) -> int:
+        """Intermediate size of the GLU; the reference rounds up to 256."""
+        if self.intermediate_size is not None:
+            return int(self.intermediate_size)
+        return round_up(int(self.hidden_size * self.hidden_ratio * 2 / 3), 256)
+
+    @property
+    def state_size(self) -> int:
+        """Values of recurrent state per layer: constant per token, no KV cache."""
+        return self.input_dim
+
+    # ------------------------------------------------------------- validation
+    def validate(self) -> "ModelConfig":
+        def bad(name: str, why: str) -> None:
+            raise ConfigError(f"config field '{name}' = {getattr(self, name)!r}: {why}")
+
+        if self.model_type != MODEL_TYPE:
+            bad("model_type", f"only '{MODEL_TYPE}' (MatMul-free LM) is supported")
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_heads", "expand_ratio"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                bad(name, "must be a positive integer")
+        if self.intermediate_size is not None and (
+            not isinstance(self.intermediate_size, int) or self.intermediate_size < 1
+        ):
+            bad("intermediate_size", "must be a positive integer or null (derived from hidden_ratio)")
+        if not (isinstance(self.hidden_ratio, (int, float)) and self.hidden_ratio > 0):
+            bad("hidden_ratio", "must be a positive number")
+        if not (isinstance(self.rms_norm_eps, (int, float)) and 0 < self.rms_norm_eps < 1):
+            bad("rms_norm_eps", "must be a small positive number such as 1e-6")
+        if self.use_short_conv:
+            bad("use_short_conv", "short convolutions are not supported by this toolkit "
+                                  "(the published hgrn_bit checkpoints use none); set it to false")
+        if self.input_dim % self.num_heads:
+            bad("num_heads", f"must divide hidden_size*expand_ratio = {self.input_dim}")
+        if self.hidden_act not in ("swish", "silu"):
+            bad("hidden_act", "only 'swish' (silu) is supported")
+        if self.tie_word_embeddings:
+            bad("tie_word_embeddings", "the head is a BitLinear with its own weights; "
+                                       "tied embeddings are not supported")
+        return self
+
+    # -------------------------------------------------------------- JSON I/O
+    def to_dict(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        out.update(self.extra)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        extra = {k: v for k, v in data.items() if k not in known}
+        cfg = cls(**kwargs)
+        cfg.extra = extra
+        return cfg.validate()
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
+        if path is not None:
+            Path(path).write_text(text + "\n")
+        return text
+
+    @classmethod
+    def from_json(cls, source: str | Path) -> "ModelConfig":
+        p = Path(source)
+        text = p.read_text() if p.suffix == ".json" or p.exists() else str(source)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{source}: not valid JSON ({e})") from None
+        return cls.from_dict(data)
+
+    def parameter_count(self) -> int:
+        d, e, m, V, L = self.d, self.input_dim, self.ffn_dim, self.vocab_size, self.num_hidden_layers
+        per_layer = (
+            d                          # attn_norm
+            + 3 * (d * e + d)          # i, f, g projections with their norms
+            + e                        # g_norm
+            + (e * d + e)              # o projection
+            + d                        # mlp_norm
+            + (d * 2 * m + d)          # gate_proj (gate and up)
+            + (m * d + m)              # down_proj
+        )
+        return V * d + L * per_layer + d + (d * V + d) + (L if self.use_lower_bound else 0) * e
+
+    def ternary_weight_count(self) -> int:
+        d, e, m, V, L = self.d, self.input_dim, self.ffn_dim, self.vocab_size, self.num_hidden_layers
+        return L * (3 * d * e + e * d + d * 2 * m + m * d) + d * V
