@@ -1,22 +1,119 @@
-"""Checkpoint I/O: a directory with ``config.json`` + ``model.safetensors``
-using the reference ``hgrn_bit`` key names (DESIGN.md section 3).
+"""Checkpoint I/O: reference ``hgrn_bit`` checkpoints in, our own checkpoints out.
 
-Strict: every expected key present with the expected shape, nothing left over.
+Two directory layouts are read by :func:`load_checkpoint`:
+
+**Reference** (the published MMfreeLM models, see :mod:`mmfree_hls.hgrn_bit`)::
+
+    config.json                      reference field names, model_type "hgrn_bit"
+    model.safetensors                F32 / F16 / BF16, keys of DESIGN.md section 3
+      (or model.safetensors.index.json + shards)
+
+**Ours** (written by ``mmfree import`` and :func:`save_checkpoint`) is the same
+layout, so the reference tools still read it, plus the BitLinear weights
+already quantised and packed, so the HLS flow and the board never redo the
+quantisation::
+
+    config.json                      ModelConfig.to_json(): reference names
+    model.safetensors                float weights, one file, stored dtype kept
+    packed.safetensors               for every BitLinear prefix P (bitlinear_names order):
+        P.weight_packed_2bit    U8  (out, ceil(in/4))  packing layout "2bit"
+        P.weight_packed_1p6bit  U8  (out, ceil(in/5))  packing layout "1.6bit"
+        P.weight_gamma          F64 (1,)   γ = 1/max(mean|W|, 1e-5); W ≈ W_q/γ,
+                                           so the accumulator's dequantisation scale is 1/γ
+      __metadata__:
+        format "mmfree-packed", version "1", layouts "2bit,1.6bit",
+        float_dtype (of P.weight in model.safetensors),
+        "sha256:P.weight" = sha256 of the stored bytes of P.weight in model.safetensors
+    tokenizer.json ...               carried over from the source when present
+
+The packing layouts are those of :mod:`mmfree_hls.packing` (rows packed
+separately, row-major). γ is stored in float64 so W_q and γ reproduce
+:func:`mmfree_hls.quant.quantize_weights` bit for bit.
+
+Loading checks the packed weights against the float ones: ``verify="hash"``
+(default) re-hashes each stored float BitLinear tensor and compares it with
+the hash recorded at packing time; ``verify="full"`` re-quantises and
+compares W_q and γ exactly; ``verify="none"`` trusts the file.
+
+Memory: tensors are read one at a time (a file is never mapped whole, see
+:mod:`mmfree_hls.safetensors_io`). ``keep_float=False`` builds a model that
+holds only what inference needs -- ternary W_q (int8), norms, embeddings,
+lower bounds -- instead of a float32 copy of every weight; a 370M fp16
+checkpoint then loads in well under twice its size (``bench/bench_load.py``).
+
+Strict: every expected key present with the expected shape and a float
+dtype, nothing left over; errors list the offending keys.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
 from .config import ModelConfig
-from .reference import MMFreeLM, expected_shapes
+from .hgrn_bit import (AUX_FILES, CONFIG_FILE, INDEX_FILE, WEIGHTS_FILE,
+                       ReferenceCheckpoint)
+from .packing import LAYOUTS, pack_ternary, row_bytes, unpack_ternary
+from .quant import TernaryWeight, quantize_weights
+from .reference import MMFreeLM, bitlinear_names, expected_shapes, lower_bounds
+from .safetensors_io import (FLOAT_DTYPES, CheckpointError, SafetensorsWriter,
+                             TensorInfo, TensorSpec, read_array,
+                             read_float32, read_header, sha256_of,
+                             validate_with_library)
+
+__all__ = ["CheckpointError", "check_state_dict", "load_checkpoint", "save_checkpoint",
+           "import_checkpoint", "read_packed", "PACKED_FILE", "DEFAULT_LAYOUTS",
+           "packed_key", "gamma_key"]
+
+PACKED_FILE = "packed.safetensors"
+PACKED_FORMAT = "mmfree-packed"
+PACKED_VERSION = "1"
+DEFAULT_LAYOUTS = ("2bit", "1.6bit")
+VERIFY_MODES = ("hash", "full", "none")
+# Tensor-name tags: a '.' inside a key would read as a module separator.
+_LAYOUT_TAG = {"2bit": "2bit", "1.6bit": "1p6bit"}
+_HASH_PREFIX = "sha256:"
+_LIST_LIMIT = 40           # keys listed per category in an error
 
 
-class CheckpointError(ValueError):
-    """A checkpoint does not match the model it claims to be."""
+def packed_key(prefix: str, layout: str) -> str:
+    if layout not in _LAYOUT_TAG:
+        raise ValueError(f"unknown packing layout {layout!r}; choose from {sorted(_LAYOUT_TAG)}")
+    return f"{prefix}.weight_packed_{_LAYOUT_TAG[layout]}"
+
+
+def gamma_key(prefix: str) -> str:
+    return f"{prefix}.weight_gamma"
+
+
+# -------------------------------------------------------------- validation
+def _listing(keys: Sequence[str]) -> str:
+    shown = ", ".join(keys[:_LIST_LIMIT])
+    return shown + (f" ... and {len(keys) - _LIST_LIMIT} more" if len(keys) > _LIST_LIMIT else "")
+
+
+def _hints(cfg: ModelConfig, missing: list[str], unexpected: list[str]) -> list[str]:
+    """Likely causes of a key mismatch, phrased as the fix."""
+    hints = []
+    if any("conv1d" in k for k in unexpected):
+        hints.append("the weights contain short-convolution kernels (conv1d): that model variant "
+                     "(use_short_conv) is not supported")
+    if "model.lower_bounds" in missing:
+        hints.append("config.json says use_lower_bound: true but the weights have no "
+                     "model.lower_bounds; set use_lower_bound to false if the model was trained without it")
+    if "model.lower_bounds" in unexpected:
+        hints.append("the weights have model.lower_bounds but config.json says use_lower_bound: false")
+    if missing and all(k.startswith("lm_head") for k in missing):
+        hints.append("the LM head is missing: this is a bare HGRNBitModel, not HGRNBitForCausalLM")
+    layer_keys = [k for k in missing + unexpected if k.startswith("model.layers.")]
+    if layer_keys and not any(k.startswith("model.layers.0.") for k in unexpected + missing):
+        hints.append(f"the number of layers differs from num_hidden_layers={cfg.num_hidden_layers}")
+    return hints
 
 
 def check_state_dict(cfg: ModelConfig, shapes: Mapping[str, tuple], where: str = "checkpoint") -> None:
@@ -29,52 +126,300 @@ def check_state_dict(cfg: ModelConfig, shapes: Mapping[str, tuple], where: str =
         return
     lines = [f"{where} does not match its config.json "
              f"(hidden_size={cfg.hidden_size}, num_hidden_layers={cfg.num_hidden_layers}, "
-             f"vocab_size={cfg.vocab_size}):"]
+             f"vocab_size={cfg.vocab_size}, intermediate size={cfg.ffn_dim}, "
+             f"use_lower_bound={cfg.use_lower_bound}):"]
     if missing:
-        lines.append("  missing keys: " + ", ".join(missing))
+        lines.append(f"  missing keys ({len(missing)}): " + _listing(missing))
     if unexpected:
-        lines.append("  unexpected keys: " + ", ".join(unexpected))
-    for k in wrong:
+        lines.append(f"  unexpected keys ({len(unexpected)}): " + _listing(unexpected))
+    for k in wrong[:_LIST_LIMIT]:
         lines.append(f"  wrong shape for {k}: {tuple(shapes[k])}, expected {tuple(want[k])}")
+    if len(wrong) > _LIST_LIMIT:
+        lines.append(f"  ... and {len(wrong) - _LIST_LIMIT} more wrong shapes")
+    lines += ["  hint: " + h for h in _hints(cfg, missing, unexpected)]
     lines.append("Fix: use the config.json that was saved with these weights.")
     raise CheckpointError("\n".join(lines))
 
 
-def save_checkpoint(model_or_cfg, path: str | Path, state_dict: Mapping[str, np.ndarray] | None = None,
-                    overwrite: bool = False) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` (float32)."""
-    from safetensors.numpy import save_file
+def _check_float_dtypes(sources: Mapping[str, TensorInfo], where: str) -> None:
+    bad = sorted(f"{k} ({v.dtype})" for k, v in sources.items() if v.dtype not in FLOAT_DTYPES)
+    if bad:
+        raise CheckpointError(f"{where}: these tensors are not floating point ({'/'.join(FLOAT_DTYPES)}): "
+                              + _listing(bad) + ". Fix: export the float weights, not a quantised copy.")
 
+
+def _open_reference(path: str | Path) -> ReferenceCheckpoint:
+    ref = ReferenceCheckpoint.open(path)
+    where = str(ref.weight_files()[0] if len(ref.weight_files()) == 1 else ref.root / INDEX_FILE)
+    check_state_dict(ref.config, ref.shapes(), where=where)
+    _check_float_dtypes(ref.sources, where)
+    return ref
+
+
+# ------------------------------------------------------------ packed file
+@dataclass
+class PackedWeights:
+    """An opened ``packed.safetensors``: indexed and checked, read per BitLinear on demand."""
+
+    path: Path
+    layouts: tuple[str, ...]
+    tensors: dict[str, TensorInfo]
+    metadata: dict[str, str]
+    shapes: dict[str, tuple[int, int]]          # BitLinear prefix -> (out, in)
+
+    def ternary(self, prefix: str) -> TernaryWeight:
+        """W_q and γ of one BitLinear, unpacked from the simplest layout stored."""
+        layout = "2bit" if "2bit" in self.layouts else self.layouts[0]
+        n_in = self.shapes[prefix][1]
+        try:
+            w_q = unpack_ternary(read_array(self.tensors[packed_key(prefix, layout)]), n_in, layout)
+        except ValueError as e:
+            raise CheckpointError(f"{self.path}: {packed_key(prefix, layout)}: {e}") from None
+        gamma = float(read_array(self.tensors[gamma_key(prefix)])[0])
+        return TernaryWeight(w_q=w_q, gamma=gamma)
+
+    def recorded_sha256(self, prefix: str) -> str | None:
+        return self.metadata.get(_HASH_PREFIX + prefix + ".weight")
+
+
+def read_packed(root: str | Path, cfg: ModelConfig) -> PackedWeights:
+    """Open ``root/packed.safetensors`` and check it against ``cfg`` (format, keys, shapes)."""
+    path = Path(root) / PACKED_FILE
+    validate_with_library(path)
+    tensors, meta = read_header(path)
+    if meta.get("format") != PACKED_FORMAT:
+        raise CheckpointError(f"{path}: not an mmfree packed-weights file (metadata format "
+                              f"{meta.get('format')!r}, expected {PACKED_FORMAT!r})")
+    if meta.get("version") != PACKED_VERSION:
+        raise CheckpointError(f"{path}: packed format version {meta.get('version')!r} is not "
+                              f"{PACKED_VERSION!r}; re-create it with `mmfree import SRC DST --force`")
+    layouts = tuple(x for x in meta.get("layouts", "").split(",") if x)
+    unknown = [x for x in layouts if x not in LAYOUTS]
+    if not layouts or unknown:
+        raise CheckpointError(f"{path}: metadata 'layouts' = {meta.get('layouts')!r} names no known "
+                              f"packing layout ({', '.join(LAYOUTS)})")
+    want_shapes = expected_shapes(cfg)
+    shapes = {p: want_shapes[p + ".weight"] for p in bitlinear_names(cfg)}
+    want: dict[str, tuple[str, tuple[int, ...]]] = {}
+    for p, (n_out, n_in) in shapes.items():
+        for layout in layouts:
+            want[packed_key(p, layout)] = ("U8", (n_out, row_bytes(n_in, layout)))
+        want[gamma_key(p)] = ("F64", (1,))
+    have = {k: (v.dtype, v.shape) for k, v in tensors.items()}
+    missing = sorted(set(want) - set(have))
+    unexpected = sorted(set(have) - set(want))
+    wrong = sorted(f"{k}: {have[k][0]} {have[k][1]}, expected {want[k][0]} {want[k][1]}"
+                   for k in set(want) & set(have) if have[k] != want[k])
+    if missing or unexpected or wrong:
+        lines = [f"{path} does not match config.json:"]
+        if missing:
+            lines.append("  missing keys: " + _listing(missing))
+        if unexpected:
+            lines.append("  unexpected keys: " + _listing(unexpected))
+        lines += ["  wrong " + w for w in wrong[:_LIST_LIMIT]]
+        lines.append("Fix: re-create it from the float weights with `mmfree import SRC DST --force`.")
+        raise CheckpointError("\n".join(lines))
+    return PackedWeights(path, layouts, tensors, meta, shapes)
+
+
+def _verify_hashes(ref: ReferenceCheckpoint, packed: PackedWeights) -> None:
+    stale = []
+    for p in packed.shapes:
+        recorded = packed.recorded_sha256(p)
+        if recorded is None or recorded != sha256_of(ref.sources[p + ".weight"]):
+            stale.append(p + ".weight")
+    if stale:
+        raise CheckpointError(f"{packed.path} is stale: these float weights in {WEIGHTS_FILE} changed "
+                              f"since they were packed: {_listing(stale)}. Fix: re-pack with "
+                              "`mmfree import DIR NEWDIR` (or save_checkpoint), or load with verify='none' "
+                              "to use the packed weights as they are.")
+
+
+def _verify_full(name: str, packed: TernaryWeight, fresh: TernaryWeight, path: Path) -> None:
+    if fresh.gamma != packed.gamma or not np.array_equal(fresh.w_q, packed.w_q):
+        flips = int(np.count_nonzero(fresh.w_q != packed.w_q)) if fresh.w_q.shape == packed.w_q.shape else -1
+        raise CheckpointError(f"{path}: {name} does not match its float weight (γ {packed.gamma!r} vs "
+                              f"{fresh.gamma!r}, {flips} ternary values differ). Fix: re-pack with "
+                              "`mmfree import DIR NEWDIR`.")
+
+
+# ----------------------------------------------------------------- loading
+def _quantizable(info: TensorInfo) -> np.ndarray:
+    """The float tensor exactly as MMFreeLM would hold it (float32 values), without widening fp16.
+
+    fp16 → float64 inside quantize_weights equals fp16 → float32 → float64, so
+    passing fp16 through saves a float32 copy of the largest tensors.
+    """
+    a = read_array(info) if info.dtype != "F64" else read_float32(info)
+    return a if a.dtype in (np.float16, np.float32) else a.astype(np.float32)
+
+
+def _inference_model(cfg: ModelConfig, params: dict[str, np.ndarray],
+                     ternary: dict[str, TernaryWeight]) -> MMFreeLM:
+    """MMFreeLM from already-quantised BitLinears, holding no float copy of their weights."""
+    factory = getattr(MMFreeLM, "from_ternary", None)
+    if factory is not None:
+        return factory(cfg, params, ternary)
+    # MMFreeLM's constructor always quantises from float weights; until it takes
+    # pre-quantised ones, set the documented attributes it would have computed.
+    model = MMFreeLM.__new__(MMFreeLM)
+    model.config = cfg.validate()
+    model.params = params
+    model.ternary = ternary
+    model.lb = (lower_bounds(params["model.lower_bounds"]) if cfg.use_lower_bound
+                else np.zeros((cfg.num_hidden_layers, cfg.input_dim)))
+    return model
+
+
+def load_checkpoint(path: str | Path, *, keep_float: bool = True, verify: str = "hash") -> MMFreeLM:
+    """Load a checkpoint directory (reference layout or ours) into the numpy model.
+
+    ``keep_float=True``: the model holds float32 copies of every weight
+    (``model.params`` complete; needed by ``to_keras`` and training).
+    ``keep_float=False``: only what inference needs (ternary W_q, norms,
+    embeddings, lower bounds); several times less memory for large models.
+    ``verify``: how packed weights are checked against the float ones
+    (``"hash"``, ``"full"`` or ``"none"``; see the module docstring).
+    """
+    if verify not in VERIFY_MODES:
+        raise ValueError(f"verify={verify!r}; choose one of {', '.join(VERIFY_MODES)}")
+    ref = _open_reference(path)
+    cfg = ref.config
+    names = bitlinear_names(cfg)
+    packed = read_packed(ref.root, cfg) if (ref.root / PACKED_FILE).is_file() else None
+    if packed is not None and verify == "hash":
+        _verify_hashes(ref, packed)
+
+    if keep_float:
+        model = MMFreeLM(cfg, {k: read_float32(info) for k, info in ref.sources.items()})
+        if packed is not None and verify == "full":
+            for p in names:
+                _verify_full(p, packed.ternary(p), model.ternary[p], packed.path)
+        return model
+
+    weight_keys = {p + ".weight" for p in names}
+    ternary: dict[str, TernaryWeight] = {}
+    # Largest first: its quantisation temporaries peak while little else is held.
+    for p in sorted(names, key=lambda p: -ref.sources[p + ".weight"].size):
+        if packed is not None:
+            ternary[p] = packed.ternary(p)
+            if verify == "full":
+                _verify_full(p, ternary[p], quantize_weights(_quantizable(ref.sources[p + ".weight"])),
+                             packed.path)
+        else:
+            ternary[p] = quantize_weights(_quantizable(ref.sources[p + ".weight"]))
+    params = {k: read_float32(info) for k, info in ref.sources.items() if k not in weight_keys}
+    return _inference_model(cfg, params, {p: ternary[p] for p in names})
+
+
+# ----------------------------------------------------------------- writing
+def _prepare_out_dir(out: Path, overwrite: bool) -> None:
+    """Refuse to write into a non-empty directory unless told; then remove only checkpoint files."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a directory")
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out} already exists and is not empty; pass overwrite=True "
+                                  "(or --force) to replace the checkpoint in it")
+        shards = []
+        index = out / INDEX_FILE
+        if index.is_file():
+            try:
+                shards = sorted(set(json.loads(index.read_text()).get("weight_map", {}).values()))
+            except (ValueError, AttributeError):
+                shards = []
+        for name in (CONFIG_FILE, WEIGHTS_FILE, INDEX_FILE, PACKED_FILE, *AUX_FILES, *shards):
+            f = out / name
+            if f.is_file() and f.parent == out:        # never follow a '../' from a shard index
+                f.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _write_packed(out: Path, cfg: ModelConfig, quantized: Iterable[tuple[str, TernaryWeight]],
+                  hashes: Mapping[str, str], float_dtype: str, layouts: Sequence[str]) -> Path:
+    """packed.safetensors from (prefix, TernaryWeight) pairs, consumed one at a time."""
+    layouts = tuple(dict.fromkeys(layouts))
+    for layout in layouts:
+        packed_key("x", layout)                    # validates the name
+    shapes = expected_shapes(cfg)
+    names = bitlinear_names(cfg)
+    specs = []
+    for p in names:
+        n_out, n_in = shapes[p + ".weight"]
+        specs += [TensorSpec(packed_key(p, lay), "U8", (n_out, row_bytes(n_in, lay))) for lay in layouts]
+        specs.append(TensorSpec(gamma_key(p), "F64", (1,)))
+    meta = {"format": PACKED_FORMAT, "version": PACKED_VERSION, "layouts": ",".join(layouts),
+            "float_dtype": float_dtype,
+            "quantization": "per-tensor absmean ternary weights (gamma), per-token absmax int8 activations"}
+    meta.update({_HASH_PREFIX + p + ".weight": hashes[p + ".weight"] for p in names})
+    path = out / PACKED_FILE
+    with SafetensorsWriter(path, specs, meta) as w:
+        for p, tw in quantized:
+            for lay in layouts:
+                w.write(packed_key(p, lay), pack_ternary(tw.w_q, lay))
+            w.write(gamma_key(p), np.array([tw.gamma], dtype=np.float64))
+    return path
+
+
+def save_checkpoint(model_or_cfg, path: str | Path, state_dict: Mapping[str, np.ndarray] | None = None,
+                    overwrite: bool = False, layouts: Sequence[str] = DEFAULT_LAYOUTS) -> Path:
+    """Write our checkpoint: ``config.json`` + ``model.safetensors`` (float32) + ``packed.safetensors``.
+
+    Takes an :class:`MMFreeLM` holding float weights, or a config and a state dict.
+    The packed weights are quantised afresh from the float weights written,
+    so the two files always agree.
+    """
     if isinstance(model_or_cfg, MMFreeLM):
         cfg, state_dict = model_or_cfg.config, model_or_cfg.params
     else:
         cfg = model_or_cfg
+        if state_dict is None:
+            raise ValueError("save_checkpoint(config, path) needs the state_dict too")
+    missing_float = [p + ".weight" for p in bitlinear_names(cfg) if p + ".weight" not in state_dict]
+    if missing_float and isinstance(model_or_cfg, MMFreeLM):
+        raise CheckpointError("this model holds no float BitLinear weights (it was loaded with "
+                              "keep_float=False), so they cannot be saved; load it with keep_float=True")
+    check_state_dict(cfg, {k: np.shape(v) for k, v in state_dict.items()}, where="state dict")
     out = Path(path)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} already exists and is not empty; pass overwrite=True "
-                              "(or --force) to replace it")
-    check_state_dict(cfg, {k: v.shape for k, v in state_dict.items()}, where="state dict")
-    out.mkdir(parents=True, exist_ok=True)
-    cfg.to_json(out / "config.json")
-    save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in state_dict.items()},
-              str(out / "model.safetensors"))
+    _prepare_out_dir(out, overwrite)
+
+    keys = list(expected_shapes(cfg))
+    with SafetensorsWriter(out / WEIGHTS_FILE,
+                           [TensorSpec(k, "F32", tuple(np.shape(state_dict[k]))) for k in keys]) as w:
+        hashes = {k: w.write(k, np.asarray(state_dict[k], dtype=np.float32)) for k in keys}
+    _write_packed(out, cfg,
+                  ((p, quantize_weights(np.asarray(state_dict[p + ".weight"], dtype=np.float32)))
+                   for p in bitlinear_names(cfg)),
+                  hashes, "F32", layouts)
+    cfg.to_json(out / CONFIG_FILE)
     return out
 
 
-def load_checkpoint(path: str | Path) -> MMFreeLM:
-    """Load a checkpoint directory into the numpy reference model."""
-    from safetensors import safe_open
+def import_checkpoint(src: str | Path, dst: str | Path, *, force: bool = False,
+                      layouts: Sequence[str] = DEFAULT_LAYOUTS) -> Path:
+    """Reference checkpoint ``src`` -> our checkpoint ``dst``, one tensor at a time.
 
-    root = Path(path)
-    if not (root / "config.json").is_file():
-        raise FileNotFoundError(f"{root}: no config.json; a checkpoint is a directory with "
-                                "config.json and model.safetensors")
-    cfg = ModelConfig.from_json(root / "config.json")
-    weights = root / "model.safetensors"
-    if not weights.is_file():
-        raise FileNotFoundError(f"{root}: no model.safetensors next to config.json")
-    with safe_open(str(weights), framework="numpy") as f:
-        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-        check_state_dict(cfg, shapes, where=str(weights))
-        sd = {k: f.get_tensor(k).astype(np.float32) for k in f.keys()}
-    return MMFreeLM(cfg, sd)
+    Float weights are copied byte for byte (dtype kept, shards merged into one
+    file); every BitLinear is quantised once and stored packed; tokenizer
+    files are carried over.
+    """
+    ref = _open_reference(src)
+    out = Path(dst)
+    if out.exists() and out.resolve() == ref.root.resolve():
+        raise ValueError(f"import into the source directory {out} is not possible; choose another DST")
+    cfg = ref.config
+    _prepare_out_dir(out, force)
+    shapes = expected_shapes(cfg)
+    with SafetensorsWriter(out / WEIGHTS_FILE,
+                           [TensorSpec(k, ref.sources[k].dtype, shapes[k]) for k in shapes],
+                           {"format": "pt"}) as w:
+        hashes = {k: w.copy(k, ref.sources[k]) for k in shapes}
+    dtypes = sorted({ref.sources[p + ".weight"].dtype for p in bitlinear_names(cfg)})
+    _write_packed(out, cfg,
+                  ((p, quantize_weights(_quantizable(ref.sources[p + ".weight"])))
+                   for p in bitlinear_names(cfg)),
+                  hashes, ",".join(dtypes), layouts)
+    for f in ref.aux_files():
+        shutil.copyfile(f, out / f.name)
+    cfg.to_json(out / CONFIG_FILE)
+    return out
