@@ -1,0 +1,426 @@
+"""``Accelerator``: autoregressive decoding on the FPGA or its C-simulation.
+
+One decode step on the device is ``(x_t, s_{t-1}) → (logits_t, s_t)``
+(``MMFreeLM.decode_step``). Per token the host looks up ``x_t`` in the
+embedding table, writes it to the input buffer, starts the device, waits, and
+reads the logits; the recurrent state never leaves the device buffer (it is
+updated in place), so a token costs one small write and one read of V floats.
+The next token is chosen on the CPU (:mod:`mmfree_hls.sampling`).
+
+    with Accelerator.open("overlays/pynq-z2/demo") as acc:     # board or C-sim
+        for piece in acc.generate_text("The meaning of", max_new_tokens=40):
+            print(piece, end="")
+        print(acc.stats)
+
+Buffers are allocated once in ``open``; nothing is allocated per token.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import platform
+import time
+from pathlib import Path
+from typing import Iterable, Iterator, Optional, Union
+
+import numpy as np
+
+from ..sampling import Sampler
+from .buffers import WEIGHTS_PORT, DeviceBuffers
+from .errors import (AcceleratorClosedError, AcceleratorError, BackendUnavailableError,
+                     DeviceTimeoutError)
+from .manifest import Manifest, load_manifest
+
+BACKENDS = ("auto", "pynq", "csim")
+_BOARD_CPUS = ("aarch64", "armv7l", "armv8l")
+
+clock = time.perf_counter
+
+
+class AcceleratorStats:
+    """Per-token timing, split into host time and device time.
+
+    *device*: from start to done (the C call on the C-sim backend; ap_start
+    to ap_done on the board). *host*: everything else the host spends on a
+    token — embedding lookup, buffer copies, cache flush/invalidate, sampling.
+    """
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.host_s: list[float] = []
+        self.device_s: list[float] = []
+        self.prompt_tokens = 0
+        self.new_tokens = 0
+
+    def record(self, host_s: float, device_s: float) -> None:
+        self.host_s.append(host_s)
+        self.device_s.append(device_s)
+
+    def add_host_time(self, seconds: float) -> None:
+        """Host work after a step (sampling) is charged to that step's token."""
+        if self.host_s:
+            self.host_s[-1] += seconds
+
+    @property
+    def steps(self) -> int:
+        return len(self.device_s)
+
+    @property
+    def total_s(self) -> float:
+        return float(sum(self.host_s) + sum(self.device_s))
+
+    def summary(self) -> dict:
+        n = self.steps
+        host = np.asarray(self.host_s)
+        dev = np.asarray(self.device_s)
+        total = self.total_s
+        return {
+            "steps": n, "prompt_tokens": self.prompt_tokens, "new_tokens": self.new_tokens,
+            "total_s": total,
+            "tokens_per_s": n / total if total > 0 else 0.0,
+            "host_ms_per_token": 1e3 * float(host.mean()) if n else 0.0,
+            "device_ms_per_token": 1e3 * float(dev.mean()) if n else 0.0,
+            "host_fraction": float(host.sum() / total) if total > 0 else 0.0,
+            "device_ms_p50": 1e3 * float(np.median(dev)) if n else 0.0,
+            "device_ms_max": 1e3 * float(dev.max()) if n else 0.0,
+        }
+
+    def __str__(self) -> str:
+        s = self.summary()
+        if not s["steps"]:
+            return "no tokens yet"
+        return (f"{s['steps']} steps ({s['prompt_tokens']} prompt, {s['new_tokens']} generated): "
+                f"{s['tokens_per_s']:.1f} tokens/s, {s['host_ms_per_token'] + s['device_ms_per_token']:.3f} "
+                f"ms/token = host {s['host_ms_per_token']:.3f} + device {s['device_ms_per_token']:.3f} "
+                f"({100 * s['host_fraction']:.1f}% host)")
+
+
+def _on_board() -> bool:
+    return platform.machine().lower() in _BOARD_CPUS and importlib.util.find_spec("pynq") is not None
+
+
+class Accelerator:
+    """A session with one accelerator: buffers, recurrent state, decoding."""
+
+    def __init__(self, manifest: Manifest, backend, *, tokenizer=None):
+        """Use :meth:`open`; this wires an already-constructed backend."""
+        self.manifest = manifest
+        self.config = manifest.config
+        self.layout = manifest.layout
+        self.backend = backend
+        self.backend_name = backend.name
+        self.stats = AcceleratorStats()
+        self._tokenizer = tokenizer
+        self._closed = False
+        self._history: list[int] = []          # token ids fed since reset(): replayed after a fault
+        self._needs_recovery = False
+        # The embedding table stays on the host; float32 rows are copied straight into x_in.
+        self._embeddings = np.ascontiguousarray(manifest.embeddings(mmap=False), dtype=np.float32)
+        self._buffers: DeviceBuffers = backend.allocate(self.layout)
+        if WEIGHTS_PORT in self.layout.specs:
+            # Streamed tier: the packed weights go to the device once per session.
+            self._buffers.write_weights(manifest.packed_weights())
+            backend.sync_to_device(self._buffers, [WEIGHTS_PORT])
+        self.reset()
+
+    # ------------------------------------------------------------------ open
+    @classmethod
+    def open(cls, path: Union[str, Path], backend: str = "auto", *, timeout_s: Optional[float] = None,
+             verify: bool = True, tokenizer=None, **backend_options) -> "Accelerator":
+        """Open an overlay package (``overlays/<board>/<name>``).
+
+        backend: ``"pynq"`` loads the bitstream on a PYNQ board; ``"csim"`` runs the
+        C-simulation library of the same design; ``"auto"`` picks pynq on a board
+        with a bitstream, else csim. ``timeout_s`` bounds one device step (board
+        default 10 s; C-sim default: none). ``verify=False`` skips SHA-256 checks.
+        """
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        manifest = load_manifest(path, verify_hashes=verify)
+        if backend == "auto":
+            backend = "pynq" if (manifest.bitstream is not None and _on_board()) else "csim"
+        if backend == "csim":
+            from .backend_csim import CSimBackend
+            csim = manifest.data["csim"]
+            impl = CSimBackend(manifest.csim_library, manifest.layout,
+                               step_symbol=csim.get("step_symbol", "mmfree_step"),
+                               args=csim.get("args", manifest.layout.ports),
+                               timeout_s=timeout_s, **backend_options)
+        else:
+            from .backend_pynq import DEFAULT_TIMEOUT_S, PynqBackend
+            if manifest.bitstream is None:
+                raise BackendUnavailableError(
+                    f"{manifest.root} has no bitstream (it was packaged without Vivado); run "
+                    "`make overlay BOARD=...` where Vivado is installed, or use backend='csim'")
+            impl = PynqBackend(manifest.data["ip"], manifest.layout, bitstream=manifest.bitstream,
+                               timeout_s=DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s,
+                               **backend_options)
+        try:
+            return cls(manifest, impl, tokenizer=tokenizer)
+        except BaseException:
+            impl.close()
+            raise
+
+    def __enter__(self) -> "Accelerator":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the buffers (and the overlay). Idempotent."""
+        if not self._closed:
+            self._closed = True
+            self.backend.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __repr__(self) -> str:
+        c = self.config
+        state = "closed" if self._closed else f"{len(self._history)} tokens in state"
+        return (f"<Accelerator {self.manifest.name} on {self.backend_name} ({self.manifest.board}, "
+                f"{self.manifest.tier}): d={c.d} L={c.num_hidden_layers} V={c.vocab_size}, {state}>")
+
+    # ---------------------------------------------------------------- checks
+    def _check_open(self) -> None:
+        if self._closed:
+            raise AcceleratorClosedError("the accelerator is closed; open it again with Accelerator.open(path)")
+
+    def _check_token(self, token_id) -> int:
+        if isinstance(token_id, (bool, np.bool_)) or not isinstance(token_id, (int, np.integer)):
+            raise TypeError(f"token id must be an int, got {type(token_id).__name__} {token_id!r}")
+        tok = int(token_id)
+        V = self.config.vocab_size
+        if not 0 <= tok < V:
+            raise ValueError(f"token id {tok} is out of range for vocab_size={V} (valid ids are "
+                             f"0..{V - 1}); check the tokenizer matches the model")
+        return tok
+
+    # ------------------------------------------------------------------ state
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
+    @property
+    def position(self) -> int:
+        """Tokens consumed since the last reset()."""
+        return len(self._history)
+
+    def reset(self) -> None:
+        """Zero the recurrent state: the next step starts a new sequence."""
+        self._check_open()
+        self._buffers.clear_state()
+        self._history.clear()
+        self._needs_recovery = False
+
+    @property
+    def state(self) -> np.ndarray:
+        """A copy of the recurrent state s_t, (L, e)."""
+        self._check_open()
+        self.backend.sync_from_device(self._buffers, ["state"])
+        return self._buffers.read_state()
+
+    # ------------------------------------------------------------------- step
+    def _device_step(self, tok: int) -> np.ndarray:
+        """Embedding → device → logits, with the timing split. No recovery here."""
+        buffers, backend = self._buffers, self.backend
+        t0 = clock()
+        buffers.write_embedding(self._embeddings[tok])
+        backend.sync_to_device(buffers, buffers.inputs)
+        t1 = clock()
+        try:
+            backend.run()
+        except AcceleratorError:
+            # The state buffer may be half-written: rebuild it before the next step.
+            self._needs_recovery = True
+            raise
+        t2 = clock()
+        backend.sync_from_device(buffers, buffers.outputs)
+        logits = buffers.read_logits()
+        self._history.append(tok)
+        self.stats.record(host_s=(t1 - t0) + (clock() - t2), device_s=t2 - t1)
+        return logits
+
+    def _recover(self) -> None:
+        """After a failed step: wait for the device, then rebuild the state by replaying history."""
+        replay = list(self._history)
+        try:
+            self.backend.wait_idle(getattr(self.backend, "timeout_s", None))
+            self._buffers.clear_state()
+            self._history.clear()
+            for tok in replay:
+                self._device_step(tok)
+        except BaseException:
+            self._history, self._needs_recovery = replay, True     # try again next time
+            raise
+        self._needs_recovery = False
+
+    def step(self, token_id: int) -> np.ndarray:
+        """Feed one token; return its logits (float32, (V,)). The state advances by one."""
+        self._check_open()
+        tok = self._check_token(token_id)
+        if self._needs_recovery:
+            self._recover()
+        try:
+            return self._device_step(tok)
+        except DeviceTimeoutError as e:
+            raise DeviceTimeoutError(
+                f"{e}. The session is still usable: the next step waits for the device and "
+                f"restores the state by replaying the {len(self._history)} tokens fed so far "
+                "(or call reset() to start over)") from None
+
+    def execute(self, x: np.ndarray, state: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+        """One raw step on the buffers: (x_t (d,), s_{t-1} (L, e)) → (logits, s_t).
+
+        The same contract as ``MMFreeLM.decode_step``; the session's own state
+        is saved and restored around it.
+        """
+        self._check_open()
+        if self._needs_recovery:
+            self._recover()
+        buffers, backend = self._buffers, self.backend
+        backend.sync_from_device(buffers, ["state"])
+        saved = buffers.read_state()
+        try:
+            if state is None:
+                buffers.clear_state()
+            else:
+                buffers.write_state(state)
+            buffers.write_embedding(x)
+            backend.sync_to_device(buffers, buffers.inputs)
+            backend.run()
+            backend.sync_from_device(buffers, buffers.outputs)
+            return buffers.read_logits(), buffers.read_state()
+        except AcceleratorError:
+            self._needs_recovery = True
+            raise
+        finally:
+            if not self._needs_recovery:
+                buffers.write_state(saved)
+
+    def throughput_test(self, n_steps: int = 100, token_id: int = 0) -> dict:
+        """Back-to-back device steps without sampling: the decode rate the hardware sustains.
+
+        Returns runtime, tokens/s, host and device ms per token, and the bytes a
+        token moves across the host–device boundary. The session state is kept.
+        """
+        self._check_open()
+        if n_steps < 1:
+            raise ValueError(f"n_steps must be ≥ 1, got {n_steps}")
+        tok = self._check_token(token_id)
+        saved_history, saved_stats = list(self._history), self.stats
+        self.backend.sync_from_device(self._buffers, ["state"])
+        saved = self._buffers.read_state()
+        self.stats = AcceleratorStats()
+        try:
+            t0 = clock()
+            for _ in range(n_steps):
+                self._device_step(tok)
+            runtime = clock() - t0
+            s = self.stats.summary()
+        finally:
+            self.stats = saved_stats
+            if not self._needs_recovery:
+                self._buffers.write_state(saved)
+                self._history = saved_history
+        io_bytes = self.layout.specs["x_in"].nbytes + self.layout.specs["logits"].nbytes
+        return {"backend": self.backend_name, "steps": n_steps, "runtime_s": runtime,
+                "tokens_per_s": n_steps / runtime,
+                "host_ms_per_token": s["host_ms_per_token"],
+                "device_ms_per_token": s["device_ms_per_token"],
+                "host_io_bytes_per_token": io_bytes,
+                "weight_bytes": self.layout.weight_bytes or self.manifest.data["packing"].get("total_bytes", 0)}
+
+    # --------------------------------------------------------------- decoding
+    def generate(self, prompt_ids: Iterable[int], max_new_tokens: int, temperature: float = 0.0,
+                 top_k: Optional[int] = None, top_p: Optional[float] = None,
+                 seed: Optional[int] = None, stop: Union[None, int, Iterable[int]] = None) -> Iterator[int]:
+        """Stream new token ids after a prompt (a fresh sequence: state and stats are reset).
+
+        Greedy when temperature is 0. ``stop``: a token id or ids that end the
+        stream (not yielded). Arguments are checked here, before anything runs.
+        """
+        self._check_open()
+        prompt = [self._check_token(t) for t in prompt_ids]
+        if not prompt:
+            raise ValueError("prompt is empty: give at least one token id (e.g. the BOS id "
+                             f"{self.config.bos_token_id})")
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) \
+                or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be an integer ≥ 0, got {max_new_tokens!r}")
+        sampler = Sampler(temperature, top_k, top_p, seed)
+        stops = set() if stop is None else ({int(stop)} if isinstance(stop, (int, np.integer))
+                                            else {int(s) for s in stop})
+        return self._generate(prompt, int(max_new_tokens), sampler, stops)
+
+    def _generate(self, prompt: list[int], max_new: int, sampler: Sampler, stops: set) -> Iterator[int]:
+        self.reset()
+        self.stats.reset()          # stats describe this generation (step() alone accumulates)
+        for tok in prompt:
+            logits = self.step(tok)
+            self.stats.prompt_tokens += 1
+        for i in range(max_new):
+            t0 = clock()
+            tok = sampler(logits)
+            self.stats.add_host_time(clock() - t0)
+            if tok in stops:
+                return
+            self.stats.new_tokens += 1
+            yield tok
+            if i + 1 < max_new:            # the last token's logits are never needed
+                logits = self.step(tok)
+
+    @property
+    def tokenizer(self):
+        """The overlay's tokenizer (``tokenizer/`` in the package), loaded on first use."""
+        if self._tokenizer is None:
+            tdir = self.manifest.tokenizer_dir
+            if tdir is None:
+                raise AcceleratorError(f"overlay {self.manifest.root} has no tokenizer; pass "
+                                       "tokenizer=... to Accelerator.open, or use generate() with ids")
+            from ..tokenizer import load_tokenizer
+            self._tokenizer = load_tokenizer(tdir)
+        return self._tokenizer
+
+    def generate_text(self, prompt: str, max_new_tokens: int = 64, temperature: float = 0.0,
+                      top_k: Optional[int] = None, top_p: Optional[float] = None,
+                      seed: Optional[int] = None, stop: Union[None, int, Iterable[int], str] = "eos",
+                      add_bos: Optional[bool] = None) -> Iterator[str]:
+        """Stream text pieces after a text prompt.
+
+        ``stop`` defaults to the tokenizer's (else the model's) EOS id. ``add_bos``
+        defaults to True when the tokenizer defines a BOS token (models trained
+        with one expect it first).
+        """
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+        tok = self.tokenizer
+        bos = getattr(tok, "bos_token_id", None)
+        if add_bos is None:
+            add_bos = bos is not None
+        ids = list(tok.encode(prompt, add_bos=add_bos))
+        if not ids:
+            raise ValueError("the prompt encodes to no tokens: give some text")
+        if stop == "eos":
+            eos = getattr(tok, "eos_token_id", None)
+            stop = eos if eos is not None else self.config.eos_token_id
+        stream = self.generate(ids, max_new_tokens, temperature, top_k, top_p, seed, stop)
+        return _detokenize(tok, stream)
+
+
+def _detokenize(tok, ids: Iterator[int]) -> Iterator[str]:
+    """Text pieces as ids arrive, never half a UTF-8 character (the tokenizer's StreamDecoder)."""
+    from ..tokenizer import StreamDecoder
+
+    dec = StreamDecoder(tok)
+    for t in ids:
+        piece = dec.feed(t)
+        if piece:
+            yield piece
+    tail = dec.flush()
+    if tail:
+        yield tail

@@ -1,0 +1,204 @@
+"""Device buffer layout and the one place numpy data crosses into it.
+
+The accelerator computes ``mmfree_step(x_in, state, logits)`` (contract 2):
+
+    x_in    (d,)     float32  in      the token embedding x_t (the host looks it up)
+    state   (L*e,)   float32  in/out  s_{t-1} → s_t, layer-major: state[l*e + i]
+    logits  (V,)     float32  out
+    weights (bytes,) uint8    in      packed ternary weights (streamed tier only,
+                                      written once per session)
+
+Both backends allocate these once per session through an ``allocate(shape,
+dtype)`` function — ``numpy.zeros`` for the C-simulation, ``pynq.allocate``
+on a board — and then only copy into / out of them. Shapes, dtypes and the
+float64→float32 conversion are checked here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable, Mapping, Optional
+
+import numpy as np
+
+from .errors import AcceleratorError, ManifestError
+
+#: Argument order of the accelerator top (and of its register map).
+STEP_PORTS = ("x_in", "state", "logits")
+WEIGHTS_PORT = "weights"
+DIRECTIONS = ("in", "inout", "out")
+
+
+@dataclass(frozen=True)
+class BufferSpec:
+    """One device buffer: the data a single pointer argument of the top refers to."""
+
+    name: str
+    shape: tuple
+    dtype: str
+    direction: str
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * np.dtype(self.dtype).itemsize
+
+    def to_dict(self) -> dict:
+        return {"shape": list(self.shape), "dtype": self.dtype, "direction": self.direction,
+                "nbytes": self.nbytes}
+
+    @classmethod
+    def from_dict(cls, name: str, d: Mapping) -> "BufferSpec":
+        try:
+            spec = cls(name, tuple(int(n) for n in d["shape"]), str(d["dtype"]), str(d["direction"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ManifestError(f"buffer '{name}' needs shape, dtype and direction ({e})") from None
+        if spec.direction not in DIRECTIONS:
+            raise ManifestError(f"buffer '{name}': direction {spec.direction!r} is not one of {DIRECTIONS}")
+        try:
+            np.dtype(spec.dtype)
+        except TypeError:
+            raise ManifestError(f"buffer '{name}': unknown dtype {spec.dtype!r}") from None
+        if "nbytes" in d and int(d["nbytes"]) != spec.nbytes:
+            raise ManifestError(f"buffer '{name}': nbytes {d['nbytes']} disagrees with shape "
+                                f"{list(spec.shape)} × {spec.dtype} = {spec.nbytes}")
+        return spec
+
+
+class BufferLayout:
+    """The buffers of one design, in port order; built from a model config or a manifest."""
+
+    def __init__(self, d: int, num_layers: int, state_width: int, vocab_size: int,
+                 weight_bytes: int = 0):
+        self.d, self.L, self.e, self.V = int(d), int(num_layers), int(state_width), int(vocab_size)
+        self.weight_bytes = int(weight_bytes)
+        specs = [BufferSpec("x_in", (self.d,), "float32", "in"),
+                 BufferSpec("state", (self.L * self.e,), "float32", "inout"),
+                 BufferSpec("logits", (self.V,), "float32", "out")]
+        if self.weight_bytes:
+            specs.insert(0, BufferSpec(WEIGHTS_PORT, (self.weight_bytes,), "uint8", "in"))
+        self.specs = {s.name: s for s in specs}
+
+    @classmethod
+    def for_config(cls, cfg, weight_bytes: int = 0) -> "BufferLayout":
+        return cls(cfg.d, cfg.num_hidden_layers, cfg.state_size, cfg.vocab_size, weight_bytes)
+
+    @classmethod
+    def from_manifest(cls, buffers: Mapping, cfg) -> "BufferLayout":
+        """Check the manifest's buffer table against the model config and build the layout."""
+        given = {name: BufferSpec.from_dict(name, b) for name, b in buffers.items()}
+        wbytes = given[WEIGHTS_PORT].size if WEIGHTS_PORT in given else 0
+        layout = cls.for_config(cfg, wbytes)
+        missing = sorted(set(layout.specs) - set(given))
+        extra = sorted(set(given) - set(layout.specs))
+        if missing or extra:
+            raise ManifestError(f"buffer table lists {sorted(given)}, the design needs "
+                                f"{sorted(layout.specs)}")
+        for name, spec in layout.specs.items():
+            if given[name] != spec:
+                raise ManifestError(
+                    f"buffer '{name}' is {list(given[name].shape)} {given[name].dtype} "
+                    f"({given[name].direction}) but the model config (d={cfg.d}, "
+                    f"L={cfg.num_hidden_layers}, e={cfg.state_size}, V={cfg.vocab_size}) needs "
+                    f"{list(spec.shape)} {spec.dtype} ({spec.direction})")
+        return layout
+
+    def to_manifest(self) -> dict:
+        return {name: s.to_dict() for name, s in self.specs.items()}
+
+    @property
+    def ports(self) -> list[str]:
+        return list(self.specs)
+
+    def __iter__(self):
+        return iter(self.specs.values())
+
+    def __repr__(self) -> str:
+        return (f"BufferLayout(d={self.d}, L={self.L}, e={self.e}, V={self.V}, "
+                f"weight_bytes={self.weight_bytes})")
+
+
+Allocator = Callable[[tuple, str], np.ndarray]
+
+
+def numpy_allocate(shape: tuple, dtype: str) -> np.ndarray:
+    return np.zeros(shape, dtype=dtype)
+
+
+class DeviceBuffers:
+    """The session's buffers, allocated once; the host only copies into and out of them."""
+
+    def __init__(self, layout: BufferLayout, allocate: Allocator = numpy_allocate):
+        self.layout = layout
+        self.arrays: dict[str, np.ndarray] = {}
+        for spec in layout:
+            arr = allocate(spec.shape, spec.dtype)
+            if (tuple(arr.shape) != spec.shape or arr.dtype != np.dtype(spec.dtype)
+                    or not arr.flags.c_contiguous):
+                raise AcceleratorError(f"allocator returned {arr.shape} {arr.dtype} for buffer "
+                                       f"'{spec.name}', expected contiguous {spec.shape} {spec.dtype}")
+            self.arrays[spec.name] = arr
+        # (L, e) view of the flat state buffer: layer-major, as the C++ indexes it.
+        self._state2d = self.arrays["state"].reshape(layout.L, layout.e)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.arrays[name]
+
+    @property
+    def inputs(self) -> list[str]:
+        """Buffers the device reads each step (flushed before start)."""
+        return [s.name for s in self.layout if s.direction in ("in", "inout") and s.name != WEIGHTS_PORT]
+
+    @property
+    def outputs(self) -> list[str]:
+        """Buffers the device writes each step (invalidated after done)."""
+        return [s.name for s in self.layout if s.direction in ("out", "inout")]
+
+    # ------------------------------------------------------------- host → device
+    def write_embedding(self, x: np.ndarray) -> None:
+        x = np.asarray(x)
+        if x.shape != (self.layout.d,):
+            raise ValueError(f"embedding has shape {x.shape}, expected ({self.layout.d},)")
+        np.copyto(self.arrays["x_in"], x, casting="same_kind")
+
+    def write_state(self, state: np.ndarray) -> None:
+        s = np.asarray(state)
+        want = (self.layout.L, self.layout.e)
+        if s.shape != want and s.shape != (self.layout.L * self.layout.e,):
+            raise ValueError(f"state has shape {s.shape}, expected {want} (layers, state width)")
+        np.copyto(self._state2d, s.reshape(want), casting="same_kind")
+
+    def clear_state(self) -> None:
+        self.arrays["state"][:] = 0
+
+    def write_weights(self, packed: np.ndarray) -> None:
+        if WEIGHTS_PORT not in self.arrays:
+            raise AcceleratorError("this design keeps its weights on chip; there is no weight buffer")
+        p = np.asarray(packed, dtype=np.uint8).ravel()
+        if p.size != self.layout.weight_bytes:
+            raise ValueError(f"packed weights have {p.size} bytes, the buffer holds "
+                             f"{self.layout.weight_bytes}")
+        np.copyto(self.arrays[WEIGHTS_PORT], p)
+
+    # ------------------------------------------------------------- device → host
+    def read_logits(self, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """A copy of the logits (the device buffer is overwritten by the next step)."""
+        if out is None:
+            return self.arrays["logits"].copy()
+        np.copyto(out, self.arrays["logits"])
+        return out
+
+    def read_state(self) -> np.ndarray:
+        """A copy of the state as (L, e)."""
+        return self._state2d.copy()
+
+    def free(self, names: Iterable[str] | None = None) -> None:
+        """Release device memory (pynq buffers); numpy arrays are just dropped."""
+        for name in list(names or self.arrays):
+            arr = self.arrays.pop(name, None)
+            release = getattr(arr, "freebuffer", None) or getattr(arr, "close", None)
+            if callable(release):
+                release()

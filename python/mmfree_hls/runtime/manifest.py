@@ -1,0 +1,413 @@
+"""``manifest.json``: what an overlay package contains, and the check that it is intact.
+
+An overlay package (contract 3) is a directory ``overlays/<board>/<name>/``:
+
+    <name>.bit, <name>.hwh      bitstream + hardware handoff (when Vivado ran)
+    csim/libmmfree_csim.so      the same design as a C-simulation library (+ sources)
+    embeddings.npy              float32 (V, d): the host looks up x_t
+    weights.bin                 packed ternary weights, layer order (layout in "packing")
+    tokenizer/                  tokenizer files, when the checkpoint had them
+    manifest.json               this file's subject
+
+The manifest records the model config, the precision config, the packing
+layout (offset, size, bits per weight and scale of every BitLinear), the
+buffer table, the IP's register map, the board, tool versions and the SHA-256
+of every other file. :func:`load_manifest` refuses a package whose parts do
+not agree, naming the file and the fix.
+
+Register map assumption (documented here because it cannot be checked without
+Vitis HLS): the synthesis top is ``void mmfree_step(x_in, state, logits)``
+with ``#pragma HLS INTERFACE m_axi ... offset=slave`` on each pointer and
+``s_axilite port=return`` in one bundle ``control``. Vitis HLS (2020.2 and
+later, including 2023.2) then lays out the AXI-Lite slave as
+
+    0x00 CTRL (ap_start bit 0, ap_done bit 1 clear-on-read, ap_idle bit 2, ap_ready bit 3)
+    0x04 GIER   0x08 IP_IER   0x0c IP_ISR
+    0x10 ap_return (only if the top returns a value: 32 bits + 1 reserved word)
+    then each argument in order: a 64-bit pointer takes three words
+    (low, high, reserved), a 32-bit scalar two (value, reserved).
+
+so x_in = 0x10, state = 0x1c, logits = 0x28 for the void top. On a board the
+backend cross-checks these offsets with the bitstream's .hwh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+from ..config import ConfigError, ModelConfig
+from .buffers import BufferLayout, WEIGHTS_PORT
+from .errors import ManifestError
+
+MANIFEST_NAME = "manifest.json"
+FORMAT = "mmfree-overlay"
+FORMAT_VERSION = 1
+TIERS = ("on-chip", "streamed")
+REQUIRED = ("format", "format_version", "name", "board", "tier", "model", "precision", "packing",
+            "buffers", "ip", "csim", "embeddings", "tools", "files")
+
+_CTRL_WORDS = 4                     # CTRL, GIER, IP_IER, IP_ISR
+_BOARDS_JSON = Path(__file__).resolve().parent.parent / "data" / "boards.json"
+
+REGISTER_MAP_ASSUMPTION = (
+    "Vitis HLS s_axilite layout for a top with m_axi offset=slave pointers: 0x00 CTRL, "
+    "0x04 GIER, 0x08 IP_IER, 0x0c IP_ISR, 0x10 ap_return (if any, 2 words), then per argument "
+    "in order 3 words for a 64-bit pointer (low, high, reserved), 2 for a 32-bit scalar; "
+    "checked against the .hwh on the board")
+
+
+def known_boards() -> dict[str, dict]:
+    """The board table (``data/boards.json``): the one source of board facts."""
+    data = json.loads(_BOARDS_JSON.read_text())
+    return {k: v for k, v in data.items() if not k.startswith("_")}
+
+
+def vitis_register_map(ports: list[str], pointer_bits: int = 64, return_bits: int = 0) -> dict:
+    """Register map of a Vitis HLS top ``f(ports...)`` with m_axi offset=slave pointers."""
+    offset = 4 * _CTRL_WORDS
+    regs: dict[str, dict] = {}
+    if return_bits:
+        regs["ap_return"] = {"offset": offset, "bits": return_bits, "access": "r"}
+        offset += 8
+    for port in ports:
+        regs[port] = {"offset": offset, "bits": pointer_bits, "access": "w"}
+        offset += 12 if pointer_bits > 32 else 8
+    return {
+        "protocol": "ap_ctrl_hs",
+        "control": {"offset": 0, "ap_start": 0x1, "ap_done": 0x2, "ap_idle": 0x4, "ap_ready": 0x8},
+        "registers": {k: v for k, v in regs.items() if k != "ap_return"},
+        "ap_return": regs.get("ap_return"),
+        "address_range": offset,
+        "assumption": REGISTER_MAP_ASSUMPTION,
+    }
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def list_package_files(root: Path) -> list[str]:
+    """Every file of a package except the manifest, as sorted POSIX relative paths."""
+    out = []
+    for dirpath, _dirs, files in os.walk(root):
+        for f in files:
+            rel = Path(dirpath, f).relative_to(root).as_posix()
+            if rel != MANIFEST_NAME:
+                out.append(rel)
+    return sorted(out)
+
+
+def write_manifest(root: str | Path, data: Mapping[str, Any]) -> Path:
+    """Hash every file under ``root`` into ``data['files']`` and write manifest.json."""
+    root = Path(root)
+    manifest = dict(data)
+    manifest["files"] = {rel: {"sha256": sha256_file(root / rel), "bytes": (root / rel).stat().st_size}
+                         for rel in list_package_files(root)}
+    path = root / MANIFEST_NAME
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    # Validate what we wrote: a package that cannot be opened must not be produced.
+    load_manifest(root)
+    return path
+
+
+# ---------------------------------------------------------------------------- loading
+@dataclass
+class Manifest:
+    """A validated overlay package."""
+
+    root: Path
+    data: dict
+    config: ModelConfig
+    layout: BufferLayout
+
+    @property
+    def name(self) -> str:
+        return self.data["name"]
+
+    @property
+    def board(self) -> str:
+        return self.data["board"]
+
+    @property
+    def tier(self) -> str:
+        return self.data["tier"]
+
+    def path(self, rel: Optional[str]) -> Optional[Path]:
+        return None if rel is None else self.root / rel
+
+    @property
+    def bitstream(self) -> Optional[Path]:
+        bs = self.data.get("bitstream") or {}
+        return self.path(bs.get("bit"))
+
+    @property
+    def csim_library(self) -> Path:
+        return self.root / self.data["csim"]["library"]
+
+    @property
+    def tokenizer_dir(self) -> Optional[Path]:
+        return self.path(self.data.get("tokenizer"))
+
+    def embeddings(self, mmap: bool = True) -> np.ndarray:
+        return np.load(self.root / self.data["embeddings"]["file"], mmap_mode="r" if mmap else None)
+
+    def packed_weights(self) -> Optional[np.ndarray]:
+        f = self.data["packing"].get("file")
+        return None if f is None else np.fromfile(self.root / f, dtype=np.uint8)
+
+
+class _Checker:
+    """Collects the context for error messages: which file, and what to do."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.mpath = root / MANIFEST_NAME
+
+    def fail(self, what: str, fix: str = "re-create the package with `mmfree package`") -> None:
+        raise ManifestError(f"{self.mpath}: {what}; fix: {fix}")
+
+    def fail_file(self, rel: str, what: str,
+                  fix: str = "the file was changed or damaged after packaging: re-run `mmfree package`") -> None:
+        raise ManifestError(f"{self.root / rel}: {what}; fix: {fix}")
+
+
+def _safe_rel(chk: _Checker, rel: Any, field: str) -> str:
+    if not isinstance(rel, str) or not rel:
+        chk.fail(f"'{field}' must be a relative file path, got {rel!r}")
+    p = PurePosixPath(rel)
+    if p.is_absolute() or ".." in p.parts:
+        chk.fail(f"'{field}' = {rel!r} points outside the package")
+    return rel
+
+
+def _check_files(chk: _Checker, data: dict, verify_hashes: bool) -> None:
+    files = data["files"]
+    if not isinstance(files, dict):
+        chk.fail("'files' must map relative paths to {sha256, bytes}")
+    for rel, entry in files.items():
+        _safe_rel(chk, rel, "files")
+        f = chk.root / rel
+        if not f.is_file():
+            chk.fail_file(rel, "listed in the manifest but missing",
+                          "copy the whole overlay directory, or re-run `mmfree package`")
+        try:
+            want_bytes, want_hash = int(entry["bytes"]), str(entry["sha256"])
+        except (KeyError, TypeError, ValueError):
+            chk.fail(f"files['{rel}'] needs 'sha256' and 'bytes'")
+        if f.stat().st_size != want_bytes:
+            chk.fail_file(rel, f"has {f.stat().st_size} bytes, the manifest recorded {want_bytes} "
+                               "(truncated or replaced)")
+        if verify_hashes and sha256_file(f) != want_hash:
+            chk.fail_file(rel, "SHA-256 does not match the manifest")
+    # Every file the runtime will open must be covered by a hash.
+    refs = {"csim.library": data["csim"].get("library"), "embeddings.file": data["embeddings"].get("file"),
+            "packing.file": data["packing"].get("file")}
+    for key in ("bit", "hwh"):
+        refs[f"bitstream.{key}"] = (data.get("bitstream") or {}).get(key)
+    for field, rel in refs.items():
+        if rel is None:
+            continue
+        _safe_rel(chk, rel, field)
+        if rel not in files:
+            if not (chk.root / rel).exists():
+                chk.fail_file(rel, f"named by '{field}' but missing",
+                              "copy the whole overlay directory, or re-run `mmfree package`")
+            chk.fail(f"'{field}' = {rel} has no SHA-256 entry in 'files'")
+    tok = data.get("tokenizer")
+    if tok is not None:
+        _safe_rel(chk, tok, "tokenizer")
+        if not any(r == tok or r.startswith(tok.rstrip("/") + "/") for r in files):
+            chk.fail(f"'tokenizer' = {tok} has no files listed")
+    extra = sorted(set(list_package_files(chk.root)) - set(files))
+    if extra:
+        chk.fail_file(extra[0], "is in the package but not in the manifest",
+                      "remove it, or re-run `mmfree package` to include it")
+
+
+def packing_section(model, packing: str = "2bit", file: Optional[str] = "weights.bin") -> tuple[dict, np.ndarray]:
+    """The manifest's packing table and the weight file's bytes for a model.
+
+    The file is the streamed-tier weight buffer (:mod:`mmfree_hls.streamed`,
+    the one place that knows its layout) in both tiers: the on-chip design
+    compiles the same numbers into the bitstream, the streamed design reads
+    this buffer per token.
+    """
+    from .. import streamed
+    from ..packing import BITS_PER_WEIGHT
+
+    lay = streamed.layout(model.config, packing)
+    buf = streamed.write_buffer(model, packing)
+    tensors = []
+    for seg in lay.segments:
+        entry = {"name": seg.name, "kind": seg.kind, "shape": list(seg.shape),
+                 "offset": seg.offset, "nbytes": seg.nbytes}
+        if seg.kind == "ternary":
+            entry["scale"] = float(model.ternary[seg.name[: -len(".weight")]].scale)
+        tensors.append(entry)
+    section = {"layout": packing, "bits_per_weight": BITS_PER_WEIGHT[packing],
+               "format": f"mmfree-streamed/{streamed.LAYOUT_VERSION}", "align": streamed.ALIGN,
+               "file": file, "total_bytes": lay.total_bytes, "tensors": tensors}
+    return section, buf
+
+
+def _check_packing(chk: _Checker, data: dict, cfg: ModelConfig) -> None:
+    from .. import streamed
+    from ..packing import BITS_PER_WEIGHT, LAYOUTS
+
+    pk = data["packing"]
+    layout = pk.get("layout")
+    if layout not in LAYOUTS:
+        chk.fail(f"packing layout {layout!r} is unknown (known: {sorted(LAYOUTS)})")
+    try:
+        bits_ok = abs(float(pk.get("bits_per_weight")) - BITS_PER_WEIGHT[layout]) < 1e-9
+    except (TypeError, ValueError):
+        bits_ok = False
+    if not bits_ok:
+        chk.fail(f"packing.bits_per_weight = {pk.get('bits_per_weight')!r} but layout {layout} "
+                 f"stores {BITS_PER_WEIGHT[layout]}")
+    tensors = pk.get("tensors")
+    if pk.get("file") is None and not tensors:
+        return                      # an on-chip package without a weight file
+    if not isinstance(tensors, list):
+        chk.fail("packing.tensors must list the segments of the weight file")
+    want = streamed.layout(cfg, layout)
+    if len(tensors) != len(want.segments):
+        chk.fail(f"packing.tensors has {len(tensors)} entries, the model's weight buffer has "
+                 f"{len(want.segments)} segments")
+    for t, seg in zip(tensors, want.segments):
+        if not isinstance(t, dict):
+            chk.fail("packing.tensors entries must be objects")
+        got = (t.get("name"), t.get("kind"), tuple(t.get("shape") or ()), t.get("offset"), t.get("nbytes"))
+        exp = (seg.name, seg.kind, tuple(seg.shape), seg.offset, seg.nbytes)
+        if got != exp:
+            chk.fail(f"packing.tensors entry {got[0]!r} is (kind, shape, offset, nbytes) = {got[1:]}, "
+                     f"the {layout} layout of this model has {seg.name!r} = {exp[1:]}")
+        if seg.kind == "ternary":
+            scale = t.get("scale")
+            if isinstance(scale, bool) or not isinstance(scale, (int, float)) \
+                    or not np.isfinite(scale) or scale <= 0:
+                chk.fail(f"packing: {seg.name} scale {scale!r} must be a positive number (1/γ)")
+    if pk.get("total_bytes") != want.total_bytes:
+        chk.fail(f"packing.total_bytes = {pk.get('total_bytes')} but the layout needs {want.total_bytes}")
+    f = pk.get("file")
+    if f is not None and (chk.root / f).is_file():
+        # A memory map: the header check reads one page, not the whole buffer.
+        buf = np.memmap(chk.root / f, dtype=np.uint8, mode="r") if (chk.root / f).stat().st_size \
+            else np.zeros(0, np.uint8)
+        try:
+            streamed.check_buffer(buf, cfg, layout)
+        except streamed.StreamedBufferError as e:
+            chk.fail_file(f, str(e))
+        finally:
+            del buf
+
+
+def _check_ip(chk: _Checker, data: dict, layout: BufferLayout) -> None:
+    ip = data["ip"]
+    for key in ("top", "instance", "registers"):
+        if key not in ip:
+            chk.fail(f"ip.{key} is missing")
+    regs = ip["registers"]
+    missing = [p for p in layout.ports if p not in regs]
+    if missing:
+        chk.fail(f"ip.registers has no pointer register for {missing}")
+    spans = []
+    for name, r in regs.items():
+        try:
+            off, bits = int(r["offset"]), int(r["bits"])
+        except (KeyError, TypeError, ValueError):
+            chk.fail(f"ip.registers.{name} needs integer 'offset' and 'bits'")
+        if off % 4 or off < 4 * _CTRL_WORDS:
+            chk.fail(f"ip.registers.{name} offset 0x{off:x} is not a word offset after the "
+                     "control registers (≥ 0x10)")
+        if bits not in (32, 64):
+            chk.fail(f"ip.registers.{name} is {bits} bits; pointers are 32 or 64 bits")
+        spans.append((off, off + bits // 8, name))
+    spans.sort()
+    for (a0, a1, an), (b0, _b1, bn) in zip(spans, spans[1:]):
+        if b0 < a1:
+            chk.fail(f"ip.registers {an} and {bn} overlap (0x{a0:x} and 0x{b0:x})")
+
+
+def _check_embeddings(chk: _Checker, data: dict, cfg: ModelConfig) -> None:
+    emb = data["embeddings"]
+    rel = emb.get("file")
+    want = (cfg.vocab_size, cfg.d)
+    if tuple(emb.get("shape", ())) != want or emb.get("dtype") != "float32":
+        chk.fail(f"embeddings are recorded as {emb.get('shape')} {emb.get('dtype')}, the model "
+                 f"needs {list(want)} float32")
+    try:
+        arr = np.load(chk.root / rel, mmap_mode="r")
+    except (ValueError, OSError) as e:
+        chk.fail_file(rel, f"is not a readable .npy file ({e})")
+    if arr.shape != want or arr.dtype != np.float32:
+        chk.fail_file(rel, f"holds {arr.shape} {arr.dtype}, the model needs {want} float32")
+
+
+def load_manifest(root: str | Path, verify_hashes: bool = True) -> Manifest:
+    """Read and validate an overlay package; raise ManifestError naming file and fix.
+
+    ``verify_hashes=False`` skips the SHA-256 pass (sizes are still checked) for
+    quick re-opens of a large package that was verified once.
+    """
+    root = Path(root)
+    chk = _Checker(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such overlay directory; build one with "
+                                "`mmfree package HLS_PROJECT --board BOARD`")
+    if not chk.mpath.is_file():
+        raise FileNotFoundError(f"{chk.mpath} is missing: {root} is not an overlay package; "
+                                "build one with `mmfree package HLS_PROJECT --board BOARD`")
+    try:
+        data = json.loads(chk.mpath.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        chk.fail(f"not valid JSON ({e})")
+    if not isinstance(data, dict):
+        chk.fail("the top level must be a JSON object")
+    missing = [k for k in REQUIRED if k not in data]
+    if missing:
+        chk.fail(f"required fields missing: {', '.join(missing)}")
+    if data["format"] != FORMAT:
+        chk.fail(f"format is {data['format']!r}, expected {FORMAT!r}")
+    if data["format_version"] != FORMAT_VERSION:
+        chk.fail(f"format_version {data['format_version']} is not supported (this mmfree-hls reads "
+                 f"{FORMAT_VERSION})", "re-package with this version of mmfree-hls")
+    boards = known_boards()
+    if data["board"] not in boards:
+        chk.fail(f"board {data['board']!r} is not in the board table ({', '.join(sorted(boards))})")
+    if data["tier"] not in TIERS:
+        chk.fail(f"tier {data['tier']!r} is not one of {TIERS}")
+    try:
+        cfg = ModelConfig.from_dict(data["model"])
+    except (ConfigError, TypeError) as e:
+        chk.fail(f"model config is invalid: {e}")
+    if not isinstance(data["precision"], dict):
+        chk.fail("precision must be an object (the HLS precision config)")
+    try:
+        layout = BufferLayout.from_manifest(data["buffers"], cfg)
+    except ManifestError as e:
+        chk.fail(str(e))
+    if (data["tier"] == "streamed") != (WEIGHTS_PORT in layout.specs):
+        chk.fail(f"tier '{data['tier']}' but the buffer table "
+                 f"{'has' if WEIGHTS_PORT in layout.specs else 'has no'} weight buffer")
+    if WEIGHTS_PORT in layout.specs and layout.weight_bytes != data["packing"].get("total_bytes"):
+        chk.fail(f"weight buffer holds {layout.weight_bytes} bytes, packing.total_bytes is "
+                 f"{data['packing'].get('total_bytes')}")
+    if "library" not in data["csim"]:
+        chk.fail("csim.library is missing")
+    _check_files(chk, data, verify_hashes)
+    _check_packing(chk, data, cfg)
+    _check_ip(chk, data, layout)
+    _check_embeddings(chk, data, cfg)
+    return Manifest(root=root, data=data, config=cfg, layout=layout)

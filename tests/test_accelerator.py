@@ -1,0 +1,361 @@
+"""The host class on both backends.
+
+* C-sim backend against an ABI stub library (binding, buffers, errors,
+  timeouts) — plumbing, not accuracy.
+* pynq backend on numpy buffers with a fake AXI-Lite register file whose
+  "hardware" runs the numpy reference: the register/cache protocol and greedy
+  decoding through the board code path.
+* C-sim backend on the real converted design (hls4ml C-simulation): greedy
+  tokens equal to the numpy reference for ≥ 64 tokens — the accuracy test.
+"""
+
+import time
+
+import numpy as np
+import pytest
+
+from host_helpers import (STUB_FAIL_MARK, STUB_SLEEP_MARK, FakeAllocator, FakeMMIO,
+                          ReferenceDevice, build_abi_stub, stub_step, tiny_model)
+from mmfree_hls.commands.package import build_overlay
+from mmfree_hls.runtime import (Accelerator, AcceleratorClosedError, AcceleratorError,
+                                BackendUnavailableError, DeviceTimeoutError, ManifestError,
+                                load_manifest)
+from mmfree_hls.runtime.backend_pynq import PynqBackend
+from mmfree_hls.tokenizer import ByteTokenizer
+
+SLEEP_TOKEN, FAIL_TOKEN = 3, 4
+
+
+def _stub_package(tmp, marks: bool):
+    model = tiny_model(seed=1)
+    if marks:       # token 3's embedding makes the stub sleep 0.6 s, token 4's makes it fail
+        emb = model.params["model.embeddings.weight"]
+        emb[SLEEP_TOKEN, 0], emb[FAIL_TOKEN, 0] = STUB_SLEEP_MARK, STUB_FAIL_MARK
+    c = model.config
+    lib = build_abi_stub(tmp / "lib", c.d, c.num_hidden_layers, c.state_size, c.vocab_size,
+                         sleep_us=600_000)
+    build_overlay(tmp / "overlay", model=model, board="pynq-z2", name="stub", csim_library=lib)
+    return tmp / "overlay", model
+
+
+@pytest.fixture(scope="module")
+def stub_overlay(tmp_path_factory):
+    """A package around the ABI stub library."""
+    return _stub_package(tmp_path_factory.mktemp("stub"), marks=False)
+
+
+@pytest.fixture(scope="module")
+def faulty_overlay(tmp_path_factory):
+    """The same, with two tokens that make the stub sleep or fail."""
+    return _stub_package(tmp_path_factory.mktemp("faulty"), marks=True)
+
+
+def _stub_run(model, tokens):
+    c = model.config
+    state = np.zeros((c.num_hidden_layers, c.state_size), np.float32)
+    logits = None
+    for t in tokens:
+        logits, state = stub_step(model.params["model.embeddings.weight"][t], state, c.vocab_size)
+    return logits, state
+
+
+# ------------------------------------------------------------------ C-sim binding
+def test_csim_binding_passes_buffers_in_contract_order(stub_overlay):
+    path, model = stub_overlay
+    with Accelerator.open(path, backend="csim") as acc:
+        assert acc.backend_name == "csim"
+        for n, tok in enumerate([5, 9, 0, 63, 7], 1):
+            logits = acc.step(tok)
+            want_logits, want_state = _stub_run(model, [5, 9, 0, 63, 7][:n])
+            np.testing.assert_array_equal(logits, want_logits)
+            np.testing.assert_array_equal(acc.state, want_state)
+        assert acc.position == 5
+        acc.reset()
+        assert acc.position == 0 and not acc.state.any()
+        np.testing.assert_array_equal(acc.step(9), _stub_run(model, [9])[0])
+
+
+def test_auto_backend_is_csim_off_board_and_logits_are_copies(stub_overlay):
+    path, _ = stub_overlay
+    with Accelerator.open(path) as acc:
+        assert acc.backend_name == "csim"
+        a = acc.step(1)
+        a_copy = a.copy()
+        acc.step(2)
+        np.testing.assert_array_equal(a, a_copy)      # the next step did not overwrite it
+
+
+def test_execute_is_one_raw_step_and_keeps_the_session_state(stub_overlay):
+    path, model = stub_overlay
+    c = model.config
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(c.d)
+    s0 = rng.standard_normal((c.num_hidden_layers, c.state_size)).astype(np.float32)
+    with Accelerator.open(path, backend="csim") as acc:
+        acc.step(11)
+        before = acc.state
+        logits, s1 = acc.execute(x, s0)
+        want_logits, want_state = stub_step(x, s0, c.vocab_size)
+        np.testing.assert_array_equal(logits, want_logits)
+        np.testing.assert_array_equal(s1, want_state)
+        np.testing.assert_array_equal(acc.state, before)
+        np.testing.assert_array_equal(acc.step(12), _stub_run(model, [11, 12])[0])
+        with pytest.raises(ValueError, match="embedding has shape"):
+            acc.execute(np.zeros(c.d + 1))
+        with pytest.raises(ValueError, match="state has shape"):
+            acc.execute(x, np.zeros((1, 2)))
+
+
+def test_throughput_test_reports_rates_and_keeps_state(stub_overlay):
+    path, _ = stub_overlay
+    with Accelerator.open(path, backend="csim") as acc:
+        acc.step(7)
+        before, steps_before = acc.state, acc.stats.steps
+        r = acc.throughput_test(n_steps=50)
+        assert r["steps"] == 50 and r["tokens_per_s"] > 0 and r["device_ms_per_token"] > 0
+        assert r["host_io_bytes_per_token"] == 4 * (acc.config.d + acc.config.vocab_size)
+        np.testing.assert_array_equal(acc.state, before)
+        assert acc.position == 1 and acc.stats.steps == steps_before
+        with pytest.raises(ValueError, match="n_steps"):
+            acc.throughput_test(0)
+
+
+def test_stats_split_host_and_device_time(stub_overlay):
+    path, _ = stub_overlay
+    with Accelerator.open(path, backend="csim") as acc:
+        out = list(acc.generate([1, 2, 3], max_new_tokens=8))
+        s = acc.stats.summary()
+        assert len(out) == 8
+        assert s["prompt_tokens"] == 3 and s["new_tokens"] == 8
+        assert s["steps"] == 3 + 7                      # the last token's logits are never computed
+        assert s["device_ms_per_token"] > 0 and s["host_ms_per_token"] > 0
+        assert 0 < s["host_fraction"] < 1
+        assert "tokens/s" in str(acc.stats)
+
+
+def test_bad_input_gets_clear_errors_and_touches_nothing(stub_overlay):
+    path, _ = stub_overlay
+    with Accelerator.open(path, backend="csim") as acc:
+        acc.step(1)
+        steps = acc.stats.steps
+        with pytest.raises(ValueError, match=r"token id 64 is out of range for vocab_size=64 \(valid ids are 0..63\)"):
+            acc.step(64)
+        with pytest.raises(ValueError, match="token id -1 is out of range"):
+            acc.step(-1)
+        with pytest.raises(TypeError, match="token id must be an int"):
+            acc.step(1.0)
+        with pytest.raises(ValueError, match="prompt is empty"):
+            acc.generate([], 5)
+        with pytest.raises(ValueError, match="token id 99 is out of range"):
+            acc.generate([1, 99], 5)                    # checked before anything runs
+        with pytest.raises(ValueError, match="max_new_tokens"):
+            acc.generate([1], -2)
+        with pytest.raises(ValueError, match="top_p"):
+            acc.generate([1], 5, temperature=1.0, top_p=2.0)
+        assert acc.stats.steps == steps and acc.position == 1
+    with pytest.raises(ValueError, match="backend must be one of"):
+        Accelerator.open(path, backend="fpga")
+
+
+def test_closed_accelerator_refuses_every_call(stub_overlay):
+    path, _ = stub_overlay
+    acc = Accelerator.open(path, backend="csim")
+    with acc:
+        acc.step(1)
+    assert acc.closed
+    acc.close()                                         # idempotent
+    for call in (lambda: acc.step(1), acc.reset, lambda: acc.generate([1], 2),
+                 lambda: acc.execute(np.zeros(acc.config.d)), lambda: acc.state):
+        with pytest.raises(AcceleratorClosedError, match="open it again"):
+            call()
+
+
+def test_generate_stop_and_seeded_sampling(stub_overlay):
+    path, _ = stub_overlay
+    with Accelerator.open(path, backend="csim") as acc:
+        greedy = list(acc.generate([5, 6], 12))
+        assert greedy == list(acc.generate([5, 6], 12))
+        cut = list(acc.generate([5, 6], 12, stop=greedy[3]))
+        assert cut == greedy[:greedy.index(greedy[3])]
+        a = list(acc.generate([5, 6], 30, temperature=50.0, top_k=40, seed=3))
+        b = list(acc.generate([5, 6], 30, temperature=50.0, top_k=40, seed=3))
+        c = list(acc.generate([5, 6], 30, temperature=50.0, top_k=40, seed=4))
+        assert a == b and a != c
+
+
+def test_device_error_leaves_the_session_usable(faulty_overlay):
+    path, model = faulty_overlay
+    with Accelerator.open(path, backend="csim") as acc:
+        acc.step(5)
+        acc.step(6)
+        with pytest.raises(AcceleratorError, match="returned 7"):
+            acc.step(FAIL_TOKEN)
+        # The state is rebuilt from the two good tokens before the next one.
+        np.testing.assert_array_equal(acc.step(7), _stub_run(model, [5, 6, 7])[0])
+        assert acc.position == 3
+
+
+def test_csim_timeout_then_recovery(faulty_overlay):
+    path, model = faulty_overlay
+    with Accelerator.open(path, backend="csim", timeout_s=0.1) as acc:
+        acc.step(5)
+        with pytest.raises(DeviceTimeoutError, match="still usable"):
+            acc.step(SLEEP_TOKEN)                       # the stub sleeps 0.6 s
+        with pytest.raises(DeviceTimeoutError, match="still running"):
+            acc.step(6)                                 # the abandoned step has not finished yet
+        time.sleep(0.7)
+        np.testing.assert_array_equal(acc.step(6), _stub_run(model, [5, 6])[0])
+        np.testing.assert_array_equal(acc.state, _stub_run(model, [5, 6])[1])
+
+
+def test_library_for_another_model_is_refused(tmp_path, stub_overlay):
+    model = tiny_model(seed=2)
+    c = model.config
+    wrong = build_abi_stub(tmp_path / "wrong", c.d, c.num_hidden_layers, c.state_size, c.vocab_size + 1)
+    with pytest.raises(ManifestError, match=r"compiled for d=16, L=2, e=16, V=65 .* V=64"):
+        build_overlay(tmp_path / "ov", model=model, board="pynq-z2", name="x", csim_library=wrong)
+    assert not (tmp_path / "ov").exists()               # nothing half-written
+
+
+def test_pynq_backend_needs_a_bitstream(stub_overlay):
+    path, _ = stub_overlay
+    with pytest.raises(BackendUnavailableError, match="no bitstream.*backend='csim'"):
+        Accelerator.open(path, backend="pynq")
+
+
+def test_generate_text_streams_with_the_tokenizer(tmp_path):
+    tok = ByteTokenizer(["<s>", "</s>"], bos_token="<s>", eos_token="</s>")
+    model = tiny_model(seed=5, vocab_size=tok.vocab_size)
+    model.config.extra["mmfree_tokenizer"] = tok.to_config()
+    c = model.config
+    lib = build_abi_stub(tmp_path / "lib", c.d, c.num_hidden_layers, c.state_size, c.vocab_size)
+    build_overlay(tmp_path / "ov", model=model, board="kv260", name="t", csim_library=lib)
+    with Accelerator.open(tmp_path / "ov", backend="csim") as acc:
+        assert acc.tokenizer.vocab_size == 258
+        pieces = list(acc.generate_text("héllo", max_new_tokens=20))
+        ids = list(acc.generate(tok.encode("héllo", add_bos=True), 20, stop=tok.eos_token_id))
+        assert "".join(pieces) == tok.decode(ids)
+        assert acc.stats.prompt_tokens == len("héllo".encode()) + 1
+        with pytest.raises(TypeError, match="prompt must be a str"):
+            acc.generate_text([1, 2])
+
+
+# ---------------------------------------------------------------- pynq backend (fake MMIO)
+def _fake_board(path, model, timeout_s=1.0):
+    manifest = load_manifest(path)
+    log = []
+    alloc = FakeAllocator(log)
+    ip = manifest.data["ip"]
+    mmio = FakeMMIO(log=log)
+    mmio.device = ReferenceDevice(model, ip["registers"], alloc)
+    backend = PynqBackend(ip, manifest.layout, mmio=mmio, allocate=alloc, timeout_s=timeout_s)
+    return Accelerator(manifest, backend), mmio, alloc, log
+
+
+@pytest.fixture(scope="module")
+def ref_overlay(tmp_path_factory):
+    """A package of a random model (the stub library only satisfies packaging; the fake board runs
+    the numpy reference)."""
+    tmp = tmp_path_factory.mktemp("ref")
+    model = tiny_model(seed=7)
+    c = model.config
+    lib = build_abi_stub(tmp / "lib", c.d, c.num_hidden_layers, c.state_size, c.vocab_size)
+    build_overlay(tmp / "overlay", model=model, board="zcu104", name="ref", csim_library=lib)
+    return tmp / "overlay", model
+
+
+def test_pynq_register_protocol(ref_overlay):
+    path, model = ref_overlay
+    acc, mmio, alloc, log = _fake_board(path, model)
+    regs = acc.manifest.data["ip"]["registers"]
+    # Every pointer register holds its buffer's 64-bit physical address (high word non-zero).
+    for name, r in regs.items():
+        addr = mmio.pointer(r["offset"])
+        assert addr >= 1 << 32
+        assert alloc.by_addr[addr] is acc._buffers[name]
+    writes_before = len(mmio.regs)
+    log.clear()
+    acc.step(3)
+    acc.step(4)
+    assert len(mmio.regs) == writes_before              # no address rewrites per token
+    names = {alloc.by_addr[mmio.pointer(r["offset"])].name: n for n, r in regs.items()}
+    events = [(e[0], names.get(e[1], e[1]) if len(e) > 1 else None) for e in log]
+    one = [("flush", "x_in"), ("flush", "state"), ("start", None), ("invalidate", "state"),
+           ("invalidate", "logits")]
+    assert events == one + one
+    acc.close()
+    assert ("free", alloc.by_addr[mmio.pointer(regs["logits"]["offset"])].name) in log
+
+
+def test_pynq_path_greedy_matches_reference_64_tokens(ref_overlay):
+    path, model = ref_overlay
+    acc, mmio, _, _ = _fake_board(path, model)
+    prompt = [1, 17, 42]
+    with acc:
+        got = list(acc.generate(prompt, 64))
+    assert got == model.generate_greedy(prompt, 64)
+    assert mmio.device.steps == len(prompt) + 63
+
+
+def test_pynq_timeout_then_recovery(ref_overlay):
+    path, model = ref_overlay
+    acc, mmio, _, _ = _fake_board(path, model, timeout_s=0.05)
+    with acc:
+        acc.step(5)
+        acc.step(6)
+        mmio.hang = 1
+        with pytest.raises(DeviceTimeoutError, match="did not finish.*still usable.*replaying the 2 tokens"):
+            acc.step(7)
+        with pytest.raises(DeviceTimeoutError, match="still busy"):
+            acc.step(7)                                 # the device never came back: clear error again
+        mmio.finish_hung_step()                         # the slow step ends; its writes are discarded
+        logits = acc.step(7)
+        ref_logits, ref_state = None, None
+        for t in (5, 6, 7):
+            ref_logits, ref_state = model.step(t, ref_state)
+        np.testing.assert_allclose(logits, ref_logits, rtol=1e-5, atol=1e-5)
+        assert acc.position == 3
+
+
+def test_hwh_register_offsets_are_cross_checked(ref_overlay):
+    path, model = ref_overlay
+    manifest = load_manifest(path)
+    ip = manifest.data["ip"]
+    good = {"CTRL": {"address_offset": 0}, "x_in_1": {"address_offset": 0x10},
+            "x_in_2": {"address_offset": 0x14}, "state_1": {"address_offset": 0x1c},
+            "logits_1": {"address_offset": 0x28}}
+    PynqBackend(ip, manifest.layout, mmio=FakeMMIO()).check_register_map(good)
+    bad = dict(good, state_1={"address_offset": 0x20})
+    with pytest.raises(ManifestError, match="register of 'state': manifest says 0x1c.*hwh says 0x20"):
+        PynqBackend(ip, manifest.layout, mmio=FakeMMIO()).check_register_map(bad)
+
+
+class _FakeOverlay:
+    """What pynq.Overlay offers the backend: ip_dict (from the .hwh) and the IP's mmio."""
+
+    def __init__(self, instance, registers, mmio):
+        self.ip_dict = {instance: {"registers": registers}}
+        setattr(self, instance, type("IP", (), {"mmio": mmio})())
+        self.freed = False
+
+    def free(self):
+        self.freed = True
+
+
+def test_pynq_backend_with_an_overlay_object(ref_overlay):
+    path, model = ref_overlay
+    manifest = load_manifest(path)
+    ip = manifest.data["ip"]
+    log = []
+    alloc = FakeAllocator(log)
+    mmio = FakeMMIO(log=log)
+    mmio.device = ReferenceDevice(model, ip["registers"], alloc)
+    hwh = {f"{n}_1": {"address_offset": r["offset"]} for n, r in ip["registers"].items()}
+    overlay = _FakeOverlay(ip["instance"], hwh, mmio)
+    backend = PynqBackend(ip, manifest.layout, overlay=overlay, allocate=alloc)
+    with Accelerator(manifest, backend) as acc:
+        np.testing.assert_allclose(acc.step(9), model.step(9)[0], rtol=1e-5, atol=1e-5)
+    assert overlay.freed
+    wrong = _FakeOverlay("other_ip", hwh, mmio)
+    with pytest.raises(ManifestError, match="no IP named 'mmfree_0'"):
+        PynqBackend(ip, manifest.layout, overlay=wrong, allocate=alloc)
