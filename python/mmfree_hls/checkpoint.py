@@ -185,8 +185,8 @@ class PackedWeights:
 def read_packed(root: str | Path, cfg: ModelConfig) -> PackedWeights:
     """Open ``root/packed.safetensors`` and check it against ``cfg`` (format, keys, shapes)."""
     path = Path(root) / PACKED_FILE
-    validate_with_library(path)
     tensors, meta = read_header(path)
+    validate_with_library(path)
     if meta.get("format") != PACKED_FORMAT:
         raise CheckpointError(f"{path}: not an mmfree packed-weights file (metadata format "
                               f"{meta.get('format')!r}, expected {PACKED_FORMAT!r})")

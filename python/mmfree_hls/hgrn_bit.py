@@ -153,8 +153,9 @@ def find_weight_tensors(root: Path) -> dict[str, TensorInfo]:
     """Every stored tensor of a checkpoint directory (single file or shards), by key."""
     single, index = root / WEIGHTS_FILE, root / INDEX_FILE
     if single.is_file():
+        tensors = read_header(single)[0]
         validate_with_library(single)
-        return read_header(single)[0]
+        return tensors
     if index.is_file():
         return _read_shards(index)
     torch = [name for name in TORCH_FILES if (root / name).is_file()]
@@ -179,8 +180,9 @@ def _read_shards(index: Path) -> dict[str, TensorInfo]:
     tensors: dict[str, TensorInfo] = {}
     misplaced: list[str] = []
     for shard in shards:
+        found = read_header(index.parent / shard)[0]
         validate_with_library(index.parent / shard)
-        for key, info in read_header(index.parent / shard)[0].items():
+        for key, info in found.items():
             if weight_map.get(key) != shard:
                 misplaced.append(f"{key} (in {shard}, index says {weight_map.get(key)})")
             elif key in tensors:
