@@ -29,21 +29,21 @@ MLP = ("gate_proj", "down_proj")
 class Block:
     """The layers of one MatMul-free block (a plain holder, not a Keras layer)."""
 
-    def __init__(self, cfg: ModelConfig, l: int):
+    def __init__(self, cfg: ModelConfig, l: int, quantize: bool = True):
         e, d, m = cfg.input_dim, cfg.d, cfg.ffn_dim
         eps = cfg.rms_norm_eps
         self.l = l
         self.use_lower_bound = cfg.use_lower_bound and l > 0
         self.attn_norm = RMSNorm(eps, name=f"l{l}_attn_norm")
-        self.i_proj = BitLinear(e, name=f"l{l}_i_proj")
-        self.f_proj = BitLinear(e, name=f"l{l}_f_proj")
-        self.g_proj = BitLinear(e, name=f"l{l}_g_proj")
+        self.i_proj = BitLinear(e, quantize, name=f"l{l}_i_proj")
+        self.f_proj = BitLinear(e, quantize, name=f"l{l}_f_proj")
+        self.g_proj = BitLinear(e, quantize, name=f"l{l}_g_proj")
         self.g_norm = GatedRMSNorm(eps, cfg.num_heads, name=f"l{l}_g_norm")
-        self.o_proj = BitLinear(d, name=f"l{l}_o_proj")
+        self.o_proj = BitLinear(d, quantize, name=f"l{l}_o_proj")
         self.mlp_norm = RMSNorm(eps, name=f"l{l}_mlp_norm")
-        self.gate_proj = BitLinear(2 * m, name=f"l{l}_gate_proj")
+        self.gate_proj = BitLinear(2 * m, quantize, name=f"l{l}_gate_proj")
         self.glu = GLU(name=f"l{l}_glu")
-        self.down_proj = BitLinear(d, name=f"l{l}_down_proj")
+        self.down_proj = BitLinear(d, quantize, name=f"l{l}_down_proj")
         self.scan = MLGRUScan(self.use_lower_bound, name=f"l{l}_mlgru_scan")
 
     def channel_mix(self, x):
@@ -53,17 +53,18 @@ class Block:
 class MMFreeLMKeras(keras.Model):
     """Sequence form: token ids (B, T) → logits (B, T, V)."""
 
-    def __init__(self, cfg: ModelConfig, **kwargs):
+    def __init__(self, cfg: ModelConfig, quantize: bool = True, **kwargs):
         super().__init__(name="mmfree_lm", **kwargs)
         self.cfg = cfg.validate()
+        self.quantize = quantize
         self.embeddings = keras.layers.Embedding(cfg.vocab_size, cfg.d, name="embeddings",
                                                  embeddings_initializer=keras.initializers.RandomNormal(stddev=0.02))
-        self.blocks = [Block(cfg, l) for l in range(cfg.num_hidden_layers)]
+        self.blocks = [Block(cfg, l, quantize) for l in range(cfg.num_hidden_layers)]
         # Keras tracks layers assigned as attributes; a Block is a plain holder.
         self._block_layers = [layer for b in self.blocks for layer in vars(b).values()
                               if isinstance(layer, keras.layers.Layer)]
         self.norm = RMSNorm(cfg.rms_norm_eps, name="norm")
-        self.lm_head = BitLinear(cfg.vocab_size, name="lm_head")
+        self.lm_head = BitLinear(cfg.vocab_size, quantize, name="lm_head")
 
     def build(self, input_shape=None):
         L, e = self.cfg.num_hidden_layers, self.cfg.input_dim
@@ -149,11 +150,11 @@ class MMFreeLMKeras(keras.Model):
 
 
 def build_keras_model(cfg: ModelConfig, params: Mapping[str, np.ndarray] | None = None,
-                      form: str = "sequence"):
+                      form: str = "sequence", quantize: bool = True):
     """``sequence`` → :class:`MMFreeLMKeras`; ``step`` → its functional decode-step model."""
     if form not in ("sequence", "step"):
         raise ValueError(f"form must be 'sequence' or 'step', got {form!r}")
-    model = MMFreeLMKeras(cfg)
+    model = MMFreeLMKeras(cfg, quantize=quantize)
     model.build()
     if params is not None:
         model.load_state_dict(params)
