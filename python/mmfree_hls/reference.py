@@ -36,7 +36,6 @@ MLP_PROJS = ("gate_proj", "down_proj")
 def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Every state-dict key of the reference layout and its shape."""
     d, e, m, V = cfg.d, cfg.input_dim, cfg.ffn_dim, cfg.vocab_size
-    head_dim = e // cfg.num_heads
     shapes: dict[str, tuple[int, ...]] = {"model.embeddings.weight": (V, d)}
     if cfg.use_lower_bound:
         shapes["model.lower_bounds"] = (cfg.num_hidden_layers, e)
@@ -48,7 +47,7 @@ def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
         for name in ATTN_PROJS:
             shapes[p + f"attn.{name}.weight"] = proj[name]
             shapes[p + f"attn.{name}.norm.weight"] = (proj[name][1],)
-        shapes[p + "attn.g_norm.weight"] = (head_dim,)
+        shapes[p + "attn.g_norm.weight"] = (e,)
         shapes[p + "mlp_norm.weight"] = (d,)
         for name in MLP_PROJS:
             shapes[p + f"mlp.{name}.weight"] = proj[name]
@@ -116,12 +115,12 @@ class MMFreeLM:
         return rms_norm(x, self.params[key], self.config.rms_norm_eps)
 
     def _g_norm(self, g: np.ndarray, l: int) -> np.ndarray:
-        """RMSNorm over each head of the recurrence output gate."""
-        heads = self.config.num_heads
-        shp = g.shape
-        gh = g.reshape(*shp[:-1], heads, shp[-1] // heads)
-        out = rms_norm(gh, self.params[f"model.layers.{l}.attn.g_norm.weight"], self.config.rms_norm_eps)
-        return out.reshape(shp)
+        """RMSNorm of the output gate over the whole recurrence width.
+
+        The reference merges heads before g_norm, so num_heads never changes
+        the math (the recurrence is element-wise).
+        """
+        return self._rms(g, f"model.layers.{l}.attn.g_norm.weight")
 
     def _gates(self, l: int, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Input and forget gates of the MLGRU: (silu(i)·(1−f), f)."""

@@ -38,7 +38,7 @@ class Block:
         self.i_proj = BitLinear(e, quantize, name=f"l{l}_i_proj")
         self.f_proj = BitLinear(e, quantize, name=f"l{l}_f_proj")
         self.g_proj = BitLinear(e, quantize, name=f"l{l}_g_proj")
-        self.g_norm = GatedRMSNorm(eps, cfg.num_heads, name=f"l{l}_g_norm")
+        self.g_norm = GatedRMSNorm(eps, name=f"l{l}_g_norm")
         self.o_proj = BitLinear(d, quantize, name=f"l{l}_o_proj")
         self.mlp_norm = RMSNorm(eps, name=f"l{l}_mlp_norm")
         self.gate_proj = BitLinear(2 * m, quantize, name=f"l{l}_gate_proj")

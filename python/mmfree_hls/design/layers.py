@@ -211,28 +211,25 @@ class MLGRUScan(keras.layers.Layer):
 
 
 class GatedRMSNorm(keras.layers.Layer):
-    """o = rms(g; weight, ε) ⊙ silu(s), the MLGRU output gate (per head)."""
+    """o = rms(g; weight, ε) ⊙ silu(s), the MLGRU output gate.
 
-    def __init__(self, eps: float = 1e-6, num_heads: int = 1, **kwargs):
+    The norm runs over the whole recurrence width (heads merged), as in the reference.
+    """
+
+    def __init__(self, eps: float = 1e-6, **kwargs):
         super().__init__(**kwargs)
         self.eps = float(eps)
-        self.num_heads = int(num_heads)
 
     def build(self, input_shape):
-        e = int(input_shape[0][-1])
-        self.weight = self.add_weight(name="weight", shape=(e // self.num_heads,), initializer="ones")
+        self.weight = self.add_weight(name="weight", shape=(int(input_shape[0][-1]),), initializer="ones")
         super().build(input_shape)
 
     def call(self, inputs):
         g, s = inputs
-        if self.num_heads == 1:
-            return rms(g, self.weight, self.eps) * silu(s)
-        shape = tf.shape(g)
-        gh = tf.reshape(g, tf.concat([shape[:-1], [self.num_heads, -1]], 0))
-        return tf.reshape(rms(gh, self.weight, self.eps), shape) * silu(s)
+        return rms(g, self.weight, self.eps) * silu(s)
 
     def get_config(self):
-        return {**super().get_config(), "eps": self.eps, "num_heads": self.num_heads}
+        return {**super().get_config(), "eps": self.eps}
 
 
 class GLU(keras.layers.Layer):
