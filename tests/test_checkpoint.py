@@ -140,16 +140,18 @@ def test_reference_checkpoint_logits_equal_numpy_reference(tmp_path, case):
     dtype, shards = fields.pop("dtype"), fields.pop("shards", 1)
     root, cfg, stored = reference_case(tmp_path, seed=len(case), dtype=dtype, shards=shards, **fields)
     reference = MMFreeLM(cfg, stored)
-    full = load_checkpoint(root)
+    full = load_checkpoint(root, keep_float=True)
     assert full.config.ffn_dim == cfg.ffn_dim and full.config.use_lower_bound == cfg.use_lower_bound
     assert_same_logits(full, reference)
     lean = load_checkpoint(root, keep_float=False)
     assert_same_logits(lean, reference)
-    # The lean model holds no float copy of any BitLinear weight.
-    assert not {p + ".weight" for p in bitlinear_names(cfg)} & set(lean.params)
+    # The lean model holds no float copy of any BitLinear weight; it reads them from disk on demand.
+    assert set(lean.params) == set(reference.params)
+    assert not {p + ".weight" for p in bitlinear_names(cfg)} & set(lean.params.in_memory())
     for p in bitlinear_names(cfg):
         np.testing.assert_array_equal(lean.ternary[p].w_q, reference.ternary[p].w_q)
         assert lean.ternary[p].gamma == reference.ternary[p].gamma
+        np.testing.assert_array_equal(lean.params[p + ".weight"], reference.params[p + ".weight"])
 
 
 def test_config_mapping_follows_the_reference_rules():
@@ -367,9 +369,22 @@ def test_save_checkpoint_round_trip_and_overwrite_guard(tmp_path):
     assert_same_logits(load_checkpoint(out, keep_float=False, verify="full"), model)
     with pytest.raises(FileExistsError, match="overwrite=True"):
         save_checkpoint(model, out)
-    lean = load_checkpoint(out, keep_float=False)
-    with pytest.raises(CheckpointError, match="keep_float=True"):
-        save_checkpoint(lean, tmp_path / "again")
+    lean = load_checkpoint(out)
+    with pytest.raises(ValueError, match="reads its float weights from"):
+        save_checkpoint(lean, out, overwrite=True)
+    again = save_checkpoint(lean, tmp_path / "again")                # float weights streamed from disk
+    assert_same_logits(load_checkpoint(again, verify="full"), model)
+
+
+def test_lean_params_refuse_a_changed_file(tmp_path):
+    root, cfg, stored = reference_case(tmp_path, seed=13)
+    lean = load_checkpoint(root)
+    key = "model.layers.0.attn.i_proj.weight"
+    lean.params["model.norm.weight"] = np.zeros(32)                 # assignments stay in memory
+    assert "model.norm.weight" in lean.params.in_memory() and not lean.params["model.norm.weight"].any()
+    _rewrite(root, lambda sd: sd.__setitem__(key, (sd[key] + 1).astype(np.float16)))   # size changes too
+    with pytest.raises(CheckpointError, match=f"changed since this model was loaded, so {key}"):
+        lean.params[key]
 
 
 def test_force_import_replaces_only_checkpoint_files(tmp_path):

@@ -36,10 +36,12 @@ the hash recorded at packing time; ``verify="full"`` re-quantises and
 compares W_q and γ exactly; ``verify="none"`` trusts the file.
 
 Memory: tensors are read one at a time (a file is never mapped whole, see
-:mod:`mmfree_hls.safetensors_io`). ``keep_float=False`` builds a model that
-holds only what inference needs -- ternary W_q (int8), norms, embeddings,
-lower bounds -- instead of a float32 copy of every weight; a 370M fp16
-checkpoint then loads in well under twice its size (``bench/bench_load.py``).
+:mod:`mmfree_hls.safetensors_io`). By default the model holds only what
+inference needs -- ternary W_q (int8), norms, embeddings, lower bounds --
+and reads a BitLinear's float weight from disk when asked for it; a 370M
+fp16 checkpoint then loads in well under twice its size
+(``bench/bench_load.py``). ``keep_float=True`` also holds every weight as
+float32.
 
 Strict: every expected key present with the expected shape and a float
 dtype, nothing left over; errors list the offending keys.
@@ -49,9 +51,10 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -254,7 +257,74 @@ def _quantizable(info: TensorInfo) -> np.ndarray:
     return a if a.dtype in (np.float16, np.float32) else a.astype(np.float32)
 
 
-def _inference_model(cfg: ModelConfig, params: dict[str, np.ndarray],
+class CheckpointParams(MutableMapping):
+    """``model.params`` of a lean model: a float32 state dict whose BitLinear weights stay on disk.
+
+    Norms, embeddings and lower bounds are held in memory (inference reads
+    them every token); a BitLinear's float weight is read from the checkpoint
+    file each time it is asked for (``to_keras``, ``save_checkpoint``), which
+    is rare. Assigning a key keeps the new value in memory. The files are
+    fingerprinted (size, modification time) at load time: reading from a file
+    that changed since raises CheckpointError instead of mixing two models.
+    """
+
+    def __init__(self, resident: dict[str, np.ndarray], on_disk: Mapping[str, TensorInfo]):
+        self._resident = dict(resident)
+        self._on_disk = dict(on_disk)
+        self._stamps = {f: self._stamp(f) for f in {t.file for t in self._on_disk.values()}}
+
+    @staticmethod
+    def _stamp(path: Path) -> tuple[int, int]:
+        st = path.stat()
+        return st.st_size, st.st_mtime_ns
+
+    def in_memory(self) -> list[str]:
+        """Keys whose values are held in memory (the rest are read from disk on access)."""
+        return list(self._resident)
+
+    def files(self) -> list[Path]:
+        return sorted(self._stamps)
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        """A value's shape without reading it from disk."""
+        return self._on_disk[key].shape if key not in self._resident else self._resident[key].shape
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key in self._resident:
+            return self._resident[key]
+        info = self._on_disk[key]
+        if not info.file.is_file() or self._stamp(info.file) != self._stamps[info.file]:
+            raise CheckpointError(f"{info.file} changed since this model was loaded, so {key} cannot be "
+                                  "read from it; load the checkpoint again (or pass keep_float=True "
+                                  "to hold every weight in memory)")
+        return read_float32(info)
+
+    def __setitem__(self, key: str, value) -> None:
+        self._resident[key] = np.asarray(value, dtype=np.float32)
+        self._on_disk.pop(key, None)
+
+    def __delitem__(self, key: str) -> None:
+        if key in self._resident:
+            del self._resident[key]
+        else:
+            del self._on_disk[key]
+
+    def __contains__(self, key) -> bool:             # without reading the tensor
+        return key in self._resident or key in self._on_disk
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._resident
+        yield from (k for k in self._on_disk if k not in self._resident)
+
+    def __len__(self) -> int:
+        return len(self._resident) + len(self._on_disk)
+
+    def __repr__(self) -> str:
+        return (f"CheckpointParams({len(self._resident)} tensors in memory, "
+                f"{len(self._on_disk)} read from {', '.join(str(f) for f in self.files())} on access)")
+
+
+def _inference_model(cfg: ModelConfig, params: Mapping[str, np.ndarray],
                      ternary: dict[str, TernaryWeight]) -> MMFreeLM:
     """MMFreeLM from already-quantised BitLinears, holding no float copy of their weights."""
     factory = getattr(MMFreeLM, "from_ternary", None)
@@ -271,13 +341,15 @@ def _inference_model(cfg: ModelConfig, params: dict[str, np.ndarray],
     return model
 
 
-def load_checkpoint(path: str | Path, *, keep_float: bool = True, verify: str = "hash") -> MMFreeLM:
+def load_checkpoint(path: str | Path, *, keep_float: bool = False, verify: str = "hash") -> MMFreeLM:
     """Load a checkpoint directory (reference layout or ours) into the numpy model.
 
-    ``keep_float=True``: the model holds float32 copies of every weight
-    (``model.params`` complete; needed by ``to_keras`` and training).
-    ``keep_float=False``: only what inference needs (ternary W_q, norms,
-    embeddings, lower bounds); several times less memory for large models.
+    ``keep_float=False`` (default): the model holds what inference needs --
+    ternary W_q (int8) and γ, norms, embeddings, lower bounds -- and
+    ``model.params`` (a :class:`CheckpointParams`) reads a BitLinear's float
+    weight from the checkpoint when asked (``to_keras``, ``save_checkpoint``).
+    ``keep_float=True``: every weight also held in memory as float32
+    (a plain dict), for training or editing weights; about 3x more memory.
     ``verify``: how packed weights are checked against the float ones
     (``"hash"``, ``"full"`` or ``"none"``; see the module docstring).
     """
@@ -308,7 +380,8 @@ def load_checkpoint(path: str | Path, *, keep_float: bool = True, verify: str = 
                              packed.path)
         else:
             ternary[p] = quantize_weights(_quantizable(ref.sources[p + ".weight"]))
-    params = {k: read_float32(info) for k, info in ref.sources.items() if k not in weight_keys}
+    resident = {k: read_float32(info) for k, info in ref.sources.items() if k not in weight_keys}
+    params = CheckpointParams(resident, {k: ref.sources[k] for k in sorted(weight_keys)})
     return _inference_model(cfg, params, {p: ternary[p] for p in names})
 
 
@@ -375,12 +448,16 @@ def save_checkpoint(model_or_cfg, path: str | Path, state_dict: Mapping[str, np.
         cfg = model_or_cfg
         if state_dict is None:
             raise ValueError("save_checkpoint(config, path) needs the state_dict too")
-    missing_float = [p + ".weight" for p in bitlinear_names(cfg) if p + ".weight" not in state_dict]
-    if missing_float and isinstance(model_or_cfg, MMFreeLM):
-        raise CheckpointError("this model holds no float BitLinear weights (it was loaded with "
-                              "keep_float=False), so they cannot be saved; load it with keep_float=True")
-    check_state_dict(cfg, {k: np.shape(v) for k, v in state_dict.items()}, where="state dict")
+    if isinstance(state_dict, CheckpointParams):
+        shapes = {k: state_dict.shape(k) for k in state_dict}
+    else:
+        shapes = {k: np.shape(v) for k, v in state_dict.items()}
+    check_state_dict(cfg, shapes, where="state dict")
     out = Path(path)
+    if isinstance(state_dict, CheckpointParams) and out.exists() and any(
+            f.parent.resolve() == out.resolve() for f in state_dict.files()):
+        raise ValueError(f"{out} is the checkpoint this model reads its float weights from; "
+                         "save to another directory")
     _prepare_out_dir(out, overwrite)
 
     keys = list(expected_shapes(cfg))
