@@ -345,8 +345,24 @@ def test_corrupt_packed_weights_fail_full_verification(tmp_path):
         sd[key][0, 0] ^= 0b11
     save_file(sd, str(path), metadata=meta)
     load_checkpoint(dst, keep_float=False, verify="hash")         # hashes cover the float side only
-    with pytest.raises(CheckpointError, match="model.layers.0.attn.g_proj.*ternary values differ"):
+    with pytest.raises(CheckpointError, match=r"model.layers.0.attn.g_proj \(2bit\).*1 ternary values differ"):
         load_checkpoint(dst, keep_float=False, verify="full")
+
+
+def test_every_stored_layout_is_verified(tmp_path):
+    root, cfg, _ = reference_case(tmp_path, seed=7)
+    dst = import_checkpoint(root, tmp_path / "ours")                # 2bit (used to load) and 1.6bit
+    path = dst / PACKED_FILE
+    with safe_open(str(path), framework="numpy") as f:
+        meta, sd = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    key = packed_key("lm_head", "1.6bit")
+    sd[key] = sd[key].copy()
+    sd[key][3, 2] = (sd[key][3, 2] + 1) % 243                     # still a valid byte, other trits
+    save_file(sd, str(path), metadata=meta)
+    assert_same_logits(load_checkpoint(dst, verify="hash"), load_checkpoint(root))
+    for keep_float in (False, True):
+        with pytest.raises(CheckpointError, match=r"lm_head \(1.6bit\)"):
+            load_checkpoint(dst, keep_float=keep_float, verify="full")
 
 
 def test_packed_file_must_match_config(tmp_path):

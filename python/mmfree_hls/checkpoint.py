@@ -170,16 +170,24 @@ class PackedWeights:
     metadata: dict[str, str]
     shapes: dict[str, tuple[int, int]]          # BitLinear prefix -> (out, in)
 
-    def ternary(self, prefix: str) -> TernaryWeight:
-        """W_q and γ of one BitLinear, unpacked from the simplest layout stored."""
-        layout = "2bit" if "2bit" in self.layouts else self.layouts[0]
-        n_in = self.shapes[prefix][1]
+    def packed(self, prefix: str, layout: str) -> np.ndarray:
+        """The stored bytes of one BitLinear in one layout: uint8 (out, row_bytes)."""
+        if layout not in self.layouts:
+            raise CheckpointError(f"{self.path} holds layouts {', '.join(self.layouts)}, not {layout!r}; "
+                                  f"re-import with --layouts {','.join(self.layouts + (layout,))}")
+        return read_array(self.tensors[packed_key(prefix, layout)])
+
+    def gamma(self, prefix: str) -> float:
+        return float(read_array(self.tensors[gamma_key(prefix)])[0])
+
+    def ternary(self, prefix: str, layout: str | None = None) -> TernaryWeight:
+        """W_q and γ of one BitLinear, unpacked from ``layout`` (default: the simplest stored)."""
+        layout = layout or ("2bit" if "2bit" in self.layouts else self.layouts[0])
         try:
-            w_q = unpack_ternary(read_array(self.tensors[packed_key(prefix, layout)]), n_in, layout)
+            w_q = unpack_ternary(self.packed(prefix, layout), self.shapes[prefix][1], layout)
         except ValueError as e:
             raise CheckpointError(f"{self.path}: {packed_key(prefix, layout)}: {e}") from None
-        gamma = float(read_array(self.tensors[gamma_key(prefix)])[0])
-        return TernaryWeight(w_q=w_q, gamma=gamma)
+        return TernaryWeight(w_q=w_q, gamma=self.gamma(prefix))
 
     def recorded_sha256(self, prefix: str) -> str | None:
         return self.metadata.get(_HASH_PREFIX + prefix + ".weight")
@@ -238,10 +246,10 @@ def _verify_hashes(ref: ReferenceCheckpoint, packed: PackedWeights) -> None:
                               "to use the packed weights as they are.")
 
 
-def _verify_full(name: str, packed: TernaryWeight, fresh: TernaryWeight, path: Path) -> None:
+def _verify_full(name: str, layout: str, packed: TernaryWeight, fresh: TernaryWeight, path: Path) -> None:
     if fresh.gamma != packed.gamma or not np.array_equal(fresh.w_q, packed.w_q):
-        flips = int(np.count_nonzero(fresh.w_q != packed.w_q)) if fresh.w_q.shape == packed.w_q.shape else -1
-        raise CheckpointError(f"{path}: {name} does not match its float weight (γ {packed.gamma!r} vs "
+        flips = int(np.count_nonzero(fresh.w_q != packed.w_q))
+        raise CheckpointError(f"{path}: {name} ({layout}) does not match its float weight (γ {packed.gamma!r} vs "
                               f"{fresh.gamma!r}, {flips} ternary values differ). Fix: re-pack with "
                               "`mmfree import DIR NEWDIR`.")
 
@@ -253,7 +261,7 @@ def _quantizable(info: TensorInfo) -> np.ndarray:
     fp16 → float64 inside quantize_weights equals fp16 → float32 → float64, so
     passing fp16 through saves a float32 copy of the largest tensors.
     """
-    a = read_array(info) if info.dtype != "F64" else read_float32(info)
+    a = read_array(info)                      # BF16 arrives as float32 already
     return a if a.dtype in (np.float16, np.float32) else a.astype(np.float32)
 
 
@@ -366,7 +374,8 @@ def load_checkpoint(path: str | Path, *, keep_float: bool = False, verify: str =
         model = MMFreeLM(cfg, {k: read_float32(info) for k, info in ref.sources.items()})
         if packed is not None and verify == "full":
             for p in names:
-                _verify_full(p, packed.ternary(p), model.ternary[p], packed.path)
+                for layout in packed.layouts:
+                    _verify_full(p, layout, packed.ternary(p, layout), model.ternary[p], packed.path)
         return model
 
     weight_keys = {p + ".weight" for p in names}
@@ -376,8 +385,9 @@ def load_checkpoint(path: str | Path, *, keep_float: bool = False, verify: str =
         if packed is not None:
             ternary[p] = packed.ternary(p)
             if verify == "full":
-                _verify_full(p, ternary[p], quantize_weights(_quantizable(ref.sources[p + ".weight"])),
-                             packed.path)
+                fresh = quantize_weights(_quantizable(ref.sources[p + ".weight"]))
+                for layout in packed.layouts:
+                    _verify_full(p, layout, packed.ternary(p, layout), fresh, packed.path)
         else:
             ternary[p] = quantize_weights(_quantizable(ref.sources[p + ".weight"]))
     resident = {k: read_float32(info) for k, info in ref.sources.items() if k not in weight_keys}
