@@ -32,7 +32,7 @@ from mmfree_hls.packing import unpack_ternary
 from mmfree_hls.quant import quantize_weights
 from mmfree_hls.reference import bitlinear_names, expected_shapes, init_random_state_dict
 from mmfree_hls.safetensors_io import (SafetensorsWriter, TensorSpec, bf16_to_float32,
-                                       float32_to_bf16, read_header)
+                                       float32_to_bf16, read_array, read_header)
 
 SMALL = {"model_type": "hgrn_bit", "vocab_size": 64, "hidden_size": 32, "num_hidden_layers": 2}
 IDS = np.array([[1, 5, 9, 3, 60, 2], [7, 7, 0, 63, 12, 40]])
@@ -281,6 +281,12 @@ def test_shard_index_errors(tmp_path):
         load_checkpoint(root)
 
 
+def test_a_file_instead_of_the_directory(tmp_path):
+    root, _, _ = reference_case(tmp_path)
+    with pytest.raises(FileNotFoundError, match="pass the checkpoint directory"):
+        load_checkpoint(root / "model.safetensors")
+
+
 def test_truncated_safetensors_file(tmp_path):
     root, _, _ = reference_case(tmp_path)
     data = (root / "model.safetensors").read_bytes()
@@ -434,6 +440,15 @@ def test_writer_output_is_read_back_by_the_library(tmp_path):
             np.testing.assert_array_equal(f.get_tensor(k), v)
     tensors, _ = read_header(tmp_path / "x.safetensors")
     assert all(t.start % np.dtype(arrays[k].dtype).itemsize == 0 for k, t in tensors.items())
+    x = np.array([[1.5, -2.0, 3.140625]], np.float32)
+    with SafetensorsWriter(tmp_path / "bf.safetensors", [TensorSpec("w", "BF16", (1, 3))]) as w:
+        with pytest.raises(ValueError, match="spec says BF16"):
+            w.write("w", x)                                         # BF16 takes raw uint16 words
+        w.write("w", float32_to_bf16(x))
+    info = read_header(tmp_path / "bf.safetensors")[0]["w"]
+    np.testing.assert_array_equal(read_array(info), x)
+    with safe_open(str(tmp_path / "bf.safetensors"), framework="numpy") as f:
+        assert f.get_slice("w").get_dtype() == "BF16"
     with pytest.raises(CheckpointError, match="never written"):
         with SafetensorsWriter(tmp_path / "y.safetensors", specs) as w:
             w.write("a.u8", arrays["a.u8"])

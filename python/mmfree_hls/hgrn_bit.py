@@ -219,6 +219,9 @@ class ReferenceCheckpoint:
     @classmethod
     def open(cls, path: str | Path) -> "ReferenceCheckpoint":
         root = Path(path)
+        if root.is_file():
+            raise FileNotFoundError(f"{root} is a file; pass the checkpoint directory that holds it "
+                                    f"({root.parent})")
         if not root.is_dir():
             raise FileNotFoundError(f"{root}: no such checkpoint directory")
         cfg, tied = map_reference_config(read_config_json(root), where=str(root / CONFIG_FILE))
