@@ -6,14 +6,24 @@ model can be trained and evaluated on any machine with no download.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 HOLDOUT_FRACTION = 0.05
 
 
 def corpus_text() -> str:
+    """The topics in a fixed order, with indentation runs folded to one space.
+
+    The raw text is laid out for a terminal; left as is, a small byte-level
+    model spends its capacity on runs of spaces and greedy decoding ends in them.
+    """
     from pydoc_data.topics import topics
-    return "\n\n".join(topics[k].strip() for k in sorted(topics))
+    text = "\n\n".join(topics[k].strip() for k in sorted(topics))
+    text = re.sub(r"[ \t]{2,}", " ", text)
+    text = re.sub(r"\n[ \t]+", "\n", text)
+    return re.sub(r"\n{3,}", "\n\n", text)
 
 
 def corpus_bytes() -> np.ndarray:

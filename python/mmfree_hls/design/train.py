@@ -21,6 +21,7 @@ import numpy as np
 
 from ..config import ModelConfig
 from ..corpus import corpus_bytes, split_holdout
+from ..tokenizer import ByteTokenizer
 
 
 @dataclass
@@ -39,7 +40,8 @@ class TrainConfig:
 #: The shipped demo model's architecture (one source of truth; `make train` uses it).
 DEMO_MODEL = ModelConfig(vocab_size=256, hidden_size=128, num_hidden_layers=3, intermediate_size=256,
                          rms_norm_eps=1e-6, use_lower_bound=True, bos_token_id=None, eos_token_id=None,
-                         max_position_embeddings=1024)
+                         max_position_embeddings=1024,
+                         extra={"mmfree_tokenizer": ByteTokenizer().to_config()})
 
 
 def _batches(data: np.ndarray, batch: int, seq: int, rng: np.random.Generator):
