@@ -7,12 +7,13 @@ the ``design`` extra.
 
 from .config import ConfigError, ModelConfig
 from .reference import MMFreeLM
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, import_checkpoint, load_checkpoint, save_checkpoint
+from .tokenizer import load_tokenizer
 
 __version__ = "0.1.0"
 
 __all__ = ["ModelConfig", "ConfigError", "MMFreeLM", "load_checkpoint", "save_checkpoint",
-           "CheckpointError", "convert", "__version__"]
+           "CheckpointError", "import_checkpoint", "load_tokenizer", "convert", "__version__"]
 
 
 def convert(model, output_dir, config=None, **kwargs):

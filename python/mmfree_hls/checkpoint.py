@@ -63,7 +63,7 @@ from .hgrn_bit import (AUX_FILES, CONFIG_FILE, INDEX_FILE, WEIGHTS_FILE,
                        ReferenceCheckpoint)
 from .packing import LAYOUTS, pack_ternary, row_bytes, unpack_ternary
 from .quant import TernaryWeight, quantize_weights
-from .reference import MMFreeLM, bitlinear_names, expected_shapes, lower_bounds
+from .reference import MMFreeLM, bitlinear_names, expected_shapes
 from .safetensors_io import (FLOAT_DTYPES, CheckpointError, SafetensorsWriter,
                              TensorInfo, TensorSpec, read_array,
                              read_float32, read_header, sha256_of,
@@ -335,18 +335,7 @@ class CheckpointParams(MutableMapping):
 def _inference_model(cfg: ModelConfig, params: Mapping[str, np.ndarray],
                      ternary: dict[str, TernaryWeight]) -> MMFreeLM:
     """MMFreeLM from already-quantised BitLinears, holding no float copy of their weights."""
-    factory = getattr(MMFreeLM, "from_ternary", None)
-    if factory is not None:
-        return factory(cfg, params, ternary)
-    # MMFreeLM's constructor always quantises from float weights; until it takes
-    # pre-quantised ones, set the documented attributes it would have computed.
-    model = MMFreeLM.__new__(MMFreeLM)
-    model.config = cfg.validate()
-    model.params = params
-    model.ternary = ternary
-    model.lb = (lower_bounds(params["model.lower_bounds"]) if cfg.use_lower_bound
-                else np.zeros((cfg.num_hidden_layers, cfg.input_dim)))
-    return model
+    return MMFreeLM.from_ternary(cfg, params, ternary)
 
 
 def load_checkpoint(path: str | Path, *, keep_float: bool = False, verify: str = "hash") -> MMFreeLM:

@@ -92,20 +92,35 @@ def init_random_state_dict(cfg: ModelConfig, seed: int = 0) -> dict[str, np.ndar
 class MMFreeLM:
     """numpy MatMul-free LM: sequence ``logits`` and recurrent ``step``."""
 
-    def __init__(self, config: ModelConfig, state_dict: Mapping[str, np.ndarray]):
+    def __init__(self, config: ModelConfig, state_dict: Mapping[str, np.ndarray],
+                 ternary: Mapping[str, TernaryWeight] | None = None):
+        """``ternary``: pre-quantised BitLinear weights (e.g. from a packed
+        checkpoint); then ``state_dict`` need not hold their float weights in
+        memory — a lazy mapping that reads them on demand is enough."""
         self.config = config.validate()
-        self.params = {k: np.asarray(v, dtype=np.float32) for k, v in state_dict.items()}
+        self.params = (state_dict if ternary is not None
+                       else {k: np.asarray(v, dtype=np.float32) for k, v in state_dict.items()})
+        names = bitlinear_names(config)
         missing = sorted(set(expected_shapes(config)) - set(self.params))
+        if ternary is not None:
+            missing = sorted(set(missing) - {n + ".weight" for n in names}
+                             | {n + ".weight" for n in names if n not in ternary})
         if missing:
             raise KeyError(f"state dict is missing keys: {', '.join(missing[:8])}"
                            + (" ..." if len(missing) > 8 else ""))
         # Ternary weights are quantised once, as the hardware stores them.
-        self.ternary: dict[str, TernaryWeight] = {
-            name: quantize_weights(self.params[name + ".weight"]) for name in bitlinear_names(config)
-        }
+        self.ternary: dict[str, TernaryWeight] = (
+            dict(ternary) if ternary is not None
+            else {name: quantize_weights(self.params[name + ".weight"]) for name in names})
         cfg = self.config
         self.lb = (lower_bounds(self.params["model.lower_bounds"]) if cfg.use_lower_bound
                    else np.zeros((cfg.num_hidden_layers, cfg.input_dim)))
+
+    @classmethod
+    def from_ternary(cls, config: ModelConfig, params: Mapping[str, np.ndarray],
+                     ternary: Mapping[str, TernaryWeight]) -> "MMFreeLM":
+        """A model from already-quantised BitLinear weights (no float copy needed)."""
+        return cls(config, params, ternary)
 
     # ---------------------------------------------------------------- pieces
     def bitlinear(self, name: str, x: np.ndarray) -> np.ndarray:
