@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
+
+# TensorFlow's start-up chatter (CUDA probes on CPU-only machines) buries the
+# tool's own output; real TensorFlow failures still surface as exceptions.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from . import __version__, commands
 

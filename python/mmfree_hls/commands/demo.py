@@ -34,6 +34,8 @@ def register(sub) -> None:
     p.add_argument("--board", default="pynq-z2", help="board the overlay package targets")
     p.add_argument("--project", default="hls_project/demo", help="where the hls4ml project goes")
     p.add_argument("--overlay", default=None, help="overlay directory (default overlays/BOARD/demo)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an hls project at --project that holds another model or config")
     p.set_defaults(func=run)
 
 
@@ -55,7 +57,7 @@ def run(args) -> int:
          f"vocab={cfg.vocab_size}, {cfg.parameter_count():,} parameters")
 
     t = time.perf_counter()
-    project = convert(model, args.project, checkpoint=args.checkpoint)
+    project = convert(args.checkpoint, args.project, overwrite=args.force)
     project.compile()
     _say(f"hls4ml project {args.project} converted and compiled in {time.perf_counter() - t:.1f} s")
 
