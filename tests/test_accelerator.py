@@ -359,3 +359,64 @@ def test_pynq_backend_with_an_overlay_object(ref_overlay):
     wrong = _FakeOverlay("other_ip", hwh, mmio)
     with pytest.raises(ManifestError, match="no IP named 'mmfree_0'"):
         PynqBackend(ip, manifest.layout, overlay=wrong, allocate=alloc)
+
+
+# ---------------------------------------------------------------- the real design in C-simulation
+PROMPT = [1, 2, 3]
+N_GREEDY = 64
+
+
+@pytest.fixture(scope="module")
+def csim_design(request, tmp_path_factory):
+    """The hls4ml project of ``margin_model`` converted and compiled with g++, then packaged.
+
+    The project lives in pytest's cache directory: convert() and compile() are keyed by a
+    content hash, so a re-run with unchanged generator sources costs nothing.
+    """
+    import fcntl
+
+    from host_helpers import margin_model
+    from mmfree_hls.commands.package import package_project
+    from mmfree_hls.design.convert import convert
+
+    model = margin_model()
+    cache = request.config.cache.mkdir("mmfree-host-csim")
+    with open(cache / "lock", "w") as lock:         # pytest-xdist workers share the cache
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        project = convert(model, cache / "margin", overwrite=True, verbose=False)
+        project.compile(verbose=False)
+    overlay = tmp_path_factory.mktemp("csim") / "overlay"
+    package_project(cache / "margin", "pynq-z2", out=overlay)
+    return overlay, model
+
+
+@pytest.mark.slow
+def test_csim_greedy_matches_reference_64_tokens(csim_design):
+    from host_helpers import greedy_margins
+
+    path, model = csim_design
+    ref = model.generate_greedy(PROMPT, N_GREEDY)
+    margins = greedy_margins(model, PROMPT, N_GREEDY)
+    with Accelerator.open(path, backend="csim") as acc:
+        got = list(acc.generate(PROMPT, N_GREEDY))
+        # The premise of token-for-token agreement: the C-sim's logit error along the
+        # reference path stays below half the smallest top-2 margin.
+        acc.reset()
+        state, err = None, 0.0
+        for t in PROMPT + ref[:-1]:
+            want, state = model.step(t, state)
+            err = max(err, float(np.abs(acc.step(t) - want).max()))
+    assert len(set(ref)) >= 32                       # a long walk, not a fixed point
+    assert err < margins.min() / 2, (err, margins.min())
+    assert got == ref
+
+
+@pytest.mark.slow
+def test_csim_seeded_sampling_is_reproducible(csim_design):
+    path, _ = csim_design
+    with Accelerator.open(path, backend="csim") as acc:
+        a = list(acc.generate(PROMPT, 40, temperature=1.5, top_p=0.95, seed=11))
+        b = list(acc.generate(PROMPT, 40, temperature=1.5, top_p=0.95, seed=11))
+        c = list(acc.generate(PROMPT, 40, temperature=1.5, top_p=0.95, seed=12))
+        assert acc.stats.device_s and min(acc.stats.device_s) > 0
+    assert a == b and a != c

@@ -48,8 +48,8 @@ def register(sub) -> None:
     p.add_argument("--out", default=None, help="output directory (default overlays/BOARD/NAME)")
     p.add_argument("--checkpoint", default=None,
                    help="checkpoint the project was converted from (default: the one the project records)")
-    p.add_argument("--packing", default="2bit", choices=("2bit", "1.6bit"),
-                   help="layout of the packed weight file (default 2bit)")
+    p.add_argument("--packing", default=None, choices=("2bit", "1.6bit"),
+                   help="layout of the packed weight file (default: the project's, else 2bit)")
     p.add_argument("--force", action="store_true", help="replace an existing overlay package")
     p.set_defaults(func=run)
 
@@ -258,7 +258,7 @@ def _as_config_dict(d: Mapping) -> dict:
 
 
 def package_project(project: str | Path, board: str, out: Optional[str | Path] = None,
-                    checkpoint: Optional[str] = None, packing: str = "2bit", force: bool = False):
+                    checkpoint: Optional[str] = None, packing: Optional[str] = None, force: bool = False):
     """Package ``hls_project/NAME`` for ``board`` (bitstream included when `make overlay` made one)."""
     root = Path(project)
     info = read_project(root)
@@ -274,13 +274,13 @@ def package_project(project: str | Path, board: str, out: Optional[str | Path] =
     tools = {"hls4ml": info.get("hls4ml_version")}
     if tools_file.is_file():
         tools.update(json.loads(tools_file.read_text()))
-    sources = [root / d for d in ("firmware", "csim")] + [root / "mmfree_step.cpp"]
+    sources = [root / "firmware", root / "csim"]
     out = Path(out) if out else Path("overlays") / board / name
     return build_overlay(
         out, model=model, board=board, name=name, csim_library=lib,
         csim_sources=[s for s in sources if s.exists()],
         precision=info.get("precision") or {}, top=info.get("top", "mmfree_step"),
-        tier=info.get("tier", "on-chip"), packing=packing,
+        tier=info.get("tier", "on-chip"), packing=packing or info.get("packing") or "2bit",
         bitstream=bit if bit.is_file() else None, hwh=hwh if bit.is_file() else None,
         tokenizer_dir=ckpt, tools=tools,
         source={"hls_project": str(root), "checkpoint": str(ckpt),

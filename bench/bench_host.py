@@ -1,0 +1,165 @@
+"""Host overhead per token on the C-sim backend: Python host time vs device time.
+
+Two measurements, one run:
+
+1. **Host floor.** The host class around a null device (a C library with the
+   contract-2 ABI that does almost nothing), for several embedding widths d
+   and vocabularies V, greedy and sampled. Device time ≈ 0 here, so what is
+   left is what the host costs per token on any backend: embedding lookup,
+   buffer copies, the ctypes call, reading V logits, choosing the next token.
+2. **Real design.** The converted hls4ml design of a small model in
+   C-simulation (when the design extra is installed): the same split with a
+   device that does the work, i.e. the share of a token spent in Python.
+
+    python bench/bench_host.py [--tokens 200] [--quick]
+
+Writes a table to stdout and ``bench/results/host.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mmfree_hls.commands.package import build_overlay
+from mmfree_hls.config import ModelConfig
+from mmfree_hls.reference import MMFreeLM
+from mmfree_hls.runtime import Accelerator
+
+RESULTS = Path(__file__).resolve().parent / "results" / "host.json"
+
+NULL_DEVICE = r"""
+// A device that does no model work: it fills the logits with a peaked, LM-like spread
+// (approximately normal, sigma 4, a fresh draw each step) so sampling costs what it
+// costs on a real distribution. Its own time is reported as device time.
+static unsigned step_count = 0;
+static inline float uniform(unsigned v) {
+    v ^= v >> 16; v *= 0x7feb352dU; v ^= v >> 15; v *= 0x846ca68bU; v ^= v >> 16;
+    return (float)(v & 0xFFFFFF) / 16777216.0f;
+}
+extern "C" int mmfree_info(int* d, int* L, int* e, int* V) { *d = D; *L = L_; *e = E; *V = V_; return 0; }
+extern "C" int mmfree_step(const float* x, float* s, float* logits) {
+    s[0] += x[0];
+    unsigned base = 0x9e3779b9U * ++step_count;
+    for (int v = 0; v < V_; ++v) {
+        unsigned h = base + 4u * (unsigned)v;
+        float z = uniform(h) + uniform(h + 1) + uniform(h + 2) + uniform(h + 3) - 2.0f;
+        logits[v] = 4.0f * 1.732f * z;     // Irwin-Hall(4) has variance 1/3
+    }
+    return 0;
+}
+"""
+
+
+def null_library(out: Path, cfg: ModelConfig) -> Path:
+    src = out / "null_device.cpp"
+    src.write_text(NULL_DEVICE)
+    lib = out / "libnull.so"
+    subprocess.run(["g++", "-O2", "-shared", "-fPIC", f"-DD={cfg.d}", f"-DL_={cfg.num_hidden_layers}",
+                    f"-DE={cfg.state_size}", f"-DV_={cfg.vocab_size}", str(src), "-o", str(lib)], check=True)
+    return lib
+
+
+def small_config(d: int, V: int, L: int = 2) -> ModelConfig:
+    return ModelConfig(vocab_size=V, hidden_size=d, num_hidden_layers=L, intermediate_size=2 * d).validate()
+
+
+def measure(acc: Accelerator, tokens: int, **sampling) -> dict:
+    prompt = [1, 2, 3, 4]
+    t0 = time.perf_counter()
+    n = sum(1 for _ in acc.generate(prompt, tokens, seed=0, **sampling))
+    wall = time.perf_counter() - t0
+    s = acc.stats.summary()
+    return {"tokens": n, "steps": s["steps"], "wall_s": wall,
+            "host_us_per_token": 1e3 * s["host_ms_per_token"],
+            "device_us_per_token": 1e3 * s["device_ms_per_token"],
+            "host_fraction": s["host_fraction"], "tokens_per_s": s["tokens_per_s"]}
+
+
+def host_floor(tokens: int, quick: bool) -> list[dict]:
+    shapes = [(64, 256), (1024, 32000)] if quick else [(64, 256), (256, 4096), (1024, 32000), (2048, 32000)]
+    modes = {"greedy": {}, "top-k 50": {"temperature": 0.8, "top_k": 50},
+             "top-p 0.9": {"temperature": 0.8, "top_p": 0.9}}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for d, V in shapes:
+            cfg = small_config(d, V)
+            model = MMFreeLM.random(cfg, seed=0)
+            work = Path(tmp) / f"d{d}_V{V}"
+            work.mkdir()
+            lib = null_library(work, cfg)
+            build_overlay(work / "overlay", model=model, board="pynq-z2", name="null", csim_library=lib)
+            with Accelerator.open(work / "overlay", backend="csim") as acc:
+                measure(acc, 10)                                   # warm-up
+                for mode, kw in modes.items():
+                    r = measure(acc, tokens, **kw)
+                    rows.append({"d": d, "V": V, "sampling": mode, **r})
+    return rows
+
+
+def real_design(tokens: int) -> dict:
+    """The converted design of a small random model, in C-simulation."""
+    try:
+        from mmfree_hls.design.convert import convert
+    except Exception as e:                                   # design extra or converter absent
+        return {"skipped": f"hls4ml conversion unavailable here ({type(e).__name__}: {e})"}
+    cfg = small_config(64, 256)
+    model = MMFreeLM.random(cfg, seed=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        project = convert(model, Path(tmp) / "hls_project" / "bench")
+        project.compile()
+        build_s = time.perf_counter() - t0
+        root = Path(getattr(project, "path", None) or getattr(project, "output_dir", None)
+                    or Path(tmp) / "hls_project" / "bench")
+        build_overlay(Path(tmp) / "overlay", model=model, board="pynq-z2", name="bench",
+                      csim_library=root / "csim" / "libmmfree_csim.so")
+        with Accelerator.open(Path(tmp) / "overlay", backend="csim") as acc:
+            measure(acc, 5)
+            r = measure(acc, tokens)
+            ref = model.generate_greedy([1, 2, 3, 4], tokens)
+            same = list(acc.generate([1, 2, 3, 4], tokens)) == ref
+    return {"d": cfg.d, "V": cfg.vocab_size, "L": cfg.num_hidden_layers, "convert_compile_s": build_s,
+            "greedy_matches_reference": same, **r}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tokens", type=int, default=200)
+    ap.add_argument("--quick", action="store_true", help="fewer shapes (CI)")
+    args = ap.parse_args(argv)
+
+    floor = host_floor(args.tokens, args.quick)
+    print(f"Host floor (null device, {args.tokens} tokens each; {platform.machine()}, "
+          f"Python {platform.python_version()}):")
+    print(f"{'d':>6} {'V':>7} {'sampling':>10} {'host us/tok':>12} {'device us/tok':>14} {'tokens/s':>10}")
+    for r in floor:
+        print(f"{r['d']:>6} {r['V']:>7} {r['sampling']:>10} {r['host_us_per_token']:>12.1f} "
+              f"{r['device_us_per_token']:>14.1f} {r['tokens_per_s']:>10.0f}")
+    real = real_design(args.tokens)
+    print()
+    if "skipped" in real:
+        print(f"Real design: skipped: {real['skipped']}")
+    else:
+        print(f"Real design in C-sim (d={real['d']}, V={real['V']}, L={real['L']}): host "
+              f"{real['host_us_per_token']:.1f} us + device {real['device_us_per_token']:.1f} us per token "
+              f"({100 * real['host_fraction']:.1f}% host), {real['tokens_per_s']:.0f} tokens/s; "
+              f"greedy matches the numpy reference: {real['greedy_matches_reference']}")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"machine": platform.machine(), "python": platform.python_version(),
+                                   "tokens": args.tokens, "host_floor": floor, "real_design": real},
+                                  indent=2) + "\n")
+    print(f"\nwrote {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
