@@ -420,3 +420,75 @@ def test_csim_seeded_sampling_is_reproducible(csim_design):
         c = list(acc.generate(PROMPT, 40, temperature=1.5, top_p=0.95, seed=12))
         assert acc.stats.device_s and min(acc.stats.device_s) > 0
     assert a == b and a != c
+
+
+# ---------------------------------------------------------------- command line
+@pytest.fixture(scope="module")
+def text_project(tmp_path_factory):
+    """An HLS project layout around the ABI stub, for a byte-tokenizer model (V = 258)."""
+    from mmfree_hls.checkpoint import save_checkpoint
+
+    tok = ByteTokenizer(["<s>", "</s>"], bos_token="<s>", eos_token="</s>")
+    model = tiny_model(seed=6, vocab_size=tok.vocab_size)
+    model.config.extra["mmfree_tokenizer"] = tok.to_config()
+    c = model.config
+    root = tmp_path_factory.mktemp("proj") / "hls_project" / "talk"
+    build_abi_stub(root / "csim", c.d, c.num_hidden_layers, c.state_size, c.vocab_size)
+    (root / "firmware").mkdir()
+    (root / "firmware" / "mmfree_step.cpp").write_text("// synthesis top\n")
+    save_checkpoint(model, root / "model")
+    import json
+    (root / "mmfree_project.json").write_text(json.dumps(
+        {"name": "talk", "top": "mmfree_step", "model": c.to_dict(), "precision": {}, "packing": "1.6bit",
+         "tier": "on-chip", "checkpoint": str(root / "model"), "hls4ml_version": "1.3.0"}))
+    return root, model, tok
+
+
+def test_cli_package_then_generate_streams_text(text_project, tmp_path, capsys):
+    from mmfree_hls import cli
+
+    root, _, tok = text_project
+    out = tmp_path / "overlays" / "pynq-z2" / "talk"
+    assert cli.main(["package", str(root), "--board", "pynq-z2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "no bitstream: C-sim backend only" in printed
+    m = load_manifest(out)
+    assert m.data["packing"]["layout"] == "1.6bit"             # the project's packing
+    assert m.tokenizer_dir == out / "tokenizer"
+    assert m.data["source"]["checkpoint"].endswith("model") and m.data["tools"]["hls4ml"] == "1.3.0"
+    # A second package into the same place needs --force.
+    assert cli.main(["package", str(root), "--board", "pynq-z2", "--out", str(out)]) == 2
+    assert "pass --force" in capsys.readouterr().err
+    assert cli.main(["package", str(root), "--board", "pynq-z2", "--out", str(out), "--force"]) == 0
+    capsys.readouterr()
+
+    stats = tmp_path / "stats.json"
+    rc = cli.main(["generate", str(out), "--prompt", "Hi", "--backend", "csim", "--max-new-tokens", "12",
+                   "--stats-json", str(stats)])
+    captured = capsys.readouterr()
+    assert rc == 0
+    # The stub is not the model: compare with the host's own id stream through the API.
+    with Accelerator.open(out, backend="csim") as acc:
+        want = list(acc.generate(tok.encode("Hi", add_bos=True), 12, stop=tok.eos_token_id))
+    assert captured.out == "Hi" + tok.decode(want) + "\n"
+    assert "[csim]" in captured.err and "tokens/s" in captured.err and "host" in captured.err
+    import json
+    s = json.loads(stats.read_text())
+    assert s["backend"] == "csim" and s["new_tokens"] == len(want) and s["prompt_tokens"] == 3
+
+
+def test_cli_errors_are_one_line(text_project, tmp_path, capsys):
+    from mmfree_hls import cli
+
+    root, _, _ = text_project
+    assert cli.main(["package", str(root), "--board", "nexys", "--out", str(tmp_path / "o")]) == 2
+    assert "unknown board 'nexys'" in capsys.readouterr().err
+    assert cli.main(["generate", str(tmp_path / "missing"), "--prompt", "x"]) == 2
+    assert "mmfree package" in capsys.readouterr().err
+    out = tmp_path / "ov"
+    assert cli.main(["package", str(root), "--board", "kv260", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert cli.main(["generate", str(out), "--prompt", "x", "--backend", "pynq"]) == 2
+    assert "no bitstream" in capsys.readouterr().err
+    assert cli.main(["generate", str(out), "--prompt", "x", "--top-p", "3"]) == 2
+    assert "top_p must be in (0, 1]" in capsys.readouterr().err
