@@ -1,0 +1,725 @@
+"""Accuracy-vs-resource sweeps over the precision knobs of the HLS design.
+
+A sweep file (YAML) names the models, a base precision config and a grid::
+
+    name: demo
+    models:
+      demo: {checkpoint: python/mmfree_hls/data/demo_model}
+      tiny: {random: {vocab_size: 256, hidden_size: 64, num_hidden_layers: 2}, seed: 0}
+    base:                        # merged over design/configs/precision_default.yaml
+      bitlinear: {mant_bits: 20}
+    grid:                        # the cartesian product of the axes
+      model: [demo]
+      tensors.state: [ap_fixed<16,6,AP_RND,AP_SAT>, ap_fixed<24,8,AP_RND,AP_SAT>]
+      sigmoid.table_size: [64, 1024]
+      reuse_factor: [1, 4]
+      widths:                    # a bundle axis: each value sets several knobs at once
+        - {label: w24, set: {tensors.residual: "ap_fixed<24,10,AP_RND,AP_SAT>"}}
+        - {label: w32, set: {}}
+    points:                      # optional extra points, each {model, label, set}
+      - {label: reference-types, set: {}}
+    random: {k: 8, seed: 0}      # optional: a random subset of the grid (the CLI can override)
+    eval: {tokens: 256, prompt_tokens: 16, greedy_tokens: 32}
+    board: pynq-z2               # utilisation and "fits" are computed against this board
+    timeout_s: 900               # per point (convert + compile + evaluation)
+
+A *point* is one model choice plus one merged precision config. Its content
+hash (model identity + precision + evaluation settings) names it: a re-run
+skips every point already in ``results.jsonl`` (resume), failing points are
+recorded with their error, and results are appended as groups finish.
+
+Compiling is the expensive part, so points are grouped: the C-simulation's
+numbers do not depend on reuse factors (they only set pipeline intervals and
+array reshapes in synthesis), so points that differ only in reuse factors
+share one compiled library and one evaluation; each still gets its own
+converted project (checked by the converter) and its own resources. Compiled
+projects live under ``<cache>/<project hash>/`` and are reused across runs.
+
+Every group runs in its own Python process (``sweep_eval``), driven by the
+scheduler: a local pool of ``workers`` such processes by default, or Dask
+distributed (``dask`` = a LocalCluster here, ``dask:ADDRESS`` = an existing
+scheduler; the workers must see the output and cache directories and the
+checkpoints, e.g. on a shared file system). A separate process per group
+gives each point a hard timeout (the process group is killed) and keeps a
+crashing C-simulation from taking the sweep down.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Optional
+
+from .precision import PrecisionError, load_precision
+
+SPEC_KEYS = ("name", "models", "base", "grid", "points", "random", "eval", "board", "timeout_s",
+             "share_across_reuse", "runner", "cache_dir")
+EVAL_DEFAULTS = {"tokens": 256, "offset": 0, "prompt_tokens": 16, "greedy_tokens": 32}
+DEFAULT_TIMEOUT_S = 900.0
+DEFAULT_BOARD = "pynq-z2"
+DEFAULT_RUNNER = "mmfree_hls.design.sweep_eval:CSimRunner"
+RESULTS_FILE = "results.jsonl"
+RUNS_FILE = "runs.jsonl"
+REPO_ROOT = Path(__file__).resolve().parents[3]
+STATUSES = ("ok", "overflow", "failed", "timeout", "crashed")
+#: Statuses a resumed run re-tries only when asked (--retry-failed).
+RETRYABLE = ("failed", "timeout", "crashed")
+
+
+class SweepConfigError(ValueError):
+    """A sweep file entry that cannot be expanded into points."""
+
+
+# ===================================================================== hashing
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def digest(obj: Any, n: int = 16) -> str:
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:n]
+
+
+def strip_reuse(precision: Mapping) -> dict:
+    """The precision dict without any reuse_factor entry: what the C-simulation's numbers depend on."""
+    def strip(node):
+        if isinstance(node, Mapping):
+            return {k: strip(v) for k, v in node.items() if k != "reuse_factor"}
+        return copy.deepcopy(node)
+    return strip(precision)
+
+
+# ===================================================================== nesting
+def nest(flat: Mapping[str, Any], where: str) -> dict:
+    """{'a.b': 1, 'c': {'d': 2}} → {'a': {'b': 1}, 'c': {'d': 2}}."""
+    out: dict = {}
+    for key, value in flat.items():
+        if not isinstance(key, str) or not key:
+            raise SweepConfigError(f"{where}: keys must be knob paths such as tensors.state (got {key!r})")
+        parts = key.split(".")
+        node = out
+        for p in parts[:-1]:
+            nxt = node.setdefault(p, {})
+            if not isinstance(nxt, dict):
+                raise SweepConfigError(f"{where}: {key} sets inside {p}, which is also given a value")
+            node = nxt
+        leaf = parts[-1]
+        if isinstance(value, Mapping) and leaf != "layers":
+            value = nest(value, f"{where}.{key}")
+        if isinstance(node.get(leaf), dict) and isinstance(value, dict):
+            node[leaf] = merge(node[leaf], value)
+        else:
+            node[leaf] = copy.deepcopy(value)
+    return out
+
+
+def merge(base: Mapping, over: Mapping) -> dict:
+    out = copy.deepcopy(dict(base))
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict) and k != "layers":
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+# ===================================================================== spec
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model choice of the sweep: a checkpoint directory or a seeded random model."""
+
+    name: str
+    checkpoint: Optional[str] = None
+    random: Optional[dict] = None
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "checkpoint": self.checkpoint, "random": self.random, "seed": self.seed}
+
+    def identity(self) -> dict:
+        """What the model's numbers depend on (its files' content, or its config and seed)."""
+        if self.checkpoint:
+            root = Path(self.checkpoint)
+            files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors"))
+            h = hashlib.sha256()
+            for p in files:
+                h.update(p.name.encode())
+                with open(p, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        h.update(block)
+            return {"checkpoint_sha256": h.hexdigest()}
+        return {"random": self.random, "seed": self.seed}
+
+
+@dataclass
+class Axis:
+    name: str
+    kind: str                   # "model" | "knob" | "bundle"
+    values: list                # model names | knob values | bundles {"label", "set"}
+
+    def labels(self) -> list[str]:
+        if self.kind == "bundle":
+            return [b["label"] for b in self.values]
+        return [format_value(v) for v in self.values]
+
+
+@dataclass
+class SweepSpec:
+    name: str
+    models: dict[str, ModelSpec]
+    base: dict
+    axes: list[Axis]
+    extra_points: list[dict]
+    random: Optional[dict]
+    eval: dict
+    board: str
+    timeout_s: float
+    share_across_reuse: bool
+    runner: str
+    cache_dir: Optional[str]
+    source: Optional[str] = None
+    raw: dict = field(default_factory=dict)
+
+    def digest(self) -> str:
+        return digest(self.raw)
+
+
+def _resolve_path(text: str, spec_dir: Optional[Path]) -> Path:
+    p = Path(os.path.expanduser(text))
+    if p.is_absolute():
+        return p
+    tried = [Path.cwd() / p] + ([spec_dir / p] if spec_dir else []) + [REPO_ROOT / p]
+    for cand in tried:
+        if cand.exists():
+            return cand.resolve()
+    raise FileNotFoundError(f"model checkpoint {text!r} not found (looked in {', '.join(str(t) for t in tried)}); "
+                            "give an existing directory or train one with `mmfree train`")
+
+
+def _model_spec(name: str, entry: Any, spec_dir: Optional[Path]) -> ModelSpec:
+    if not isinstance(entry, Mapping):
+        raise SweepConfigError(f"models.{name} must be {{checkpoint: DIR}} or {{random: {{...}}, seed: N}}")
+    bad = sorted(set(entry) - {"checkpoint", "random", "seed"})
+    if bad:
+        raise SweepConfigError(f"models.{name}: unknown key(s) {bad}; use checkpoint, or random and seed")
+    if ("checkpoint" in entry) == ("random" in entry):
+        raise SweepConfigError(f"models.{name}: give exactly one of checkpoint or random")
+    if "checkpoint" in entry:
+        path = _resolve_path(str(entry["checkpoint"]), spec_dir)
+        if not path.is_dir():
+            raise FileNotFoundError(f"models.{name}: {path} is not a checkpoint directory")
+        return ModelSpec(name, checkpoint=str(path))
+    from ..config import ModelConfig
+    cfg = entry["random"]
+    if not isinstance(cfg, Mapping):
+        raise SweepConfigError(f"models.{name}.random must map config.json fields (hidden_size, ...) to values")
+    ModelConfig.from_dict(dict(cfg))          # validates; raises ConfigError naming the field
+    seed = entry.get("seed", 0)
+    if not isinstance(seed, int):
+        raise SweepConfigError(f"models.{name}.seed must be an integer")
+    return ModelSpec(name, random=dict(cfg), seed=seed)
+
+
+def _bundle(axis: str, value: Any, i: int) -> dict:
+    if not isinstance(value, Mapping) or "set" not in value:
+        raise SweepConfigError(f"grid.{axis}[{i}]: a bundle axis takes mappings {{label: NAME, set: {{knob: value}}}}")
+    bad = sorted(set(value) - {"label", "set"})
+    if bad:
+        raise SweepConfigError(f"grid.{axis}[{i}]: unknown key(s) {bad}; a bundle has label and set")
+    sets = value["set"] or {}
+    if not isinstance(sets, Mapping):
+        raise SweepConfigError(f"grid.{axis}[{i}].set must map knob paths to values")
+    return {"label": str(value.get("label", f"{axis}{i}")), "set": nest(sets, f"grid.{axis}[{i}].set")}
+
+
+def load_spec(source: str | Path | Mapping) -> SweepSpec:
+    """Read and check a sweep file (or dict); every problem names its key and the fix."""
+    spec_dir = None
+    if isinstance(source, Mapping):
+        raw, src = copy.deepcopy(dict(source)), None
+    else:
+        import yaml
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"sweep file {path} not found; see design/configs/sweep_demo.yaml for an example")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise SweepConfigError(f"{path}: not valid YAML ({e})") from None
+        if not isinstance(raw, dict):
+            raise SweepConfigError(f"{path}: the top level must be a mapping with keys {list(SPEC_KEYS)}")
+        src, spec_dir = str(path), path.resolve().parent
+    bad = sorted(set(raw) - set(SPEC_KEYS))
+    if bad:
+        raise SweepConfigError(f"unknown sweep key(s) {bad}; valid keys are {list(SPEC_KEYS)}")
+    name = str(raw.get("name") or (Path(src).stem if src else "sweep"))
+    models_raw = raw.get("models") or {}
+    if not isinstance(models_raw, Mapping) or not models_raw:
+        raise SweepConfigError("models: name at least one model, e.g. models: {demo: {checkpoint: DIR}}")
+    models = {str(k): _model_spec(str(k), v, spec_dir) for k, v in models_raw.items()}
+    base = nest(raw.get("base") or {}, "base")
+
+    grid = raw.get("grid") or {}
+    if not isinstance(grid, Mapping):
+        raise SweepConfigError("grid must map axes (knob paths, 'model', or bundle names) to lists of values")
+    axes: list[Axis] = []
+    for axis, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise SweepConfigError(f"grid.{axis} must be a non-empty list of values")
+        if axis == "model":
+            unknown = [v for v in values if v not in models]
+            if unknown:
+                raise SweepConfigError(f"grid.model: {unknown} not in models ({sorted(models)})")
+            axes.append(Axis("model", "model", [str(v) for v in values]))
+        elif all(isinstance(v, Mapping) for v in values):
+            axes.append(Axis(str(axis), "bundle", [_bundle(axis, v, i) for i, v in enumerate(values)]))
+        elif any(isinstance(v, Mapping) for v in values):
+            raise SweepConfigError(f"grid.{axis}: mixes bundles (mappings) and plain values")
+        else:
+            nest({axis: values[0]}, f"grid.{axis}")          # path syntax check
+            axes.append(Axis(str(axis), "knob", list(values)))
+    if len({a.name for a in axes}) != len(axes):
+        raise SweepConfigError("grid: an axis is listed twice")
+
+    extra = []
+    for i, p in enumerate(raw.get("points") or []):
+        if not isinstance(p, Mapping) or set(p) - {"model", "label", "set"}:
+            raise SweepConfigError(f"points[{i}] must be a mapping with model, label and set")
+        model = p.get("model", next(iter(models)))
+        if model not in models:
+            raise SweepConfigError(f"points[{i}].model {model!r} not in models ({sorted(models)})")
+        extra.append({"model": model, "label": str(p.get("label", f"point{i}")),
+                      "set": nest(p.get("set") or {}, f"points[{i}].set")})
+    if not axes and not extra:
+        raise SweepConfigError("the sweep has no points: give a grid or a points list")
+
+    rnd = raw.get("random")
+    if rnd is not None and (not isinstance(rnd, Mapping) or not isinstance(rnd.get("k"), int) or rnd["k"] < 1):
+        raise SweepConfigError("random must be {k: N (≥ 1), seed: S}")
+    ev = dict(EVAL_DEFAULTS)
+    ev_raw = raw.get("eval") or {}
+    bad = sorted(set(ev_raw) - set(EVAL_DEFAULTS))
+    if bad:
+        raise SweepConfigError(f"eval: unknown key(s) {bad}; valid keys are {list(EVAL_DEFAULTS)}")
+    ev.update(ev_raw)
+    for k, v in ev.items():
+        if not isinstance(v, int) or v < 0 or (k in ("tokens", "prompt_tokens") and v < 2):
+            raise SweepConfigError(f"eval.{k} = {v!r}: use a non-negative integer (tokens, prompt_tokens ≥ 2)")
+    if ev["prompt_tokens"] > ev["tokens"]:
+        raise SweepConfigError("eval.prompt_tokens must not exceed eval.tokens (the prompt is the first tokens)")
+    board = str(raw.get("board", DEFAULT_BOARD))
+    from ..perf import load_boards
+    if board not in load_boards():
+        raise SweepConfigError(f"board {board!r} unknown; choose one of {sorted(load_boards())}")
+    timeout = raw.get("timeout_s", DEFAULT_TIMEOUT_S)
+    if not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise SweepConfigError("timeout_s must be a positive number of seconds")
+    runner = str(raw.get("runner", DEFAULT_RUNNER))
+    if ":" not in runner:
+        raise SweepConfigError(f"runner {runner!r}: write module:Class")
+    return SweepSpec(name=name, models=models, base=base, axes=axes, extra_points=extra, random=rnd, eval=ev,
+                     board=board, timeout_s=float(timeout), share_across_reuse=bool(raw.get("share_across_reuse", True)),
+                     runner=runner, cache_dir=raw.get("cache_dir"), source=src, raw=raw)
+
+
+# ===================================================================== points
+def format_value(v: Any) -> str:
+    """Short label of a knob value: ap_fixed<20,8,AP_RND,AP_SAT> → 20.8, ap_ufixed<24,0> → u24.0."""
+    if isinstance(v, str) and v.startswith("ap_"):
+        from .precision import parse_type
+        try:
+            t = parse_type(v)
+            return f"{'' if t.signed else 'u'}{t.width}.{t.integer}"
+        except PrecisionError:
+            return v
+    return str(v)
+
+
+@dataclass
+class Point:
+    index: int
+    label: str
+    model: str
+    choices: dict              # axis name → label of the chosen value
+    precision: dict            # fully merged precision config (defaults + base + choices)
+    point_hash: str = ""
+    project_hash: str = ""
+    accuracy_key: str = ""
+
+    def to_dict(self) -> dict:
+        return {"index": self.index, "label": self.label, "model": self.model, "choices": self.choices,
+                "precision": self.precision, "point_hash": self.point_hash,
+                "project_hash": self.project_hash, "accuracy_key": self.accuracy_key}
+
+
+def _short(axis: str) -> str:
+    return axis.rsplit(".", 1)[-1]
+
+
+def expand(spec: SweepSpec, random_k: Optional[int] = None, seed: Optional[int] = None,
+           limit: Optional[int] = None) -> list[Point]:
+    """Every point of the grid (then the extra points), or a seeded random subset, hashed."""
+    combos: list[tuple[str, dict, dict, list[str]]] = []     # model, overrides, choices, label parts
+    default_model = next(iter(spec.models))
+    if spec.axes:
+        for values in itertools.product(*[range(len(a.values)) for a in spec.axes]):
+            model, over, choices, parts = default_model, copy.deepcopy(spec.base), {}, []
+            for axis, i in zip(spec.axes, values):
+                value = axis.values[i]
+                choices[axis.name] = axis.labels()[i]
+                if axis.kind == "model":
+                    model = value
+                elif axis.kind == "bundle":
+                    over = merge(over, value["set"])
+                else:
+                    over = merge(over, nest({axis.name: value}, f"grid.{axis.name}"))
+                if len(axis.values) > 1:
+                    parts.append(f"{_short(axis.name)}={axis.labels()[i]}")
+            combos.append((model, over, choices, parts))
+    for p in spec.extra_points:
+        combos.append((p["model"], merge(spec.base, p["set"]), {"point": p["label"]}, [p["label"]]))
+
+    k = random_k if random_k is not None else (spec.random or {}).get("k")
+    s = seed if seed is not None else (spec.random or {}).get("seed", 0)
+    idx = list(range(len(combos)))
+    if k is not None and k < len(combos):
+        import numpy as np
+        idx = sorted(int(i) for i in np.random.default_rng(s).choice(len(combos), size=k, replace=False))
+    if limit is not None:
+        idx = idx[:limit]
+
+    identities = {name: m.identity() for name, m in spec.models.items()}
+    points, seen = [], set()
+    for i in idx:
+        model, over, choices, parts = combos[i]
+        try:
+            precision = load_precision(over).to_dict()
+        except PrecisionError as e:
+            raise SweepConfigError(f"point {i} ({' '.join(parts) or 'base'}): {e}") from None
+        project = {"model": identities[model], "precision": precision}
+        pt = Point(index=i, label=" ".join(parts) or model, model=model, choices=choices, precision=precision)
+        pt.project_hash = digest(project)
+        pt.point_hash = digest({**project, "eval": spec.eval, "runner": spec.runner})
+        numbers = strip_reuse(precision) if spec.share_across_reuse else precision
+        pt.accuracy_key = digest({"model": identities[model], "precision": numbers, "eval": spec.eval,
+                                  "runner": spec.runner})
+        if pt.point_hash in seen:          # two axes that end in the same config: evaluate it once
+            continue
+        seen.add(pt.point_hash)
+        points.append(pt)
+    return points
+
+
+# ===================================================================== results
+class ResultsStore:
+    """``results.jsonl`` of an output directory: one JSON line per finished point, append-only."""
+
+    def __init__(self, out_dir: str | Path):
+        self.dir = Path(out_dir)
+        self.path = self.dir / RESULTS_FILE
+        self._lock = threading.Lock()
+
+    def read(self) -> list[dict]:
+        if not self.path.is_file():
+            return []
+        rows = []
+        with open(self.path) as f:
+            for line in f:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue          # a line cut short by a killed run; that point runs again
+        return rows
+
+    def latest(self) -> dict[str, dict]:
+        """The last row of every point hash (a retried point's newer row wins)."""
+        return {r["point_hash"]: r for r in self.read() if "point_hash" in r}
+
+    def done(self, retry_failed: bool = False) -> set[str]:
+        return {h for h, r in self.latest().items()
+                if not (retry_failed and r.get("status") in RETRYABLE)}
+
+    def append(self, rows: Iterable[dict]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with self._lock, open(self.path, "a") as f:
+            for r in rows:
+                f.write(json.dumps(r, sort_keys=True, default=str) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+# ===================================================================== tasks
+def make_tasks(spec: SweepSpec, points: list[Point], out_dir: Path, cache_dir: Path) -> list[dict]:
+    """One task per accuracy key: its points share one compiled library and one evaluation."""
+    groups: dict[str, list[Point]] = {}
+    for p in points:
+        groups.setdefault(p.accuracy_key, []).append(p)
+    paths = [p for p in sys.path if p and os.path.isdir(p)]
+    tasks = []
+    for key, pts in groups.items():
+        # the plainest reuse first: it compiles, its siblings only convert
+        pts = sorted(pts, key=lambda p: canonical_json(p.precision.get("reuse_factor")))
+        tasks.append({
+            "key": key, "sweep": spec.name, "runner": spec.runner, "eval": spec.eval, "board": spec.board,
+            "timeout_s": spec.timeout_s, "model": spec.models[pts[0].model].to_dict(),
+            "points": [p.to_dict() for p in pts], "cache_dir": str(cache_dir),
+            "work_dir": str(out_dir / "work" / key), "log": str(out_dir / "logs" / f"{key}.log"),
+            "python_path": paths,
+        })
+    return tasks
+
+
+def _failure(point: Mapping, status: str, kind: str, message: str, **extra) -> dict:
+    row = {"point_hash": point["point_hash"], "status": status, "error_kind": kind, "error": message[-4000:]}
+    row.update(extra)
+    return row
+
+
+def _tail(path: Path, n: int = 2000) -> str:
+    try:
+        return path.read_text(errors="replace")[-n:]
+    except OSError:
+        return ""
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """Kill the worker and whatever it started (g++), by the process group we created for it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
+def run_task(task: Mapping, poll_s: float = 0.2) -> list[dict]:
+    """Run one group in a fresh Python process with a per-point timeout; return its result rows.
+
+    The worker writes ``<point>.started`` when it begins a point and ``<point>.json``
+    when it is done. A point running longer than ``timeout_s`` has its process
+    group killed and is recorded as a timeout; a process that dies mid-point
+    records that point as crashed. Either way the remaining points go to a new
+    worker process.
+    """
+    work = Path(task["work_dir"])
+    work.mkdir(parents=True, exist_ok=True)
+    Path(task["log"]).parent.mkdir(parents=True, exist_ok=True)
+    for stale in itertools.chain(work.glob("*.json"), work.glob("*.started")):
+        stale.unlink()
+    results: dict[str, dict] = {}
+    remaining = [p for p in task["points"]]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(task.get("python_path", []) + [env.get("PYTHONPATH", "")]).strip(os.pathsep)
+    # One core per worker: the pool provides the parallelism.
+    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1", TF_CPP_MIN_LOG_LEVEL="2")
+    leader_metrics_file = work / "shared_metrics.json"
+    while remaining:
+        task_file = work / "task.json"
+        task_file.write_text(json.dumps({**task, "points": remaining, "shared_metrics": str(leader_metrics_file)}))
+        with open(task["log"], "a") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "mmfree_hls.design.sweep_eval", str(task_file)],
+                                    stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            killed_for: Optional[dict] = None
+            while True:
+                rc = proc.poll()
+                now = time.time()
+                for p in remaining:
+                    h = p["point_hash"]
+                    started = work / f"{h}.started"
+                    if h not in results and not (work / f"{h}.json").exists() and started.exists():
+                        if now - started.stat().st_mtime > task["timeout_s"]:
+                            _kill_group(proc)
+                            killed_for = p
+                            break
+                if killed_for is not None or rc is not None:
+                    break
+                time.sleep(poll_s)
+        for p in remaining:
+            f = work / f"{p['point_hash']}.json"
+            if f.exists():
+                try:
+                    results[p["point_hash"]] = json.loads(f.read_text())
+                except json.JSONDecodeError:
+                    pass
+        if killed_for is not None:
+            results[killed_for["point_hash"]] = _failure(
+                killed_for, "timeout", "timeout",
+                f"point did not finish within timeout_s = {task['timeout_s']:g} s (killed); "
+                "raise timeout_s in the sweep file or evaluate fewer tokens")
+        else:
+            started = [p for p in remaining if p["point_hash"] not in results
+                       and (work / f"{p['point_hash']}.started").exists()]
+            if proc.returncode != 0 or started:
+                victim = started[0] if started else None
+                why = (f"worker process exited with {proc.returncode}"
+                       + (f" (signal {-proc.returncode})" if proc.returncode and proc.returncode < 0 else ""))
+                if victim is None:
+                    # died before any point started (import error, bad task): every point fails with the log
+                    for p in remaining:
+                        if p["point_hash"] not in results:
+                            results[p["point_hash"]] = _failure(p, "crashed", "worker", f"{why}: {_tail(Path(task['log']))}")
+                else:
+                    results[victim["point_hash"]] = _failure(victim, "crashed", "crash",
+                                                             f"{why} while running this point: {_tail(Path(task['log']))}")
+        remaining = [p for p in remaining if p["point_hash"] not in results]
+        for f in itertools.chain(work.glob("*.started"),):
+            f.unlink(missing_ok=True)
+    rows = []
+    for p in task["points"]:
+        r = dict(results[p["point_hash"]])
+        r.update({"point_hash": p["point_hash"], "project_hash": p["project_hash"],
+                  "accuracy_key": p["accuracy_key"], "index": p["index"], "label": p["label"],
+                  "model": p["model"], "choices": p["choices"], "sweep": task["sweep"],
+                  "precision": p["precision"], "board": task["board"]})
+        rows.append(r)
+    return rows
+
+
+# ===================================================================== schedulers
+def parse_scheduler(text: str) -> tuple[str, Optional[str]]:
+    """'local' | 'dask' | 'dask:ADDRESS' → (kind, address)."""
+    if text == "local":
+        return "local", None
+    if text == "dask":
+        return "dask", None
+    if text.startswith("dask:") and len(text) > 5:
+        return "dask", text[5:]
+    raise SweepConfigError(f"scheduler {text!r}: use local, dask (a local Dask cluster) or dask:ADDRESS "
+                           "(e.g. dask:tcp://scheduler:8786)")
+
+
+def _run_local(tasks: list[dict], workers: int, on_done: Callable[[dict, list[dict]], None]) -> None:
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+    # Threads only drive the worker processes (run_task): the work happens in those.
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(run_task, t): t for t in tasks}
+        try:
+            for fut in as_completed(futures):
+                task = futures[fut]
+                try:
+                    rows = fut.result()
+                except Exception as e:            # the driver itself failed: record, go on
+                    rows = [_scheduler_failure(task, p, e) for p in task["points"]]
+                on_done(task, rows)
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+
+def _scheduler_failure(task: Mapping, point: Mapping, e: BaseException) -> dict:
+    row = _failure(point, "crashed", "scheduler", f"{type(e).__name__}: {e}")
+    row.update({k: point[k] for k in ("project_hash", "accuracy_key", "index", "label", "model", "choices",
+                                      "precision")})
+    row.update(sweep=task["sweep"], board=task["board"])
+    return row
+
+
+def _run_dask(tasks: list[dict], address: Optional[str], workers: int,
+              on_done: Callable[[dict, list[dict]], None]) -> None:
+    try:
+        from distributed import Client, LocalCluster, as_completed
+    except ImportError:
+        raise RuntimeError("the dask scheduler needs dask.distributed: pip install 'mmfree-hls[design]' "
+                           "(or pip install 'dask[distributed]')") from None
+    cluster = None
+    if address is None:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None)
+        client = Client(cluster)
+    else:
+        client = Client(address)
+    try:
+        futures = {}
+        for t in tasks:
+            fut = client.submit(run_task, t, key=f"mmfree-sweep-{t['key']}-{time.time_ns()}", pure=False)
+            futures[fut] = t
+        for fut in as_completed(list(futures)):
+            task = futures[fut]
+            try:
+                rows = fut.result()
+            except Exception as e:
+                rows = [_scheduler_failure(task, p, e) for p in task["points"]]
+            on_done(task, rows)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+# ===================================================================== run
+@dataclass
+class SweepRun:
+    out_dir: Path
+    points: list[Point]
+    skipped: int
+    ran: int
+    wall_s: float
+    statuses: dict
+
+
+def default_out_dir(spec: SweepSpec) -> Path:
+    return Path("runs") / f"sweep_{spec.name}"
+
+
+def run_sweep(spec: SweepSpec, out_dir: str | Path | None = None, *, workers: int = 2, scheduler: str = "local",
+              limit: Optional[int] = None, random_k: Optional[int] = None, seed: Optional[int] = None,
+              retry_failed: bool = False, progress: bool = True) -> SweepRun:
+    """Expand, skip finished points, run the rest in parallel, append their rows as they finish."""
+    kind, address = parse_scheduler(scheduler)
+    if workers < 1:
+        raise SweepConfigError("workers must be ≥ 1")
+    out = Path(out_dir) if out_dir else default_out_dir(spec)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = Path(spec.cache_dir) if spec.cache_dir else out / "projects"
+    points = expand(spec, random_k, seed, limit)
+    store = ResultsStore(out)
+    done = store.done(retry_failed)
+    todo = [p for p in points if p.point_hash not in done]
+    (out / "sweep_spec.json").write_text(json.dumps(spec.raw, indent=2, sort_keys=True, default=str) + "\n")
+    tasks = make_tasks(spec, todo, out, cache)
+    statuses: dict[str, int] = {}
+    bar = None
+    if progress and todo:
+        from tqdm import tqdm
+        bar = tqdm(total=len(todo), desc=f"sweep {spec.name}", unit="pt", file=sys.stderr)
+
+    def on_done(task: dict, rows: list[dict]) -> None:
+        store.append(rows)
+        for r in rows:
+            statuses[r["status"]] = statuses.get(r["status"], 0) + 1
+        if bar is not None:
+            bar.update(len(rows))
+            bar.set_postfix(statuses)
+
+    t0 = time.time()
+    try:
+        if tasks:
+            if kind == "local":
+                _run_local(tasks, workers, on_done)
+            else:
+                _run_dask(tasks, address, workers, on_done)
+    finally:
+        if bar is not None:
+            bar.close()
+    wall = time.time() - t0
+    run = SweepRun(out, points, skipped=len(points) - len(todo), ran=len(todo), wall_s=wall, statuses=statuses)
+    with open(out / RUNS_FILE, "a") as f:
+        f.write(json.dumps({"started": t0, "wall_s": wall, "scheduler": scheduler, "workers": workers,
+                            "points": len(points), "ran": len(todo), "skipped": run.skipped,
+                            "statuses": statuses, "groups": len(tasks), "spec_digest": spec.digest(),
+                            "point_hashes": [p.point_hash for p in points]}) + "\n")
+    return run

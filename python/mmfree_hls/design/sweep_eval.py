@@ -1,0 +1,317 @@
+"""One sweep group in its own process: convert, compile once, evaluate, estimate resources.
+
+Started by :func:`mmfree_hls.design.sweep.run_task` as
+``python -m mmfree_hls.design.sweep_eval TASK.json``. For each point of the
+group it writes ``<work>/<point>.started``, then ``<work>/<point>.json`` (the
+result row). The first point that converts is compiled and evaluated; the
+others differ only in reuse factors, which do not change the C-simulation's
+numbers, so they reuse its metrics (``accuracy_from``).
+
+Accuracy of a point, from the C-simulation on held-out text (the last 5 % of
+the corpus, never trained on), against the numpy reference (the golden model):
+
+* teacher-forced over ``eval.tokens`` tokens: perplexity of the C-sim (and of
+  the reference, for scale), top-1 agreement (argmax equal), max / mean
+  |Δlogit| and the max relative to max |reference logit|;
+* greedy decoding of ``eval.greedy_tokens`` tokens after the first
+  ``eval.prompt_tokens`` tokens: the share of positions with the same token,
+  the length of the identical prefix, and whether the whole run is identical;
+* saturation: the state and logits leave the design as floats; a value at the
+  rail of its saturating type (tensors.state / tensors.logits) means that
+  tensor overflowed — the point is recorded as ``overflow`` (metrics kept).
+
+Evaluating the reference is cheap but not free; its outputs are cached under
+``<cache>/reference/<key>.npz``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+from .precision import parse_type
+
+
+# ===================================================================== model and text
+def load_model(spec: Mapping):
+    """The MMFreeLM of a sweep model entry (checkpoint directory or seeded random config)."""
+    from ..config import ModelConfig
+    from ..reference import MMFreeLM
+    if spec.get("checkpoint"):
+        from ..checkpoint import load_checkpoint
+        return load_checkpoint(spec["checkpoint"])
+    return MMFreeLM.random(ModelConfig.from_dict(dict(spec["random"])), int(spec.get("seed", 0)))
+
+
+def heldout_ids(vocab_size: int, n: int, offset: int = 0) -> np.ndarray:
+    """n token ids of held-out text: bytes (a byte-level vocabulary) or bytes mod V for smaller test models."""
+    from ..corpus import corpus_bytes, split_holdout
+    _, held = split_holdout(corpus_bytes())
+    if offset + n > len(held):
+        raise ValueError(f"eval asks for {n} tokens from offset {offset}, the held-out text has {len(held)}; "
+                         "lower eval.tokens or eval.offset")
+    ids = held[offset:offset + n].astype(np.int64)
+    return ids if vocab_size >= 256 else ids % vocab_size
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z.astype(np.float64)
+    m = z.max(axis=-1, keepdims=True)
+    return z - m - np.log(np.exp(z - m).sum(axis=-1, keepdims=True))
+
+
+def perplexity(logits: np.ndarray, ids: np.ndarray) -> float:
+    """exp(mean NLL) of ids[t + 1] under logits[t]."""
+    lp = _log_softmax(logits[:-1])
+    nll = -lp[np.arange(len(ids) - 1), ids[1:]]
+    return float(np.exp(nll.mean()))
+
+
+def reference_outputs(model, ids: np.ndarray, prompt: int, greedy: int, cache: Optional[Path]) -> dict:
+    """Teacher-forced logits of the numpy reference and its greedy continuation of ids[:prompt]."""
+    if cache is not None and cache.is_file():
+        with np.load(cache) as z:
+            return {k: z[k] for k in z.files}
+    state = model.init_state()
+    logits = np.empty((len(ids), model.config.vocab_size))
+    for t, tok in enumerate(ids):
+        logits[t], state = model.step(int(tok), state)
+    out = {"logits": logits, "greedy": np.asarray(model.generate_greedy(ids[:prompt], greedy), dtype=np.int64)}
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(tmp, **out)
+        os.replace(tmp, cache)
+    return out
+
+
+def rails(type_text: str) -> Optional[tuple[float, float]]:
+    """(min, max) of a saturating fixed-point type; None for wrapping types (overflow is not visible)."""
+    t = parse_type(type_text)
+    if not (t.saturation or "").startswith("AP_SAT"):
+        return None
+    lsb = 2.0 ** -t.fractional
+    hi = 2.0 ** (t.integer - (1 if t.signed else 0)) - lsb
+    lo = -(2.0 ** (t.integer - 1)) if t.signed else 0.0
+    return lo, hi
+
+
+def _at_rail(values: np.ndarray, rail: Optional[tuple[float, float]]) -> int:
+    if rail is None:
+        return 0
+    lo, hi = rail
+    # float32 carries 24 bits: a value within a few float32 ulps of the rail is on it
+    tol = max(abs(hi), abs(lo)) * 2.0 ** -21
+    return int(np.count_nonzero((values >= hi - tol) | ((values <= lo + tol) if lo < 0 else False)))
+
+
+def csim_outputs(lib, model, ids: np.ndarray, prompt: int, greedy: int, precision: Mapping) -> dict:
+    """Teacher-forced logits of the C-simulation, its greedy continuation and saturation counts."""
+    L, e, V = lib.L, lib.e, lib.V
+    state_rail = rails(precision["tensors"]["state"])
+    logit_rail = rails(precision["tensors"]["logits"])
+    sat = {"tensors.state": 0, "tensors.logits": 0}
+    state = np.zeros((L, e), np.float32)
+    logits = np.empty((len(ids), V))
+    branch = None
+    for t, tok in enumerate(ids):
+        lg, state = lib.step(model.embed(int(tok)), state)
+        logits[t] = lg
+        sat["tensors.state"] += _at_rail(state, state_rail)
+        sat["tensors.logits"] += _at_rail(lg, logit_rail)
+        if t == prompt - 1:
+            branch = (lg.copy(), state.copy())
+    lg, state = branch
+    tokens = []
+    for _ in range(greedy):
+        tok = int(np.argmax(lg))
+        tokens.append(tok)
+        lg, state = lib.step(model.embed(tok), state)
+        sat["tensors.state"] += _at_rail(state, state_rail)
+        sat["tensors.logits"] += _at_rail(lg, logit_rail)
+    return {"logits": logits, "greedy": np.asarray(tokens, dtype=np.int64), "saturated": sat}
+
+
+def accuracy_metrics(ids: np.ndarray, ref: Mapping, sim: Mapping) -> dict:
+    rl, sl = ref["logits"], sim["logits"]
+    err = np.abs(sl - rl)
+    g_ref, g_sim = ref["greedy"], sim["greedy"]
+    same = g_ref == g_sim
+    prefix = int(len(same) if same.all() else np.argmin(same))
+    finite = bool(np.isfinite(sl).all())
+    return {
+        "tokens": int(len(ids)),
+        "perplexity": perplexity(sl, ids) if finite else math.inf,
+        "ref_perplexity": perplexity(rl, ids),
+        "top1_agreement": float(np.mean(sl.argmax(-1) == rl.argmax(-1))),
+        "max_logit_err": float(err.max()) if finite else math.inf,
+        "mean_logit_err": float(err.mean()) if finite else math.inf,
+        "rel_logit_err": float(err.max() / max(np.abs(rl).max(), 1e-12)) if finite else math.inf,
+        "greedy_tokens": int(len(g_ref)),
+        "greedy_agreement": float(same.mean()) if len(same) else 1.0,
+        "greedy_prefix": prefix,
+        "greedy_identical": bool(same.all()),
+    }
+
+
+# ===================================================================== runners
+class CSimRunner:
+    """The sweep's default runner: hls4ml project → g++ C-simulation → metrics vs the numpy reference."""
+
+    def __init__(self, model_spec: Mapping, eval_settings: Mapping, cache_dir: Path):
+        self.spec = model_spec
+        self.eval = dict(eval_settings)
+        self.cache_dir = Path(cache_dir)
+        self.model = load_model(model_spec)
+        # checkpoints convert from their directory (the project records the path); random models as objects
+        self._source = model_spec.get("checkpoint") or self.model
+
+    def convert(self, point: Mapping, project_dir: Path) -> dict:
+        from .convert import convert
+        t0 = time.perf_counter()
+        convert(self._source, project_dir, config=point["precision"], overwrite=True, verbose=False)
+        return {"convert_s": time.perf_counter() - t0}
+
+    def measure(self, point: Mapping, project_dir: Path) -> dict:
+        from .convert import MMFreeProject
+        project = MMFreeProject(project_dir)
+        t0 = time.perf_counter()
+        compiled_here = not project.is_compiled()
+        project.compile(verbose=False)
+        t1 = time.perf_counter()
+        ev = self.eval
+        ids = heldout_ids(self.model.config.vocab_size, ev["tokens"], ev["offset"])
+        ref_key = _reference_key(self.spec, ev)
+        ref = reference_outputs(self.model, ids, ev["prompt_tokens"], ev["greedy_tokens"],
+                                self.cache_dir / "reference" / f"{ref_key}.npz")
+        sim = csim_outputs(project.csim(), self.model, ids, ev["prompt_tokens"], ev["greedy_tokens"],
+                           point["precision"])
+        metrics = accuracy_metrics(ids, ref, sim)
+        metrics["saturated"] = {k: v for k, v in sim["saturated"].items() if v}
+        metrics.update(compile_s=t1 - t0, compiled=compiled_here, eval_s=time.perf_counter() - t1)
+        return metrics
+
+    def model_config(self):
+        return self.model.config
+
+
+def _reference_key(model_spec: Mapping, ev: Mapping) -> str:
+    """Cache key of the reference outputs: the model's identity and the evaluation settings."""
+    from .sweep import ModelSpec, digest
+    ident = ModelSpec(model_spec["name"], model_spec.get("checkpoint"), model_spec.get("random"),
+                      int(model_spec.get("seed") or 0)).identity()
+    return digest({"model": ident, "eval": dict(ev)})
+
+
+def resolve_runner(text: str):
+    mod, _, attr = text.partition(":")
+    try:
+        return getattr(importlib.import_module(mod), attr)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"runner {text!r} cannot be imported ({e}); write module:Class on the Python path") from None
+
+
+# ===================================================================== the group
+def classify(stage: str, e: BaseException) -> str:
+    """Error kind of a failure: the stage it happened in, refined by the exception type."""
+    name = type(e).__name__
+    if name in ("CompileError",):
+        return "compile"
+    if name in ("ConversionError", "PrecisionError", "ProjectExistsError"):
+        return "convert"
+    return stage
+
+
+def _write_json(path: Path, row: Mapping) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(row, sort_keys=True, default=_json_default))
+    os.replace(tmp, path)
+
+
+def _json_default(o: Any):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def _resources(cfg, point: Mapping, project_dir: Path, board: str) -> dict:
+    from . import resources
+    try:
+        est = resources.estimate(cfg, point["precision"], project_dir if project_dir.is_dir() else None,
+                                 board=board, top="mmfree_step")
+    except Exception as e:              # the estimator refuses what the design cannot build
+        return {"resource_source": None, "resource_error": f"{type(e).__name__}: {e}"}
+    row = est.totals()
+    util = resources.utilisation(row, board)
+    row.update({f"util_{k}": v for k, v in util.items()})
+    row["util_max"] = max(util.values())
+    row["fits"] = bool(row["util_max"] <= 1.0)
+    row["layers"] = [l.to_dict() for l in est.layers]
+    return row
+
+
+def run_group(task: Mapping) -> None:
+    work = Path(task["work_dir"])
+    cache = Path(task["cache_dir"])
+    runner_cls = resolve_runner(task["runner"])
+    runner = runner_cls(task["model"], task["eval"], cache)
+    cfg = runner.model_config()
+    shared_file = Path(task["shared_metrics"])
+    shared = json.loads(shared_file.read_text()) if shared_file.is_file() else None
+    for point in task["points"]:
+        h = point["point_hash"]
+        (work / f"{h}.started").write_text(str(time.time()))
+        t0 = time.perf_counter()
+        project_dir = cache / point["project_hash"]
+        row: dict = {"status": "ok", "error_kind": None, "error": None}
+        stage = "convert"
+        try:
+            row.update(runner.convert(point, project_dir))
+            if shared is None:
+                stage = "measure"
+                metrics = runner.measure(point, project_dir)
+                metrics["accuracy_from"] = h
+                shared = metrics
+                _write_json(shared_file, shared)
+            else:
+                metrics = dict(shared)
+                metrics.update(compile_s=0.0, eval_s=0.0, compiled=False)
+            row.update(metrics)
+            if metrics.get("saturated"):
+                what = ", ".join(f"{k} ({v} values)" for k, v in metrics["saturated"].items())
+                row.update(status="overflow", error_kind="overflow",
+                           error=f"saturated at the rail of its type: {what}; give it more integer bits")
+            elif not math.isfinite(metrics.get("max_logit_err", 0.0)):
+                row.update(status="overflow", error_kind="overflow", error="non-finite logits")
+        except Exception as e:
+            row.update(status="failed", error_kind=classify(stage, e),
+                       error=f"{type(e).__name__}: {e}"[-4000:], traceback=traceback.format_exc()[-4000:])
+        row.update(_resources(cfg, point, project_dir, task["board"]))
+        row["wall_s"] = time.perf_counter() - t0
+        _write_json(work / f"{h}.json", row)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m mmfree_hls.design.sweep_eval TASK.json", file=sys.stderr)
+        return 2
+    run_group(json.loads(Path(argv[0]).read_text()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
