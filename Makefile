@@ -25,8 +25,9 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)      ## create .venv and install the package with the design and dev extras
 
-test: $(STAMP)       ## run the test suite (C-simulation included)
-	$(VENV)/bin/pytest -n 2 -q tests
+test: $(STAMP)       ## run the test suite (C-simulation included), then the notebooks top to bottom
+	$(VENV)/bin/pytest -n 2 tests
+	$(VENV)/bin/pytest --nbmake --nbmake-timeout=1200 -p no:cacheprovider notebooks
 
 demo: $(STAMP)       ## convert the shipped model, compile the C-sim, stream generated text
 	$(MMFREE) demo
