@@ -41,6 +41,13 @@ extern "C" int mmfree_step(const float* x, float* s, float* logits) {
         logits[v] = s[v % (L_ * E)] * (float)(v % 7 + 1);
     return 0;
 }
+// The streamed tier's C-sim entry: the weight buffer in front; here its first byte is added
+// to logits[0] so a test can see the buffer arrived.
+extern "C" int mmfree_streamed_step(const unsigned char* w, const float* x, float* s, float* logits) {
+    int rc = mmfree_step(x, s, logits);
+    logits[0] += (float)w[0];
+    return rc;
+}
 """
 
 
@@ -205,3 +212,28 @@ def greedy_margins(model: MMFreeLM, prompt, n: int) -> np.ndarray:
         out.append(top2[1] - top2[0])
         logits, state = model.step(int(np.argmax(logits)), state)
     return np.asarray(out)
+
+
+class StreamedReferenceDevice:
+    """The streamed top as the board runs it: the state lives inside the device, a scalar
+    register starts a new sequence, ap_return = 1 when the weight buffer's header is wrong."""
+
+    def __init__(self, model: MMFreeLM, ip: dict, allocator: FakeAllocator):
+        self.model, self.ip, self.alloc = model, ip, allocator
+        self.state = model.init_state()
+        self.resets: list[int] = []
+
+    def __call__(self, mmio: FakeMMIO) -> None:
+        regs = self.ip["registers"]
+        buf = {n: self.alloc.by_addr[mmio.pointer(r["offset"])] for n, r in regs.items() if r["kind"] == "pointer"}
+        reset = mmio.regs.get(regs[self.ip["reset_register"]]["offset"], 0)
+        self.resets.append(reset)
+        ret = self.ip["ap_return"]["offset"]
+        if bytes(np.asarray(buf["weights"][:4])) != b"MMFS":
+            mmio.regs[ret] = 1
+            return
+        if reset:
+            self.state = self.model.init_state()
+        logits, self.state = self.model.decode_step(np.asarray(buf["x_in"], dtype=np.float64), self.state)
+        buf["logits"][:] = logits
+        mmio.regs[ret] = 0

@@ -492,3 +492,107 @@ def test_cli_errors_are_one_line(text_project, tmp_path, capsys):
     assert "no bitstream" in capsys.readouterr().err
     assert cli.main(["generate", str(out), "--prompt", "x", "--top-p", "3"]) == 2
     assert "top_p must be in (0, 1]" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- streamed tier (state on chip)
+@pytest.fixture(scope="module")
+def streamed_overlay(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("streamed")
+    model = tiny_model(seed=8)
+    c = model.config
+    lib = build_abi_stub(tmp / "lib", c.d, c.num_hidden_layers, c.state_size, c.vocab_size)
+    build_overlay(tmp / "overlay", model=model, board="kv260", name="s", csim_library=lib, tier="streamed")
+    return tmp / "overlay", model
+
+
+def test_streamed_csim_binds_the_weight_buffer(streamed_overlay):
+    path, model = streamed_overlay
+    with Accelerator.open(path, backend="csim") as acc:
+        assert acc.layout.ports == ["weights", "x_in", "state", "logits"]
+        logits = acc.step(5)
+        want, _ = _stub_run(model, [5])
+        assert logits[0] == want[0] + np.float32(ord("M"))   # the buffer's first byte: magic "MMFS"
+        np.testing.assert_array_equal(logits[1:], want[1:])
+
+
+def _fake_streamed_board(path, model):
+    from host_helpers import StreamedReferenceDevice
+
+    manifest = load_manifest(path)
+    log = []
+    alloc = FakeAllocator(log)
+    mmio = FakeMMIO(log=log)
+    mmio.device = StreamedReferenceDevice(model, manifest.data["ip"], alloc)
+    return Accelerator(manifest, PynqBackend(manifest.data["ip"], manifest.layout, mmio=mmio,
+                                             allocate=alloc, timeout_s=0.05)), mmio
+
+
+def test_streamed_board_protocol_and_greedy(streamed_overlay):
+    path, model = streamed_overlay
+    acc, mmio = _fake_streamed_board(path, model)
+    dev = mmio.device
+    with acc:
+        assert "state" not in acc.manifest.data["ip"]["registers"]
+        got = list(acc.generate([1, 17, 42], 64))
+        assert got == model.generate_greedy([1, 17, 42], 64)
+        assert dev.resets[0] == 1 and not any(dev.resets[1:])      # reset only starts the sequence
+        list(acc.generate([3], 2))
+        assert dev.resets[-2:] == [1, 0]
+        with pytest.raises(AcceleratorError, match="on chip"):
+            acc.state
+        with pytest.raises(AcceleratorError, match="on chip"):
+            acc.execute(np.zeros(acc.config.d), np.ones((acc.config.num_hidden_layers, acc.config.state_size)))
+
+
+def test_streamed_board_execute_and_replay(streamed_overlay):
+    path, model = streamed_overlay
+    acc, mmio = _fake_streamed_board(path, model)
+    x = model.embed(9)
+    with acc:
+        acc.step(5)
+        acc.step(6)
+        logits, state = acc.execute(x)                  # runs from a zero state on the device
+        assert state is None
+        np.testing.assert_allclose(logits, model.decode_step(x, model.init_state())[0], rtol=1e-5, atol=1e-5)
+        # The device state now belongs to execute(); the next step replays 5, 6 first.
+        ref, s = None, None
+        for t in (5, 6, 7):
+            ref, s = model.step(t, s)
+        np.testing.assert_allclose(acc.step(7), ref, rtol=1e-5, atol=1e-5)
+        r = acc.throughput_test(5, token_id=2)
+        assert r["steps"] == 5
+        ref, s = model.step(8, s)
+        np.testing.assert_allclose(acc.step(8), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_streamed_board_reports_a_wrong_weight_buffer(streamed_overlay):
+    path, model = streamed_overlay
+    acc, mmio = _fake_streamed_board(path, model)
+    with acc:
+        acc._buffers["weights"][0] = 0                  # the device sees a header that is not ours
+        with pytest.raises(AcceleratorError, match="returned 1: the weight buffer does not match"):
+            acc.step(1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("packing", ["2bit", "1.6bit"])
+def test_streamed_csim_greedy_matches_reference_64_tokens(request, tmp_path, packing):
+    """The streamed-weight top (weights read from the packaged buffer every token) in
+    C-simulation, driven by the host class exactly like the on-chip tier."""
+    import fcntl
+
+    from host_helpers import margin_model
+    from mmfree_hls import streamed_csim
+
+    model = margin_model()
+    cache = request.config.cache.mkdir("mmfree-host-streamed")
+    with open(cache / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        lib = streamed_csim.build(model.config, packing, cache / packing)   # rebuilt only on change
+    m = build_overlay(tmp_path / "ov", model=model, board="zcu104", name="s", csim_library=lib,
+                      tier="streamed", packing=packing)
+    assert m.data["packing"]["layout"] == packing
+    with Accelerator.open(tmp_path / "ov", backend="csim") as acc:
+        assert acc.layout.weight_bytes == m.data["packing"]["total_bytes"]
+        got = list(acc.generate(PROMPT, N_GREEDY))
+    assert got == model.generate_greedy(PROMPT, N_GREEDY)

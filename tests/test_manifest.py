@@ -116,7 +116,14 @@ def test_streamed_package_has_a_weight_buffer(tmp_path):
     assert m.layout.ports == ["weights", "x_in", "state", "logits"]
     assert m.data["buffers"]["weights"]["nbytes"] == m.data["packing"]["total_bytes"]
     assert m.data["packing"]["bits_per_weight"] == pytest.approx(1.6)
-    assert m.data["ip"]["registers"]["weights"]["offset"] == 0x10
+    # int mmfree_streamed_top(weights, x_in, logits, reset): ap_return first, state on chip.
+    ip = m.data["ip"]
+    assert ip["top"] == "mmfree_streamed_top" and ip["state_on_chip"] and ip["reset_register"] == "reset"
+    assert ip["ap_return"]["offset"] == 0x10
+    assert {k: (r["offset"], r["kind"]) for k, r in ip["registers"].items()} == {
+        "weights": (0x18, "pointer"), "x_in": (0x24, "pointer"), "logits": (0x30, "pointer"),
+        "reset": (0x3c, "scalar")}
+    assert m.data["csim"]["step_symbol"] == "mmfree_streamed_step"
 
 
 def test_verify_hashes_off_still_checks_sizes(pkg):

@@ -32,6 +32,20 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_m
                     "tokenizer.model", "vocab.json", "merges.txt")
 
 
+#: The two synthesis tops, argument lists in C order (names are buffer names).
+#: on-chip: design/convert.py's wrapper, void mmfree_step(x_in, state, logits).
+#: streamed: design/hls/mmfree_streamed_top.cpp, int mmfree_streamed_top(weights, x_in,
+#: logits, reset): the state stays on chip and a scalar register starts a new sequence;
+#: its C-simulation entry mmfree_streamed_step moves the state through a buffer instead.
+TOPS = {
+    "on-chip": {"top": "mmfree_step", "args": ["x_in", "state", "logits"], "return_bits": 0,
+                "csim_step": "mmfree_step"},
+    "streamed": {"top": "mmfree_streamed_top", "args": ["weights", "x_in", "logits", ["reset", "scalar"]],
+                 "return_bits": 32, "csim_step": "mmfree_streamed_step", "state_on_chip": True,
+                 "reset_register": "reset"},
+}
+
+
 def toolchain() -> dict:
     return json.loads(_TOOLCHAIN_JSON.read_text())
 
@@ -107,14 +121,16 @@ def _prepare_out(out: Path, force: bool) -> None:
 
 
 # --------------------------------------------------------------------------- core
-def _check_library_dimensions(lib: Path, cfg) -> None:
+def _check_library_dimensions(lib: Path, cfg, tier: str) -> None:
     """Refuse a C-sim library built for another model now, rather than when a user opens it."""
     from ..runtime.backend_csim import _HOST_MACHINES, CSimBackend, library_machine
     from ..runtime.buffers import BufferLayout
 
     if library_machine(lib) != _HOST_MACHINES.get(platform.machine().lower()):
         return                      # cross-built for a board: checked when opened there
-    backend = CSimBackend(lib, BufferLayout.for_config(cfg))
+    # Only d, L, e, V are compared; the weight buffer's size does not matter here.
+    layout = BufferLayout.for_config(cfg, weight_bytes=1 if tier == "streamed" else 0)
+    backend = CSimBackend(lib, layout, step_symbol=TOPS[tier]["csim_step"], args=layout.ports)
     backend.close()
 
 
@@ -139,10 +155,10 @@ def _package_tokenizer(dest: Path, cfg, tokenizer_dir: Optional[str | Path]) -> 
 
 def build_overlay(out: str | Path, *, model, board: str, name: str, csim_library: str | Path,
                   csim_sources: Sequence[str | Path] = (), precision: Optional[Mapping] = None,
-                  top: str = "mmfree_step", tier: str = "on-chip", packing: str = "2bit",
+                  top: Optional[str] = None, tier: str = "on-chip", packing: str = "2bit",
                   bitstream: Optional[str | Path] = None, hwh: Optional[str | Path] = None,
                   tokenizer_dir: Optional[str | Path] = None, tools: Optional[Mapping] = None,
-                  source: Optional[Mapping] = None, csim_step_symbol: str = "mmfree_step",
+                  source: Optional[Mapping] = None, csim_step_symbol: Optional[str] = None,
                   force: bool = False):
     """Write an overlay package for ``model`` (an ``MMFreeLM``) and return its validated Manifest."""
     from .. import __version__
@@ -164,7 +180,7 @@ def build_overlay(out: str | Path, *, model, board: str, name: str, csim_library
         raise FileNotFoundError(f"C-simulation library {lib} not found; build it with `mmfree convert` "
                                 "(it compiles the project with g++)")
     cfg = model.config
-    _check_library_dimensions(lib, cfg)
+    _check_library_dimensions(lib, cfg, tier)
     out = Path(out)
     _prepare_out(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -185,10 +201,15 @@ def build_overlay(out: str | Path, *, model, board: str, name: str, csim_library
         tok_rel = _package_tokenizer(tmp / "tokenizer", cfg, tokenizer_dir)
 
         layout = BufferLayout.for_config(cfg, pk["total_bytes"] if tier == "streamed" else 0)
-        hls_ip = toolchain()["hls_ip"]
-        ip = vitis_register_map(layout.ports, pointer_bits=hls_ip["pointer_bits"])
+        hls_ip, sig = toolchain()["hls_ip"], TOPS[tier]
+        top = top or sig["top"]
+        ip = vitis_register_map([a if isinstance(a, str) else tuple(a) for a in sig["args"]],
+                                pointer_bits=hls_ip["pointer_bits"], return_bits=sig["return_bits"])
         ip.update({"top": top, "instance": hls_ip["instance"],
                    "vlnv": f"{hls_ip['vendor']}:{hls_ip['library']}:{top}:{hls_ip['version']}"})
+        for key in ("state_on_chip", "reset_register"):
+            if key in sig:
+                ip[key] = sig[key]
         all_tools = {"mmfree_hls": __version__, "gxx": gxx_version(), "vitis_hls": None, "vivado": None}
         all_tools.update(tools or {})
         data = {
@@ -200,10 +221,11 @@ def build_overlay(out: str | Path, *, model, board: str, name: str, csim_library
             "packing": pk,
             "buffers": layout.to_manifest(),
             "ip": ip,
-            "csim": {"library": CSIM_LIBRARY, "step_symbol": csim_step_symbol, "args": layout.ports,
+            "csim": {"library": CSIM_LIBRARY, "step_symbol": csim_step_symbol or TOPS[tier]["csim_step"],
+                     "args": layout.ports,
                      "built_on": platform.machine(),
-                     "abi": "extern \"C\" int mmfree_step(const float* x_in, float* state, "
-                            "float* logits); int mmfree_info(int* d, int* L, int* e, int* V)"},
+                     "abi": "extern \"C\" int STEP(" + ", ".join(layout.ports) + ") over the buffers "
+                            "above, 0 = success; int mmfree_info(int* d, int* L, int* e, int* V)"},
             "embeddings": {"file": "embeddings.npy", "shape": [cfg.vocab_size, cfg.d], "dtype": "float32"},
             "bitstream": bs,
             "tokenizer": tok_rel,

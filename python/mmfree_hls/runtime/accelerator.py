@@ -210,19 +210,46 @@ class Accelerator:
         """Tokens consumed since the last reset()."""
         return len(self._history)
 
+    def _zero_state(self) -> None:
+        self._buffers.clear_state()
+        self.backend.reset_state()          # on-chip state: the next start carries reset = 1
+
     def reset(self) -> None:
         """Zero the recurrent state: the next step starts a new sequence."""
         self._check_open()
-        self._buffers.clear_state()
+        self._zero_state()
         self._history.clear()
         self._needs_recovery = False
+
+    @property
+    def state_readable(self) -> bool:
+        """False for a design that keeps the recurrent state on chip (streamed tier on a board)."""
+        return bool(getattr(self.backend, "state_readable", True))
+
+    def _require_state_access(self, what: str) -> None:
+        if not self.state_readable:
+            raise AcceleratorError(f"{what}: this design keeps the recurrent state on chip, where the "
+                                   "host cannot read or set it (use the C-sim backend to inspect it)")
 
     @property
     def state(self) -> np.ndarray:
         """A copy of the recurrent state s_t, (L, e)."""
         self._check_open()
+        self._require_state_access("reading the state")
         self.backend.sync_from_device(self._buffers, ["state"])
         return self._buffers.read_state()
+
+    def _restore_after_raw_steps(self, saved: Optional[np.ndarray], history: list[int]) -> None:
+        """Put the session back after execute()/throughput_test() used the device."""
+        if self._needs_recovery:
+            return                          # a failed raw step: the next step replays the history
+        self._history = history
+        if saved is not None:
+            self._buffers.write_state(saved)
+        elif history:
+            self._needs_recovery = True     # on-chip state: rebuilt by replaying the history
+        else:
+            self._zero_state()
 
     # ------------------------------------------------------------------- step
     def _device_step(self, tok: int) -> np.ndarray:
@@ -250,7 +277,7 @@ class Accelerator:
         replay = list(self._history)
         try:
             self.backend.wait_idle(getattr(self.backend, "timeout_s", None))
-            self._buffers.clear_state()
+            self._zero_state()
             self._history.clear()
             for tok in replay:
                 self._device_step(tok)
@@ -273,34 +300,40 @@ class Accelerator:
                 f"restores the state by replaying the {len(self._history)} tokens fed so far "
                 "(or call reset() to start over)") from None
 
-    def execute(self, x: np.ndarray, state: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+    def execute(self, x: np.ndarray, state: Optional[np.ndarray] = None) -> tuple[np.ndarray, Optional[np.ndarray]]:
         """One raw step on the buffers: (x_t (d,), s_{t-1} (L, e)) → (logits, s_t).
 
-        The same contract as ``MMFreeLM.decode_step``; the session's own state
-        is saved and restored around it.
+        The same contract as ``MMFreeLM.decode_step``; ``state=None`` starts from
+        zero. The session's own state is restored afterwards. A design with
+        on-chip state only runs from a zero state and returns ``s_t = None``.
         """
         self._check_open()
+        if state is not None and not self.state_readable and np.any(state):
+            self._require_state_access("execute() with a non-zero state")
         if self._needs_recovery:
             self._recover()
         buffers, backend = self._buffers, self.backend
-        backend.sync_from_device(buffers, ["state"])
-        saved = buffers.read_state()
+        saved = None
+        if self.state_readable:
+            backend.sync_from_device(buffers, ["state"])
+            saved = buffers.read_state()
+        history = list(self._history)
         try:
-            if state is None:
-                buffers.clear_state()
+            if state is None or not self.state_readable:
+                self._zero_state()
             else:
                 buffers.write_state(state)
             buffers.write_embedding(x)
             backend.sync_to_device(buffers, buffers.inputs)
-            backend.run()
+            try:
+                backend.run()
+            except AcceleratorError:
+                self._needs_recovery = True
+                raise
             backend.sync_from_device(buffers, buffers.outputs)
-            return buffers.read_logits(), buffers.read_state()
-        except AcceleratorError:
-            self._needs_recovery = True
-            raise
+            return buffers.read_logits(), (buffers.read_state() if self.state_readable else None)
         finally:
-            if not self._needs_recovery:
-                buffers.write_state(saved)
+            self._restore_after_raw_steps(saved, history)
 
     def throughput_test(self, n_steps: int = 100, token_id: int = 0) -> dict:
         """Back-to-back device steps without sampling: the decode rate the hardware sustains.
@@ -309,12 +342,16 @@ class Accelerator:
         token moves across the host–device boundary. The session state is kept.
         """
         self._check_open()
-        if n_steps < 1:
-            raise ValueError(f"n_steps must be ≥ 1, got {n_steps}")
+        if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
+            raise ValueError(f"n_steps must be an integer ≥ 1, got {n_steps!r}")
         tok = self._check_token(token_id)
-        saved_history, saved_stats = list(self._history), self.stats
-        self.backend.sync_from_device(self._buffers, ["state"])
-        saved = self._buffers.read_state()
+        if self._needs_recovery:
+            self._recover()
+        history, saved_stats = list(self._history), self.stats
+        saved = None
+        if self.state_readable:
+            self.backend.sync_from_device(self._buffers, ["state"])
+            saved = self._buffers.read_state()
         self.stats = AcceleratorStats()
         try:
             t0 = clock()
@@ -324,9 +361,7 @@ class Accelerator:
             s = self.stats.summary()
         finally:
             self.stats = saved_stats
-            if not self._needs_recovery:
-                self._buffers.write_state(saved)
-                self._history = saved_history
+            self._restore_after_raw_steps(saved, history)
         io_bytes = self.layout.specs["x_in"].nbytes + self.layout.specs["logits"].nbytes
         return {"backend": self.backend_name, "steps": n_steps, "runtime_s": runtime,
                 "tokens_per_s": n_steps / runtime,

@@ -53,6 +53,8 @@ class CSimBackend:
     """Runs one decode step by calling the C-simulation library on numpy buffers."""
 
     name = "csim"
+    #: The state buffer travels through every call, so the host can read and set it.
+    state_readable = True
 
     def __init__(self, library: str | Path, layout: BufferLayout,
                  step_symbol: str = STEP_SYMBOL, args: Sequence[str] = STEP_PORTS,
@@ -122,6 +124,9 @@ class CSimBackend:
                       for a, ptr_type in zip(self.args, self._step.argtypes)]
         self._buffers = buffers          # keep the memory the pointers refer to alive
         return buffers
+
+    def reset_state(self) -> None:
+        """The zeroed state buffer is the reset: nothing else to do."""
 
     def sync_to_device(self, buffers: DeviceBuffers, names) -> None:
         """Host memory is device memory here: nothing to flush."""

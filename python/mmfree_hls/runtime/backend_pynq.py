@@ -67,6 +67,12 @@ class PynqBackend:
         self._clock = clock
         self.registers = {name: dict(reg) for name, reg in ip["registers"].items()}
         self.ctrl_offset = int(ip.get("control", {}).get("offset", 0))
+        # Streamed top: the state lives on chip, a scalar register starts a new sequence,
+        # and ap_return reports a weight buffer that does not match the bitstream.
+        self.state_readable = not ip.get("state_on_chip", False)
+        self.reset_register = ip.get("reset_register")
+        self.ap_return = ip.get("ap_return")
+        self._reset_pending = True
         if mmio is None:
             pynq = None
             if overlay is None or allocate is None:
@@ -116,11 +122,17 @@ class PynqBackend:
         buffers = DeviceBuffers(layout, lambda shape, dtype: self._allocate(shape=shape, dtype=dtype))
         for spec in layout:
             if spec.name not in self.registers:
+                if spec.name == "state" and not self.state_readable:
+                    continue                # host-side only: the device keeps its own state
                 raise ManifestError(f"the register map has no pointer register for buffer "
                                     f"'{spec.name}' (it has {sorted(self.registers)})")
             self.write_pointer(spec.name, buffer_address(buffers[spec.name]))
         self._buffers = buffers
         return buffers
+
+    def reset_state(self) -> None:
+        """A new sequence: with on-chip state the next start carries reset = 1."""
+        self._reset_pending = True
 
     def write_pointer(self, port: str, address: int) -> None:
         reg = self.registers[port]
@@ -134,12 +146,16 @@ class PynqBackend:
 
     def sync_to_device(self, buffers: DeviceBuffers, names) -> None:
         for n in names:
+            if n not in self.registers:
+                continue                    # not a device buffer (on-chip state)
             flush = getattr(buffers[n], "flush", None)
             if flush is not None:
                 flush()
 
     def sync_from_device(self, buffers: DeviceBuffers, names) -> None:
         for n in names:
+            if n not in self.registers:
+                continue
             inval = getattr(buffers[n], "invalidate", None)
             if inval is not None:
                 inval()
@@ -171,12 +187,21 @@ class PynqBackend:
         # so the ap_done seen below belongs to this start.
         if self._abandoned or not (self.status() & AP_IDLE):
             self.wait_idle()
+        if self.reset_register is not None:
+            self.mmio.write(int(self.registers[self.reset_register]["offset"]), int(self._reset_pending))
         self.mmio.write(self.ctrl_offset, AP_START)
         if not self._poll(AP_DONE, self._clock() + self.timeout_s):
             self._abandoned = True
             raise DeviceTimeoutError(
                 f"the accelerator did not finish a step within {self.timeout_s} s "
                 "(raise timeout_s, or check the clock and the bitstream)")
+        if self.ap_return is not None:
+            rc = int(self.mmio.read(int(self.ap_return["offset"])))
+            if rc != 0:
+                raise AcceleratorError(
+                    f"the accelerator returned {rc}: the weight buffer does not match the model "
+                    "compiled into the bitstream; re-package the overlay from the same build")
+        self._reset_pending = False
 
     def close(self) -> None:
         if self._buffers is not None:

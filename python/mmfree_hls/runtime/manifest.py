@@ -69,21 +69,28 @@ def known_boards() -> dict[str, dict]:
     return {k: v for k, v in data.items() if not k.startswith("_")}
 
 
-def vitis_register_map(ports: list[str], pointer_bits: int = 64, return_bits: int = 0) -> dict:
-    """Register map of a Vitis HLS top ``f(ports...)`` with m_axi offset=slave pointers."""
+def vitis_register_map(args: list, pointer_bits: int = 64, return_bits: int = 0) -> dict:
+    """Register map of a Vitis HLS top ``f(args...)`` with m_axi offset=slave pointers.
+
+    ``args`` in declaration order: a name is a pointer, ``(name, "scalar")`` a
+    32-bit scalar argument (e.g. the streamed top's ``reset``).
+    """
     offset = 4 * _CTRL_WORDS
-    regs: dict[str, dict] = {}
+    ap_return = None
     if return_bits:
-        regs["ap_return"] = {"offset": offset, "bits": return_bits, "access": "r"}
+        ap_return = {"offset": offset, "bits": return_bits, "access": "r"}
         offset += 8
-    for port in ports:
-        regs[port] = {"offset": offset, "bits": pointer_bits, "access": "w"}
-        offset += 12 if pointer_bits > 32 else 8
+    regs: dict[str, dict] = {}
+    for arg in args:
+        name, kind = (arg, "pointer") if isinstance(arg, str) else arg
+        bits = pointer_bits if kind == "pointer" else 32
+        regs[name] = {"offset": offset, "bits": bits, "access": "w", "kind": kind}
+        offset += 12 if bits > 32 else 8
     return {
         "protocol": "ap_ctrl_hs",
         "control": {"offset": 0, "ap_start": 0x1, "ap_done": 0x2, "ap_idle": 0x4, "ap_ready": 0x8},
-        "registers": {k: v for k, v in regs.items() if k != "ap_return"},
-        "ap_return": regs.get("ap_return"),
+        "registers": regs,
+        "ap_return": ap_return,
         "address_range": offset,
         "assumption": REGISTER_MAP_ASSUMPTION,
     }
@@ -319,11 +326,15 @@ def _check_ip(chk: _Checker, data: dict, layout: BufferLayout) -> None:
         if key not in ip:
             chk.fail(f"ip.{key} is missing")
     regs = ip["registers"]
-    missing = [p for p in layout.ports if p not in regs]
+    # The streamed top keeps the recurrent state on chip: no pointer for it on the board.
+    host_only = {"state"} if ip.get("state_on_chip") else set()
+    missing = [p for p in layout.ports if p not in regs and p not in host_only]
     if missing:
         chk.fail(f"ip.registers has no pointer register for {missing}")
     spans = []
-    for name, r in regs.items():
+    ret = ip.get("ap_return")
+    named = dict(regs, **({"ap_return": ret} if ret else {}))
+    for name, r in named.items():
         try:
             off, bits = int(r["offset"]), int(r["bits"])
         except (KeyError, TypeError, ValueError):
@@ -332,8 +343,11 @@ def _check_ip(chk: _Checker, data: dict, layout: BufferLayout) -> None:
             chk.fail(f"ip.registers.{name} offset 0x{off:x} is not a word offset after the "
                      "control registers (≥ 0x10)")
         if bits not in (32, 64):
-            chk.fail(f"ip.registers.{name} is {bits} bits; pointers are 32 or 64 bits")
+            chk.fail(f"ip.registers.{name} is {bits} bits; registers are 32 or 64 bits")
         spans.append((off, off + bits // 8, name))
+    reset = ip.get("reset_register")
+    if reset is not None and regs.get(reset, {}).get("kind") != "scalar":
+        chk.fail(f"ip.reset_register {reset!r} is not a scalar register of the IP")
     spans.sort()
     for (a0, a1, an), (b0, _b1, bn) in zip(spans, spans[1:]):
         if b0 < a1:
