@@ -39,6 +39,7 @@ from typing import Mapping
 import numpy as np
 
 from ..config import ModelConfig
+from ..packing import row_bytes
 from ..reference import MMFreeLM, bitlinear_names
 from . import hls_layers
 from .precision import PrecisionConfig, load_precision
@@ -166,10 +167,16 @@ class MMFreeProject:
         srcs = [str(Path(s)) for s in self.info["hls_sources"]]
         return ["g++", opt, *CXX_FLAGS, "-isystem", "firmware/ap_types", "-Ifirmware", *srcs, "-o", CSIM_LIBRARY]
 
-    def is_compiled(self, opt: str = "-O2") -> bool:
+    def is_compiled(self, opt: str | None = None) -> bool:
+        """The library exists and was built from this project (with ``opt``, if given)."""
         stamp = self._stamp_path()
-        want = json.dumps({"hash": self.content_hash, "cmd": self.compile_command(opt)})
-        return self.lib_path.is_file() and stamp.is_file() and stamp.read_text() == want
+        if not (self.lib_path.is_file() and stamp.is_file()):
+            return False
+        try:
+            built = json.loads(stamp.read_text())
+        except json.JSONDecodeError:
+            return False
+        return built.get("hash") == self.content_hash and (opt is None or built.get("cmd") == self.compile_command(opt))
 
     def compile(self, opt: str = "-O2", force: bool = False, verbose: bool = True) -> Path:
         """Build ``csim/libmmfree_csim.so`` with g++ (cached: nothing to do if already built)."""
@@ -207,9 +214,10 @@ class MMFreeProject:
         return lines
 
     def csim(self) -> CSimLibrary:
-        """The compiled C-simulation, loaded (compiles first if needed)."""
+        """The compiled C-simulation, loaded (compiled first, -O2, if it is not built yet)."""
         if self._csim is None:
-            self.compile()
+            if not self.is_compiled():
+                self.compile()
             self._csim = CSimLibrary(self.lib_path)
         return self._csim
 
@@ -232,25 +240,47 @@ def _default_part() -> str:
     return json.loads(_BOARDS_JSON.read_text())[DEFAULT_BOARD]["part"]
 
 
+def layer_kinds(cfg: ModelConfig) -> dict[str, tuple[str, int]]:
+    """Every extension layer of the step model: Keras name → (precision kind, fan-in)."""
+    d, e, m = cfg.d, cfg.input_dim, cfg.ffn_dim
+    out: dict[str, tuple[str, int]] = {}
+    for l in range(cfg.num_hidden_layers):
+        out.update({f"l{l}_attn_norm": ("rmsnorm", d), f"l{l}_i_proj": ("bitlinear", d),
+                    f"l{l}_f_proj": ("bitlinear", d), f"l{l}_g_proj": ("bitlinear", d),
+                    f"l{l}_mlgru": ("mlgru", e), f"l{l}_g_norm": ("gated_rmsnorm", e),
+                    f"l{l}_o_proj": ("bitlinear", e), f"l{l}_mlp_norm": ("rmsnorm", d),
+                    f"l{l}_gate_proj": ("bitlinear", d), f"l{l}_glu": ("glu", 2 * m),
+                    f"l{l}_down_proj": ("bitlinear", m)})
+    out.update({"norm": ("rmsnorm", d), "lm_head": ("bitlinear", d)})
+    return out
+
+
+def check_reuse_factors(cfg: ModelConfig, precision: PrecisionConfig) -> None:
+    """A BitLinear's reuse factor must divide its packed row; say so before anything is built."""
+    for name, (kind, n_in) in layer_kinds(cfg).items():
+        if kind != "bitlinear":
+            continue
+        rf = precision.for_layer(kind, name)["reuse_factor"]
+        rb = row_bytes(n_in, hls_layers.PACKING_LAYOUT)
+        if rb % rf:
+            ok = [r for r in range(1, rb + 1) if rb % r == 0]
+            raise hls_layers.ConversionError(
+                f"{name}: reuse_factor {rf} must divide the {rb} packed bytes of a weight row "
+                f"(n_in = {n_in}); choose one of {ok} (precision config: layers.{name}.reuse_factor)")
+
+
 def hls_config(cfg: ModelConfig, precision: PrecisionConfig) -> dict:
     """hls4ml HLSConfig: per-layer knobs of the precision config, by Keras layer name."""
     residual, state, logits = (precision.tensor_type(k) for k in ("residual", "state", "logits"))
     names: dict[str, dict] = {"x": {"Precision": {"result": residual}}}
     for l in range(cfg.num_hidden_layers):
         names[f"state_{l}"] = {"Precision": {"result": state}}
-        per_layer = {f"l{l}_attn_norm": "rmsnorm", f"l{l}_mlp_norm": "rmsnorm", f"l{l}_g_norm": "gated_rmsnorm",
-                     f"l{l}_mlgru": "mlgru", f"l{l}_glu": "glu"}
-        per_layer.update({f"l{l}_{p}": "bitlinear" for p in ("i_proj", "f_proj", "g_proj", "o_proj",
-                                                             "gate_proj", "down_proj")})
-        for name, kind in per_layer.items():
-            knobs = precision.for_layer(kind, name)
-            result = state if kind == "mlgru" else knobs["result"]
-            names[name] = {"Precision": {"result": result}, "mmfree_knobs": knobs}
         for add in (f"l{l}_attn_add", f"l{l}_mlp_add"):
             names[add] = {"Precision": {"result": residual}}
-    names["norm"] = {"Precision": {"result": precision.for_layer("rmsnorm", "norm")["result"]},
-                     "mmfree_knobs": precision.for_layer("rmsnorm", "norm")}
-    names["lm_head"] = {"Precision": {"result": logits}, "mmfree_knobs": precision.for_layer("bitlinear", "lm_head")}
+    for name, (kind, _) in layer_kinds(cfg).items():
+        knobs = precision.for_layer(kind, name)
+        result = state if kind == "mlgru" else logits if name == "lm_head" else knobs["result"]
+        names[name] = {"Precision": {"result": result}, "mmfree_knobs": knobs}
     return {"Model": {"Precision": residual, "ReuseFactor": precision.data.get("reuse_factor", 1),
                       "Strategy": "Latency", "PipelineStyle": "dataflow"},
             "LayerName": names}
@@ -409,6 +439,7 @@ def convert(model, output_dir: str | Path, config: str | Path | Mapping | Precis
         raise hls_layers.ConversionError(f"num_heads = {cfg.num_heads}: the HLS gated RMSNorm normalises one "
                                          "head; convert a model with num_heads 1")
     precision = load_precision(config)
+    check_reuse_factors(cfg, precision)
     digest = content_hash(mm, precision)
     root = Path(output_dir)
     if _prepare_dir(root, digest, overwrite):
