@@ -47,19 +47,14 @@ static const unsigned V = MMFREE_V;
 static const unsigned PER_BYTE = MMFREE_PER_BYTE;
 
 // ------------------------------------------------------------ precision (knobs)
-#ifndef MMFREE_ACT_T
-#define MMFREE_ACT_T ap_fixed<32, 12, AP_RND, AP_SAT>
-#endif
-#ifndef MMFREE_NORM_T
-#define MMFREE_NORM_T ap_fixed<24, 6, AP_RND, AP_SAT>
+// Chosen in python/mmfree_hls/streamed.py (PRECISION) and written into the config header.
+#if !defined(MMFREE_ACT_T) || !defined(MMFREE_NORM_T) || !defined(MMFREE_SIGMOID_TABLE_BITS)
+#error "mmfree_streamed_config.h must define MMFREE_ACT_T, MMFREE_NORM_T and MMFREE_SIGMOID_TABLE_BITS"
 #endif
 typedef MMFREE_ACT_T act_t;     // residual stream, projections, GLU, state
 typedef MMFREE_NORM_T norm_t;   // every norm weight read from the buffer
 typedef ap_ufixed<26, 1> lb_t;  // lower bound, in [0, 1)
 typedef ap_ufixed<80, 32> sumsq_t;
-#ifndef MMFREE_SIGMOID_TABLE_BITS
-#define MMFREE_SIGMOID_TABLE_BITS 12   // sigma table of 2^bits + 1 points on [-16, 16), interpolated
-#endif
 
 // ------------------------------------------------------------ compile-time sqrt(n) as mant * 2^exp
 constexpr double csqrt_iter(double a, double y, int n) { return n == 0 ? y : csqrt_iter(a, 0.5 * (y + a / y), n - 1); }
@@ -175,11 +170,23 @@ READ_VECTOR:
     }
 }
 
+// 4 weights of a 2-bit byte: code k in bits [2k, 2k+2), 00 = 0, 01 = +1, 11 = -1
+// (the decoding of nnet::ternary_code, on a plain integer so C-simulation stays fast).
+inline void unpack4(unsigned byte, int w[4]) {
+    #pragma HLS INLINE
+UNPACK4:
+    for (unsigned k = 0; k < 4; k++) {
+        #pragma HLS UNROLL
+        const unsigned code = (byte >> (2 * k)) & 3u;
+        w[k] = code == 1 ? 1 : (code == 3 ? -1 : 0);
+    }
+}
+
 // 5 trits of a 1.6-bit byte: w_k = digit_k(byte, base 3) - 1. Bytes > 242 never
 // occur in a buffer written by streamed.write_buffer.
-inline void unpack5(ap_uint<8> byte, int w[5]) {
+inline void unpack5(unsigned byte, int w[5]) {
     #pragma HLS INLINE
-    unsigned v = byte.to_uint();
+    unsigned v = byte & 0xFFu;
 UNPACK5:
     for (unsigned k = 0; k < 5; k++) {
         #pragma HLS UNROLL
@@ -194,28 +201,30 @@ template <class CFG>
 typename nnet::bitlinear_types<CFG>::accum_t
 streamed_row(const uint8_t *w, addr_t row_addr, const typename nnet::bitlinear_types<CFG>::quant_t xq[CFG::n_in]) {
     #pragma HLS INLINE
+    // plain int in C-simulation (exact: |acc| <= 127 n_in); accum_t's width in synthesis
+#ifdef __SYNTHESIS__
     typename nnet::bitlinear_types<CFG>::accum_t acc = 0;
+#else
+    int acc = 0;
+#endif
 ROW_BYTES:
     for (unsigned b = 0; b < CFG::row_bytes; b++) {
-        const ap_uint<8> byte = w[row_addr + b];
+        const unsigned byte = w[row_addr + b];
         int wk[5];
-        if (PER_BYTE == 5) {
+        if (PER_BYTE == 5)
             unpack5(byte, wk);
-        } else {
-            for (unsigned k = 0; k < 4; k++) {
-                #pragma HLS UNROLL
-                wk[k] = nnet::ternary_code(byte, k);
-            }
-        }
+        else
+            unpack4(byte, wk);
     ROW_CODES:
         for (unsigned k = 0; k < PER_BYTE; k++) {
             #pragma HLS UNROLL
             const unsigned j = PER_BYTE * b + k;
             if (j < CFG::n_in) {
+                const int xj = xq[j].to_int();
                 if (wk[k] > 0)
-                    acc += xq[j];
+                    acc += xj;
                 else if (wk[k] < 0)
-                    acc -= xq[j];
+                    acc -= xj;
             }
         }
     }
@@ -412,7 +421,7 @@ int mmfree_streamed_set_state(const float *state) {
 // The 1.6-bit unpacker on its own, for the exhaustive test over every byte value.
 int mmfree_unpack5(unsigned byte, int *out5) {
     int w[5];
-    mmfree_streamed::unpack5(ap_uint<8>(byte), w);
+    mmfree_streamed::unpack5(byte, w);
     for (unsigned k = 0; k < 5; k++)
         out5[k] = w[k];
     return byte <= 242 ? 0 : 1;
@@ -420,8 +429,10 @@ int mmfree_unpack5(unsigned byte, int *out5) {
 
 // The 2-bit decoder of the same top, for the same exhaustive check.
 int mmfree_unpack4(unsigned byte, int *out4) {
+    int w[4];
+    mmfree_streamed::unpack4(byte, w);
     for (unsigned k = 0; k < 4; k++)
-        out4[k] = nnet::ternary_code(ap_uint<8>(byte), k);
+        out4[k] = w[k];
     for (unsigned k = 0; k < 4; k++)
         if (((byte >> (2 * k)) & 3) == 2)
             return 1; // code 10 is never written

@@ -58,7 +58,7 @@ def ap_types_dir() -> Path:
 
 
 def build(cfg: ModelConfig, packing: str, out_dir: str | Path, *, hls_dir: Optional[Path] = None,
-          opt: str = "-O2", extra_flags: tuple = ()) -> Path:
+          opt: str = "-O2", extra_flags: tuple = (), precision: Optional[dict] = None) -> Path:
     """Write the config header, copy the sources and compile ``libmmfree_streamed.so``.
 
     Rebuilds only when the sources, the generated header or the flags changed.
@@ -74,7 +74,7 @@ def build(cfg: ModelConfig, packing: str, out_dir: str | Path, *, hls_dir: Optio
                                  "or set MMFREE_HLS_DIR to design/hls")
     if shutil.which("g++") is None:
         raise StreamedBuildError("g++ not found: install a C++ compiler (apt-get install g++)")
-    (out / CONFIG_HEADER).write_text(config_header(cfg, packing))
+    (out / CONFIG_HEADER).write_text(config_header(cfg, packing, **({"precision": precision} if precision else {})))
     for name in (TOP_SOURCE, *HEADERS):
         shutil.copyfile(src_dir / name, out / name)
     ap = ap_types_dir()
