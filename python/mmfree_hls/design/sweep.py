@@ -217,7 +217,8 @@ def _model_spec(name: str, entry: Any, spec_dir: Optional[Path]) -> ModelSpec:
     if "checkpoint" in entry:
         path = _resolve_path(str(entry["checkpoint"]), spec_dir)
         if not path.is_dir():
-            raise FileNotFoundError(f"models.{name}: {path} is not a checkpoint directory")
+            raise FileNotFoundError(f"models.{name}: checkpoint directory {path} not found; give the directory "
+                                    "that holds config.json and model.safetensors")
         return ModelSpec(name, checkpoint=str(path))
     from ..config import ModelConfig
     cfg = entry["random"]

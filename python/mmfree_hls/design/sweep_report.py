@@ -1,0 +1,315 @@
+"""Tables, Pareto fronts and the terminal summary of a sweep's ``results.jsonl``.
+
+Outputs (in the sweep's output directory):
+
+* ``results.csv`` / ``results.parquet`` — one tidy row per point: identity
+  (hashes, label, one column per grid axis), status and error, accuracy
+  metrics, resources (+ ``resource_source``), utilisation of the board, timings;
+* ``layers.csv`` — the analytic per-layer resources of every point (long form);
+* ``metadata.json`` — tool versions, the sweep file and its digest, the default
+  precision digest, every point's hashes, the run log (wall times);
+* ``pareto.png`` (every accuracy metric × every resource) and
+  ``pareto_<resource>.png`` (the primary metric) — points, and the front of
+  configurations no other beats on both that resource and accuracy.
+
+Cost of a configuration (for "cheapest"): the utilisation of the board's
+scarcest resource (``util_max``: max of LUT, FF, BRAM_18K, DSP shares — what
+decides whether it fits), then the sum of the four shares, then latency.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Iterable, Optional
+
+from .sweep import RESULTS_FILE, RUNS_FILE, REPO_ROOT, ResultsStore, digest
+
+RESOURCES = ("LUT", "FF", "BRAM_18K", "DSP", "latency_cycles")
+#: accuracy metric → True when higher is better
+METRICS = {"top1_agreement": True, "greedy_agreement": True, "perplexity": False}
+PRIMARY_METRIC = "top1_agreement"
+COST_ORDER = ("util_max", "util_sum", "latency_cycles")
+PACKAGES = ("mmfree-hls", "numpy", "hls4ml", "tensorflow", "qkeras", "dask", "distributed", "pandas",
+            "pyarrow", "matplotlib", "pyyaml")
+FIRST_COLUMNS = ("sweep", "index", "label", "model", "status", "error_kind", "top1_agreement", "greedy_agreement",
+                 "greedy_identical", "greedy_prefix", "perplexity", "ref_perplexity", "max_logit_err",
+                 "mean_logit_err", "rel_logit_err", "LUT", "FF", "BRAM_18K", "DSP", "latency_cycles", "ii_cycles",
+                 "resource_source", "util_LUT", "util_FF", "util_BRAM_18K", "util_DSP", "util_max", "util_sum",
+                 "fits", "point_hash", "project_hash", "accuracy_key", "accuracy_from")
+
+
+# ===================================================================== tables
+def load_rows(out_dir: str | Path, point_hashes: Optional[Iterable[str]] = None) -> list[dict]:
+    """The latest row of each point (optionally only the given points), in sweep order."""
+    latest = ResultsStore(out_dir).latest()
+    if point_hashes is not None:
+        want = list(point_hashes)
+        rows = [latest[h] for h in want if h in latest]
+    else:
+        rows = list(latest.values())
+    return sorted(rows, key=lambda r: (r.get("index", 0), r.get("label", "")))
+
+
+def tidy(rows: list[dict]):
+    """A pandas DataFrame, one flat row per point (axes as columns, nested fields as JSON text)."""
+    import pandas as pd
+    flat = []
+    axes: list[str] = []
+    for r in rows:
+        f = {k: v for k, v in r.items() if k not in ("layers", "choices", "precision", "saturated", "traceback")}
+        for axis, label in (r.get("choices") or {}).items():
+            if axis == "model":
+                continue
+            col = f"axis:{axis}"
+            f[col] = label
+            if col not in axes:
+                axes.append(col)
+        f["saturated"] = json.dumps(r.get("saturated") or {}, sort_keys=True)
+        f["precision_hash"] = digest(r.get("precision") or {})
+        f["precision_json"] = json.dumps(r.get("precision") or {}, sort_keys=True)
+        utils = [r.get(f"util_{k}") for k in ("LUT", "FF", "BRAM_18K", "DSP")]
+        f["util_sum"] = sum(utils) if all(u is not None for u in utils) else None
+        flat.append(f)
+    df = pd.DataFrame(flat)
+    first = [c for c in FIRST_COLUMNS if c in df.columns]
+    if "label" in first:
+        at = first.index("label") + 1
+        first[at:at] = axes
+    rest = sorted(c for c in df.columns if c not in first)
+    df = df[first + rest] if len(df) else df
+    for col in ("greedy_identical", "fits", "compiled"):
+        if col in df.columns:
+            df[col] = df[col].astype("boolean")
+    return df
+
+
+def layer_table(rows: list[dict]):
+    import pandas as pd
+    recs = []
+    for r in rows:
+        for layer in r.get("layers") or []:
+            recs.append({"point_hash": r["point_hash"], "label": r.get("label"), **layer})
+    return pd.DataFrame(recs)
+
+
+def _versions() -> dict:
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in PACKAGES:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    try:
+        out["g++"] = subprocess.run(["g++", "--version"], capture_output=True, text=True,
+                                    timeout=10).stdout.splitlines()[0]
+    except (OSError, IndexError, subprocess.SubprocessError):
+        out["g++"] = None
+    return out
+
+
+def _git_commit() -> Optional[str]:
+    try:
+        p = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+        return p.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def build_metadata(out_dir: Path, rows: list[dict]) -> dict:
+    from .precision import load_precision
+    spec_file = out_dir / "sweep_spec.json"
+    spec = json.loads(spec_file.read_text()) if spec_file.is_file() else None
+    runs = []
+    if (out_dir / RUNS_FILE).is_file():
+        runs = [json.loads(l) for l in (out_dir / RUNS_FILE).read_text().splitlines() if l.strip()]
+    return {
+        "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": _versions(), "git_commit": _git_commit(),
+        "sweep": spec, "sweep_digest": digest(spec) if spec is not None else None,
+        "precision_default_digest": load_precision().digest(),
+        "points": [{"index": r.get("index"), "label": r.get("label"), "status": r.get("status"),
+                    "point_hash": r["point_hash"], "project_hash": r.get("project_hash"),
+                    "accuracy_key": r.get("accuracy_key"), "precision_hash": digest(r.get("precision") or {})}
+                   for r in rows],
+        "runs": runs,
+        "cost": "util_max (share of the board's scarcest resource), then util_sum, then latency_cycles",
+    }
+
+
+# ===================================================================== Pareto
+def pareto_mask(cost, acc, higher_is_better: bool = True) -> list[bool]:
+    """True for points no other point beats on both cost (lower) and accuracy (and strictly on one)."""
+    pts = list(zip(cost, acc))
+    sign = 1 if higher_is_better else -1
+    out = []
+    for i, (c, a) in enumerate(pts):
+        dominated = any((c2 <= c and sign * a2 >= sign * a) and (c2 < c or sign * a2 > sign * a)
+                        for j, (c2, a2) in enumerate(pts) if j != i)
+        out.append(not dominated)
+    return out
+
+
+def _valid(df, cols: Iterable[str]):
+    import numpy as np
+    ok = df[df["status"].isin(["ok"])] if "status" in df.columns else df
+    for c in cols:
+        if c not in ok.columns:
+            return ok.iloc[0:0]
+        ok = ok[ok[c].notna()]
+        ok = ok[np.isfinite(ok[c].astype(float))]
+    return ok
+
+
+def pareto_front(df, resource: str = "util_max", metric: str = PRIMARY_METRIC):
+    """Rows of the front of ``metric`` vs ``resource`` (status ok only), cheapest first."""
+    ok = _valid(df, [resource, metric])
+    if not len(ok):
+        return ok
+    mask = pareto_mask(ok[resource].astype(float).tolist(), ok[metric].astype(float).tolist(), METRICS.get(metric, True))
+    return ok[mask].sort_values([resource, metric])
+
+
+def cheapest_greedy_identical(df):
+    """The cheapest ok point whose greedy decoding equals the numpy reference's (None if none)."""
+    ok = _valid(df, ["util_max"])
+    if "greedy_identical" not in ok.columns:
+        return None
+    ok = ok[ok["greedy_identical"].fillna(False).astype(bool)]
+    if not len(ok):
+        return None
+    return ok.sort_values(list(COST_ORDER)).iloc[0]
+
+
+def plot_pareto(df, out_dir: Path, primary: str = PRIMARY_METRIC) -> list[Path]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def panel(ax, resource: str, metric: str) -> None:
+        ok = _valid(df, [resource, metric])
+        over = df[df["status"] == "overflow"] if "status" in df.columns else df.iloc[0:0]
+        over = over[over[resource].notna() & over[metric].notna()] if len(over) and resource in over and metric in over else over.iloc[0:0]
+        ax.scatter(ok[resource], ok[metric], s=22, c="tab:blue", alpha=0.7, label="ok")
+        if len(over):
+            ax.scatter(over[resource], over[metric], s=22, marker="x", c="tab:red", alpha=0.7, label="overflow")
+        front = pareto_front(df, resource, metric)
+        if len(front):
+            ax.step(front[resource], front[metric], where="post",
+                    c="tab:orange", lw=1.5, label="Pareto front")
+            ax.scatter(front[resource], front[metric], s=40, facecolors="none", edgecolors="tab:orange")
+        ax.set_xlabel(resource + (" (analytic)" if _source(df) == "analytic" else ""))
+        ax.set_ylabel(metric)
+        if len(ok) and float(ok[resource].min()) > 0 and float(ok[resource].max()) / float(ok[resource].min()) > 20:
+            ax.set_xscale("log")
+        ax.grid(alpha=0.3)
+
+    paths = []
+    metrics = [m for m in METRICS if m in df.columns]
+    resources = [r for r in RESOURCES if r in df.columns]
+    if not metrics or not resources:
+        return paths
+    fig, axes = plt.subplots(len(metrics), len(resources), figsize=(4 * len(resources), 3.2 * len(metrics)),
+                             squeeze=False)
+    for i, m in enumerate(metrics):
+        for j, r in enumerate(resources):
+            panel(axes[i][j], r, m)
+    axes[0][0].legend(fontsize=7)
+    name = str(df["sweep"].iloc[0]) if "sweep" in df.columns and len(df) else "sweep"
+    fig.suptitle(f"{name}: accuracy vs resources ({len(df)} points)")
+    fig.tight_layout()
+    p = out_dir / "pareto.png"
+    fig.savefig(p, dpi=90)
+    plt.close(fig)
+    paths.append(p)
+    if primary in df.columns:
+        for r in resources:
+            fig, ax = plt.subplots(figsize=(5.5, 4))
+            panel(ax, r, primary)
+            ax.legend(fontsize=7)
+            ax.set_title(f"{name}: {primary} vs {r}")
+            fig.tight_layout()
+            p = out_dir / f"pareto_{r}.png"
+            fig.savefig(p, dpi=90)
+            plt.close(fig)
+            paths.append(p)
+    return paths
+
+
+def _source(df) -> str:
+    if "resource_source" not in df.columns:
+        return ""
+    s = set(df["resource_source"].dropna())
+    return s.pop() if len(s) == 1 else "mixed"
+
+
+# ===================================================================== terminal
+def _fmt(v, kind: str = "") -> str:
+    import math
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if kind == "pct":
+        return f"{100 * float(v):.1f}%"
+    if kind == "int":
+        return f"{int(v):,}"
+    if kind == "f":
+        return f"{float(v):.3g}"
+    return str(v)
+
+
+def summary_table(df, max_rows: int = 40) -> str:
+    """Points cheapest first: accuracy, resources and source; '*' marks the util_max Pareto front."""
+    if not len(df):
+        return "(no results)"
+    front = set(pareto_front(df)["point_hash"]) if "util_max" in df.columns else set()
+    cols = [("", 1), ("label", 34), ("status", 8), ("top1", 6), ("greedy", 6), ("ppl", 7), ("max|Δ|", 7),
+            ("LUT", 10), ("FF", 10), ("BRAM", 6), ("DSP", 7), ("cycles", 8), ("util", 8), ("source", 8)]
+    order = df.copy()
+    order["_cost"] = order["util_max"] if "util_max" in order.columns else 0
+    order = order.sort_values(["_cost"], na_position="last")
+    lines = [" ".join(f"{h:<{w}}" for h, w in cols)]
+    for _, r in order.head(max_rows).iterrows():
+        g = r.get("greedy_agreement")
+        vals = ["*" if r["point_hash"] in front else " ", str(r.get("label", ""))[:34], r.get("status"),
+                _fmt(r.get("top1_agreement"), "pct"), _fmt(g, "pct"), _fmt(r.get("perplexity"), "f"),
+                _fmt(r.get("max_logit_err"), "f"), _fmt(r.get("LUT"), "int"), _fmt(r.get("FF"), "int"),
+                _fmt(r.get("BRAM_18K"), "int"), _fmt(r.get("DSP"), "int"), _fmt(r.get("latency_cycles"), "int"),
+                _fmt(r.get("util_max"), "pct"), {"vitis_hls_report": "report", "analytic": "analytic"}.get(
+                    r.get("resource_source"), "-")]
+        lines.append(" ".join(f"{str(v):<{w}}" for v, (_, w) in zip(vals, cols)))
+    if len(order) > max_rows:
+        lines.append(f"... {len(order) - max_rows} more rows in results.csv")
+    failed = df[~df["status"].isin(["ok"])] if "status" in df.columns else df.iloc[0:0]
+    for _, r in failed.iterrows():
+        lines.append(f"  {r.get('status')}: {r.get('label')}: {str(r.get('error') or '')[:160]}")
+    best = cheapest_greedy_identical(df)
+    if best is not None:
+        lines.append(f"cheapest greedy-identical configuration: {best['label']} "
+                     f"(util {_fmt(best['util_max'], 'pct')}, top-1 {_fmt(best.get('top1_agreement'), 'pct')}, "
+                     f"point {best['point_hash']})")
+    else:
+        lines.append("no configuration kept greedy decoding identical to the numpy reference")
+    return "\n".join(lines)
+
+
+# ===================================================================== all of it
+def write_report(out_dir: str | Path, point_hashes: Optional[Iterable[str]] = None,
+                 primary: str = PRIMARY_METRIC) -> dict:
+    """CSV, Parquet, per-layer CSV, metadata JSON and plots; returns their paths and the summary text."""
+    out = Path(out_dir)
+    if not (out / RESULTS_FILE).is_file():
+        raise FileNotFoundError(f"{out / RESULTS_FILE} not found; run `mmfree sweep CONFIG.yaml --out {out}` first")
+    rows = load_rows(out, point_hashes)
+    df = tidy(rows)
+    paths = {"csv": out / "results.csv", "parquet": out / "results.parquet", "layers": out / "layers.csv",
+             "metadata": out / "metadata.json"}
+    df.to_csv(paths["csv"], index=False)
+    df.to_parquet(paths["parquet"], index=False)
+    layer_table(rows).to_csv(paths["layers"], index=False)
+    paths["metadata"].write_text(json.dumps(build_metadata(out, rows), indent=2, default=str) + "\n")
+    paths["plots"] = plot_pareto(df, out, primary)
+    return {"paths": paths, "summary": summary_table(df), "frame": df}
