@@ -87,3 +87,39 @@ def test_bad_logits_are_rejected():
         Sampler()(np.zeros((2, 3)))
     with pytest.raises(SamplingError, match="greedy"):
         filtered_probs(np.zeros(3), 0.0)
+
+
+def _naive_filtered_probs(z, T, top_k=None, top_p=None):
+    """The definition, with full stable sorts: what the O(V) implementation must equal."""
+    z = np.asarray(z, dtype=np.float64) / T
+    keep = np.ones(z.size, bool)
+    if top_k is not None and top_k < z.size:
+        keep[:] = False
+        keep[np.argsort(-z, kind="stable")[:top_k]] = True
+    p = np.where(keep, np.exp(z - z[keep].max()), 0.0)
+    p /= p.sum()
+    if top_p is not None and top_p < 1:
+        order = np.argsort(-p, kind="stable")
+        n = int(np.searchsorted(np.cumsum(p[order]), top_p, side="left")) + 1
+        mask = np.zeros(z.size, bool)
+        mask[order[:n]] = True
+        p = np.where(mask, p, 0.0)
+        p /= p.sum()
+    return p
+
+
+@pytest.mark.parametrize("V", [7, 300, 5000])
+def test_fast_filters_equal_the_definition(V):
+    rng = np.random.default_rng(V)
+    for trial in range(30):
+        z = (rng.standard_normal(V) * rng.uniform(0.5, 6)).astype(np.float32)
+        if trial % 3 == 0:
+            z = np.round(z)                               # many exact ties
+        T = float(rng.uniform(0.3, 2.0))
+        k = int(rng.integers(1, V + 3))
+        p = float(rng.uniform(0.05, 1.0))
+        for kw in ({"top_k": k}, {"top_p": p}, {"top_k": k, "top_p": p}):
+            fast = filtered_probs(z, T, **kw)
+            naive = _naive_filtered_probs(z, T, **kw)
+            np.testing.assert_array_equal(fast > 0, naive > 0)
+            np.testing.assert_allclose(fast, naive, rtol=1e-5, atol=1e-9)

@@ -93,13 +93,16 @@ def _candidates(logits: np.ndarray, temperature: float, top_k: Optional[int],
                 top_p: Optional[float]) -> tuple[np.ndarray, np.ndarray]:
     """(ids ascending, probabilities) of the tokens that survive the filters."""
     z = _check_logits(logits) / temperature
-    ids = _top_k_ids(z, top_k) if top_k is not None and top_k < z.size else np.arange(z.size)
-    zk = z[ids]
+    ids = _top_k_ids(z, top_k) if top_k is not None and top_k < z.size else None
+    zk = z if ids is None else z[ids]
     p = np.exp(zk - zk.max())
     p = p / p.sum(dtype=np.float64)
     if top_p is not None and top_p < 1.0:
         keep = _nucleus(p, top_p)
-        ids, p = ids[keep], p[keep]
+        ids = np.flatnonzero(keep) if ids is None else ids[keep]
+        p = p[keep]
+    elif ids is None:
+        ids = np.arange(z.size)
     p = p.astype(np.float64)
     return ids, p / p.sum()
 

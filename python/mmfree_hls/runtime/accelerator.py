@@ -83,6 +83,7 @@ class AcceleratorStats:
             "host_ms_per_token": 1e3 * float(host.mean()) if n else 0.0,
             "device_ms_per_token": 1e3 * float(dev.mean()) if n else 0.0,
             "host_fraction": float(host.sum() / total) if total > 0 else 0.0,
+            "host_ms_p50": 1e3 * float(np.median(host)) if n else 0.0,
             "device_ms_p50": 1e3 * float(np.median(dev)) if n else 0.0,
             "device_ms_max": 1e3 * float(dev.max()) if n else 0.0,
         }
