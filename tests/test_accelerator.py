@@ -596,3 +596,29 @@ def test_streamed_csim_greedy_matches_reference_64_tokens(request, tmp_path, pac
         assert acc.layout.weight_bytes == m.data["packing"]["total_bytes"]
         got = list(acc.generate(PROMPT, N_GREEDY))
     assert got == model.generate_greedy(PROMPT, N_GREEDY)
+
+
+def test_board_side_runs_with_numpy_alone(stub_overlay):
+    """A PYNQ image has no TensorFlow, hls4ml, yaml or tokenizers: open + decode must not need them."""
+    import subprocess
+    import sys
+    import textwrap
+
+    path, _ = stub_overlay
+    code = textwrap.dedent(f"""
+        import importlib.abc, sys
+        BLOCKED = {{"tensorflow", "keras", "qkeras", "hls4ml", "yaml", "matplotlib", "pandas", "pynq",
+                   "tokenizers"}}
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in BLOCKED:
+                    raise ImportError(name + " is blocked")
+        sys.meta_path.insert(0, Block())
+        from mmfree_hls import Accelerator
+        import mmfree_hls.runtime.backend_pynq, mmfree_hls.commands.generate
+        with Accelerator.open({str(path)!r}) as acc:
+            print(list(acc.generate([1, 2], 4, temperature=0.7, top_p=0.9, seed=1)))
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("[") and len(eval(r.stdout)) == 4

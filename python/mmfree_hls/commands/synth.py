@@ -22,8 +22,9 @@ def register(sub) -> None:
     p.add_argument("project", metavar="HLS_PROJECT", help="directory written by `mmfree convert`")
     p.add_argument("--board", required=True, help="target board (data/boards.json)")
     p.add_argument("--jobs", type=int, default=None, help="Vivado implementation jobs")
-    p.add_argument("--out", default=None, help="overlay package directory (overlay step)")
-    p.add_argument("--force", action="store_true", help="replace an existing overlay package")
+    p.add_argument("--out", default=None,
+                   help="overlay package directory (overlay step; default overlays/BOARD/NAME, an existing "
+                        "package there is replaced by the one with the new bitstream)")
     p.set_defaults(func=run)
 
 
@@ -44,6 +45,7 @@ def run(args) -> int:
         raise CLIError(str(e)) from None
     print(f"bitstream {bit}")
     from .package import package_project
-    manifest = package_project(args.project, args.board, out=args.out, force=args.force)
+    # A package of this project made before (e.g. C-sim only) is replaced: that is the point.
+    manifest = package_project(args.project, args.board, out=args.out, force=True)
     print(f"overlay package {manifest.root}")
     return 0
