@@ -206,6 +206,14 @@ def test_csim_timeout_then_recovery(faulty_overlay):
         time.sleep(0.7)
         np.testing.assert_array_equal(acc.step(6), _stub_run(model, [5, 6])[0])
         np.testing.assert_array_equal(acc.state, _stub_run(model, [5, 6])[1])
+        # reset() after a timeout waits for the abandoned step, so it cannot scribble on the new state.
+        with pytest.raises(DeviceTimeoutError):
+            acc.step(SLEEP_TOKEN)
+        with pytest.raises(DeviceTimeoutError, match="still running"):
+            acc.reset()
+        time.sleep(0.7)
+        acc.reset()
+        np.testing.assert_array_equal(acc.step(9), _stub_run(model, [9])[0])
 
 
 def test_library_for_another_model_is_refused(tmp_path, stub_overlay):

@@ -218,6 +218,9 @@ class Accelerator:
     def reset(self) -> None:
         """Zero the recurrent state: the next step starts a new sequence."""
         self._check_open()
+        if self._needs_recovery:
+            # A step abandoned by a timeout may still write the state buffer: let it finish first.
+            self.backend.wait_idle(getattr(self.backend, "timeout_s", None))
         self._zero_state()
         self._history.clear()
         self._needs_recovery = False
