@@ -246,7 +246,7 @@ def test_synth_hls_without_vitis_names_tool_and_version_after_writing_tcl(projec
     rc = cli.main(["synth", "hls", str(project), "--board", "pynq-z2"])
     err = capsys.readouterr().err
     assert rc == 2
-    assert "vitis_hls (Vitis HLS 2023.2), not found on PATH" in err
+    assert "vitis_hls (Vitis HLS 2023.2): not found on PATH" in err
     assert "vitis_hls.tcl" in err
     assert (project / "synth" / "pynq-z2" / "vitis_hls.tcl").is_file()
 
@@ -278,3 +278,8 @@ def test_flow_runs_tools_then_packages_with_bitstream(project, fake_tools, tmp_p
     assert m.bitstream == overlay / "demo.bit" and (overlay / "demo.hwh").is_file()
     assert m.data["tools"]["vitis_hls"] == "2023.2" and m.data["tools"]["vivado"] == "2023.2"
     assert m.data["precision"] == {"state": "ap_fixed<24,8>"}
+
+
+def test_comments_carry_plain_values(project):
+    script = synth.write_hls_tcl(project, "pynq-z2")
+    assert script.read_text().startswith("# Vitis HLS 2023.2: C synthesis")

@@ -90,7 +90,12 @@ def render(template: str, values: Mapping[str, object]) -> str:
     if missing or unused:
         raise KeyError(f"{template}: placeholders without value {sorted(missing)}, "
                        f"values without placeholder {sorted(unused)}")
-    return _PLACEHOLDER.sub(lambda m: tcl_word(values[m.group(1)]), text)
+    def fill(line: str) -> str:
+        # In comments a value is prose, not a Tcl word.
+        word = (lambda v: str(v).replace("\n", " ")) if line.lstrip().startswith("#") else tcl_word
+        return _PLACEHOLDER.sub(lambda m: word(values[m.group(1)]), line)
+
+    return "".join(fill(line) for line in text.splitlines(keepends=True))
 
 
 # ----------------------------------------------------------------- HLS project
@@ -198,7 +203,8 @@ def missing_tool_message(keys: Sequence[str], scripts: Sequence[Path], what: str
     names = ", ".join(f"{tools[k]['executable']} ({tools[k]['product']} {tools[k]['version']})" for k in keys)
     setup = "; ".join(tools[k]["setup"] for k in keys)
     run = " and ".join(str(s) for s in scripts)
-    return (f"{what} needs {names}, not found on PATH. Install it and `{setup}`, then re-run. "
+    them = "them" if len(keys) > 1 else "it"
+    return (f"{what} needs {names}: not found on PATH. Install {them} and `{setup}`, then re-run. "
             f"The Tcl was written to {run} for inspection or to run by hand. Everything else "
             "(C-simulation, `mmfree package`, `mmfree generate --backend csim`) works without it.")
 
