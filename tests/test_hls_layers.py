@@ -391,3 +391,8 @@ def test_mul_pow2_rounds_and_saturates(harness):
     assert harness.pow2_probe(1.0 + 2 ** -11, 0) == 1.0 + 2 ** -10  # half an LSB rounds up
     assert harness.pow2_probe(3.0, 5) == 32 - 2 ** -10               # saturates to the maximum
     assert harness.pow2_probe(-3.0, 5) == -32.0
+    assert harness.pow2_probe(3.5, 3) == 28.0                        # the largest in-range left shift ...
+    assert harness.pow2_probe(4.0, 3) == 32 - 2 ** -10               # ... and the first that saturates
+    assert harness.pow2_probe(-4.0, 3) == -32.0                      # the minimum itself is representable
+    assert harness.pow2_probe(2.0 ** -11, 0) == 2.0 ** -10           # exactly half an LSB: rounds up
+    assert harness.pow2_probe(-(2.0 ** -11), 0) == 0.0               # half up, towards +inf

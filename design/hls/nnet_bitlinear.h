@@ -56,10 +56,10 @@ template <typename CONFIG_T> struct bitlinear_types {
 };
 
 // Decoded weight: +1, -1 or 0 from a 2-bit code (packed_T: unsigned char or ap_uint<8>).
+// Plain shifts and masks: the same 2-bit mux in hardware, and fast in C-simulation.
 template <class packed_T> inline int ternary_code(const packed_T &byte, unsigned k) {
     #pragma HLS INLINE
-    const ap_uint<8> bits = byte;
-    const unsigned code = bits.range(2 * k + 1, 2 * k).to_uint();
+    const unsigned code = (static_cast<unsigned>(byte) >> (2 * k)) & 3u;
     return code == 1 ? 1 : (code == 3 ? -1 : 0);
 }
 

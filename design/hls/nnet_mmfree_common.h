@@ -73,12 +73,13 @@ template <int W, int I, bool S, ap_q_mode Q, ap_o_mode O, int N> struct fixed_si
 template <class T> int floor_log2(T v) { return T::iwidth - 1 - v.countLeadingZeros(); }
 
 // Round(v * 2^k) into out_T: raw-bit shift, round half up, saturate to out_T's range.
-// The intermediate is wide enough for every in-range result, so nothing else is lost.
+// A left shift that would leave out_T's range saturates before it is made, so the
+// intermediate needs only max(W_in, W_out) + 2 bits (one barrel shifter of that width).
 template <class out_T, class in_T> out_T mul_pow2(in_T v, int k) {
     #pragma HLS INLINE
     const int WI = in_T::width;
     const int WO = out_T::width;
-    const int WT = WI + WO + 2;
+    const int WT = imax(WI, WO) + 2;
     typedef ap_int<WT> wide_t;
 
     wide_t raw;
@@ -101,23 +102,27 @@ template <class out_T, class in_T> out_T mul_pow2(in_T v, int k) {
     if (raw == 0) {
         res = 0;
     } else if (d >= 0) {
-        if (d > WO) {
-            res = raw > 0 ? out_max : out_min; // |raw| >= 1 so |raw 2^d| exceeds any WO-bit value
+        if (d >= WO) {
+            res = raw > 0 ? out_max : out_min; // |raw| >= 1: out of any WO-bit range
+        } else if (raw > (out_max >> d)) {
+            res = out_max;
+        } else if (raw < (out_min >> d)) {
+            res = out_min;
         } else {
-            res = raw << d; // |raw| < 2^WI, d <= WO: fits WT bits
+            res = raw << d;
         }
     } else {
         const int s = -d;
         if (s >= WT - 1) {
-            res = 0;
+            res = 0; // |value| < 1/2
         } else {
             res = (raw + (wide_t(1) << (s - 1))) >> s; // arithmetic shift: round half up
         }
+        if (res > out_max)
+            res = out_max;
+        if (res < out_min)
+            res = out_min;
     }
-    if (res > out_max)
-        res = out_max;
-    if (res < out_min)
-        res = out_min;
 
     out_T out;
     out.range(WO - 1, 0) = res.range(WO - 1, 0);
