@@ -82,6 +82,9 @@ def _harness_source(gamma: float) -> str:
         hls_layers.bitlinear_config_cpp("bl4_cfg", {**bl, "reuse_factor": 4}),
         hls_layers.bitlinear_config_cpp("ext_cfg", {**bl, "n_in": N_EXT, "n_out": 4, "gamma": 1.0,
                                                     "sumsq_t": _exact_sumsq(N_EXT)}),
+        hls_layers.bitlinear_config_cpp("sat_cfg", {**bl, "n_in": N_EXT, "n_out": 4, "gamma": 1.0,
+                                                    "sumsq_t": _exact_sumsq(N_EXT), "accum_bits": 12}),
+        hls_layers.bitlinear_config_cpp("a4_cfg", {**bl, "act_bits": 4}),
         hls_layers.rmsnorm_config_cpp("rms_cfg", dict(n_in=N_VEC, reuse_factor=1, weight_t=RMS["weight"],
                                                       sumsq_t=_exact_sumsq(N_VEC), eps=EPS, mant_bits=RMS["mant_bits"],
                                                       newton_iterations=RMS["newton_iterations"])),
@@ -122,6 +125,15 @@ def _harness_source(gamma: float) -> str:
         "    nnet::bitlinear_accumulate<CFG>(q, a, w);",
         "    for (unsigned o = 0; o < CFG::n_out; o++) acc[o] = a[o].to_long();",
         "}",
+        "template <class CFG> int quantize_run(const double *x, const double *norm, signed char *xq, double *scale) {",
+        "    data_t xs[CFG::n_in]; typename CFG::norm_t ns[CFG::n_in]; typename nnet::bitlinear_types<CFG>::quant_t q[CFG::n_in];",
+        "    typename nnet::bitlinear_types<CFG>::scale_t sc;",
+        "    load(x, xs, CFG::n_in); load(norm, ns, CFG::n_in);",
+        "    bool nonzero = nnet::bitlinear_quantize<data_t, CFG>(xs, q, sc, ns);",
+        "    for (unsigned i = 0; i < CFG::n_in; i++) xq[i] = q[i].to_int();",
+        "    *scale = pf_value(sc);",
+        "    return nonzero;",
+        "}",
         "template <class CFG> void mlgru_run(const double *i, const double *f, const double *s, const double *lb, double *out) {",
         "    data_t is[CFG::n_state], fs[CFG::n_state]; state_t ss[CFG::n_state], os[CFG::n_state];",
         "    typename CFG::lower_bound_t lbs[CFG::n_state];",
@@ -138,15 +150,15 @@ def _harness_source(gamma: float) -> str:
         "void ext_forward(const double *x, const double *n, const unsigned char *w, double *y) { bl_run<ext_cfg, ext_out_t>(x, n, w, y); }",
         "void bl_accumulate(const signed char *xq, const unsigned char *w, long *acc) { acc_run<bl_cfg>(xq, w, acc); }",
         "void ext_accumulate(const signed char *xq, const unsigned char *w, long *acc) { acc_run<ext_cfg>(xq, w, acc); }",
-        "int bl_quantize(const double *x, const double *norm, signed char *xq, double *scale) {",
-        "    data_t xs[N_IN_]; bl_cfg::norm_t ns[N_IN_]; nnet::bitlinear_types<bl_cfg>::quant_t q[N_IN_];",
-        "    nnet::bitlinear_types<bl_cfg>::scale_t sc;",
-        "    load(x, xs, N_IN_); load(norm, ns, N_IN_);",
-        "    bool nonzero = nnet::bitlinear_quantize<data_t, bl_cfg>(xs, q, sc, ns);",
-        "    for (int i = 0; i < N_IN_; i++) xq[i] = q[i].to_int();",
-        "    *scale = pf_value(sc);",
-        "    return nonzero;",
+        "int a4_accum_bits() { return nnet::bitlinear_types<a4_cfg>::accum_t::width; }",
+        "void sat_accumulate(const signed char *xq, const unsigned char *w, long *acc) {",
+        "    nnet::bitlinear_types<sat_cfg>::quant_t q[N_EXT_]; nnet::bitlinear_types<sat_cfg>::accum_t a[4];",
+        "    for (int i = 0; i < N_EXT_; i++) q[i] = xq[i];",
+        "    nnet::bitlinear_accumulate<sat_cfg>(q, a, w);",
+        "    for (int o = 0; o < 4; o++) acc[o] = a[o].to_int();",
         "}",
+        "int bl_quantize(const double *x, const double *norm, signed char *xq, double *scale) { return quantize_run<bl_cfg>(x, norm, xq, scale); }",
+        "int a4_quantize(const double *x, const double *norm, signed char *xq, double *scale) { return quantize_run<a4_cfg>(x, norm, xq, scale); }",
         "void rms_forward(const double *x, const double *w, double *y) {",
         "    data_t xs[N_VEC_]; rms_cfg::weight_t ws[N_VEC_]; rms_out_t ys[N_VEC_];",
         "    load(x, xs, N_VEC_); load(w, ws, N_VEC_);",
@@ -169,7 +181,7 @@ def _harness_source(gamma: float) -> str:
         "double pow2_probe(double v, int k) { ap_fixed<32, 12> a = v; return nnet::mmfree::mul_pow2<ap_fixed<16, 6, AP_TRN, AP_SAT> >(a, k).to_double(); }",
         "}",
         "",
-    ]).replace("N_IN_", str(N_IN)).replace("N_VEC_", str(N_VEC))
+    ]).replace("N_IN_", str(N_IN)).replace("N_VEC_", str(N_VEC)).replace("N_EXT_", str(N_EXT))
 
 
 @pytest.fixture(scope="module")
@@ -273,6 +285,27 @@ def test_quantize_matches_numpy_except_at_ties(harness, kernel_weights):
         want = np.max(np.abs(x_hat)) / (127.0 * kernel_weights.gamma)
         assert abs(scale[0] / want - 1) < 1e-7
     assert mismatches <= near_ties
+
+
+def test_narrower_activations_and_saturating_accumulator(harness, kernel_weights):
+    """Design-space knobs: act_bits = 4 (Q = 7) and a 12-bit saturating accumulator."""
+    assert harness.a4_accum_bits() == math.ceil(math.log2(N_IN * 8)) + 1
+    rng = np.random.default_rng(9)
+    for _ in range(20):
+        x, n = _bl_inputs(rng)
+        xq, scale = np.zeros(N_IN, np.int8), np.zeros(1)
+        harness.a4_quantize(ptr(x), ptr(n), ptr(xq), ptr(scale))
+        x_hat = rms_norm(x, n, BITLINEAR_NORM_EPS)
+        pre = x_hat * 7 / np.max(np.abs(x_hat))
+        tie = np.abs(np.abs(pre - np.floor(pre)) - 0.5) < 1e-4
+        ref = np.clip(np.round(pre), -7, 7)
+        assert np.all((xq == ref) | tie) and np.abs(xq).max() <= 7
+        assert abs(scale[0] / (np.max(np.abs(x_hat)) / (7 * kernel_weights.gamma)) - 1) < 1e-7
+    w = np.zeros((4, N_EXT), np.int8)
+    w[0], w[1], w[2, :8] = 1, -1, 1
+    acc = np.zeros(4, np.int64)
+    call(harness, "sat_accumulate", np.full(N_EXT, 127, np.int8), pack_ternary(w), acc)
+    assert acc.tolist() == [2047, -2048, 8 * 127, 0]
 
 
 def test_quantize_all_zero_input(harness):

@@ -1,14 +1,17 @@
 // BitLinear of the MatMul-free LM (Zhu et al. 2024), fused, multiplier-free on the weights.
 //
 //   x_hat = rms(x; n, 1e-8)                     BitLinear's own RMSNorm
-//   s     = 127 / max|x_hat|,  x_q = round(x_hat s)   per-token absmax int8
+//   s     = Q / max|x_hat|,  x_q = round(x_hat s)     per-token absmax, Q = 127 (int8)
 //   acc   = x_q . W_q^T                         ternary: add, subtract or skip
-//   y     = acc max|x_hat| / (127 gamma)        one rescale
+//   y     = acc max|x_hat| / (Q gamma)          one rescale
 //
-// The norm cancels out of the quantisation: x_hat s = 127 (x n) / max|x n|, so
+// The norm cancels out of the quantisation: x_hat s = Q (x n) / max|x n|, so
 // the kernel reads x once, forming v = x n, max|v| and sum x^2 together; 1/rms
 // only enters the single scalar of the rescale,
-//   y = acc * max|v| * sqrt(n_in) / sqrt(sum x^2 + n_in eps) * (1 / (127 gamma)).
+//   y = acc * max|v| * sqrt(n_in) / sqrt(sum x^2 + n_in eps) * (1 / (Q gamma)).
+// The reference is int8 (act_bits = 8, Q = 127); narrower activations
+// (act_bits b, Q = 2^(b-1) - 1) are a design-space knob. accum_bits = 0 sizes the
+// accumulator from the fan-in (exact); a narrower one saturates at every add.
 // max|v| and 1/rms are block-floating-point scalars (nnet_mmfree_common.h), so
 // their precision does not depend on the magnitude of x.
 //
@@ -41,17 +44,28 @@ struct bitlinear_config {
     static const unsigned mant_bits = 28;         // block-floating-point mantissa
     static const unsigned newton_iterations = 3;  // reciprocal and 1/sqrt
     static const unsigned quant_bits = 26;        // normalised activation before rounding to int8
+    static const unsigned act_bits = 8;           // x_q in [-(2^(b-1)-1), 2^(b-1)-1]
+    static const unsigned accum_bits = 0;         // 0: exact from the fan-in; else saturating
 
     static constexpr double eps_sum = 64 * 1e-8; // n_in * eps
     static constexpr double sqrt_n_mant = 1.0;   // sqrt(n_in) = mant 2^exp
     static const int sqrt_n_exp = 3;
-    static constexpr double out_scale_mant = 1.0; // 1 / (127 gamma) = mant 2^exp
+    static constexpr double out_scale_mant = 1.0; // 1 / (Q gamma) = mant 2^exp
     static const int out_scale_exp = -7;
 };
 
+template <bool EXACT, int EXACT_BITS, int BITS> struct bitlinear_accum {
+    typedef ap_int<EXACT_BITS> type;
+};
+template <int EXACT_BITS, int BITS> struct bitlinear_accum<false, EXACT_BITS, BITS> {
+    typedef ap_fixed<BITS, BITS, AP_TRN, AP_SAT> type; // saturating accumulator (design-space knob)
+};
+
 template <typename CONFIG_T> struct bitlinear_types {
-    typedef ap_int<mmfree::accum_bits(CONFIG_T::n_in)> accum_t;
-    typedef ap_int<8> quant_t;
+    static const int qmax = (1 << (CONFIG_T::act_bits - 1)) - 1;
+    typedef typename bitlinear_accum<CONFIG_T::accum_bits == 0, mmfree::accum_bits(CONFIG_T::n_in, CONFIG_T::act_bits),
+                                     CONFIG_T::accum_bits>::type accum_t;
+    typedef ap_int<CONFIG_T::act_bits> quant_t;
     typedef mmfree::pfloat<CONFIG_T::mant_bits> scale_t;
 };
 
@@ -101,7 +115,7 @@ void bitlinear_accumulate(const typename bitlinear_types<CONFIG_T>::quant_t xq[C
 }
 
 // One read of x: v = x n, max|v|, sum x^2 -> x_q and the per-token output scale
-// max|v| / rms(x) / (127 gamma). Returns false when x n is all zeros (then y = 0).
+// max|v| / rms(x) / (Q gamma). Returns false when x n is all zeros (then y = 0).
 template <class data_T, typename CONFIG_T>
 bool bitlinear_quantize(const data_T x[CONFIG_T::n_in],
                         typename bitlinear_types<CONFIG_T>::quant_t xq[CONFIG_T::n_in],
@@ -112,7 +126,8 @@ bool bitlinear_quantize(const data_T x[CONFIG_T::n_in],
     typedef ap_fixed<data_T::width + CONFIG_T::norm_t::width, data_T::iwidth + CONFIG_T::norm_t::iwidth> prod_t;
     typedef ap_ufixed<prod_t::width, prod_t::iwidth> absval_t; // |v| of a product never needs the sign bit
     typedef ap_fixed<CONFIG_T::quant_bits, 2> vn_t;            // v / max|v| * mant: in (-2, 2)
-    typedef ap_fixed<9, 9, AP_RND_CONV, AP_SAT> round_t;       // round half to even, like numpy
+    typedef ap_fixed<CONFIG_T::act_bits + 1, CONFIG_T::act_bits + 1, AP_RND_CONV, AP_SAT> round_t; // half to even, like numpy
+    const int Q = bitlinear_types<CONFIG_T>::qmax;
 
     prod_t v[CONFIG_T::n_in];
     #pragma HLS ARRAY_PARTITION variable=v complete
@@ -136,23 +151,23 @@ bool bitlinear_quantize(const data_T x[CONFIG_T::n_in],
         return false;
     }
 
-    // 127 / max|v| = (127 r.mant) 2^r.exp
+    // Q / max|v| = (Q r.mant) 2^r.exp
     const mmfree::pfloat<MB> vmax_pf = mmfree::normalise<MB>(vmax);
     const mmfree::pfloat<MB> r = mmfree::reciprocal<MB, CONFIG_T::newton_iterations>(vmax_pf);
-    const ap_ufixed<MB + 9, 9> qscale = r.mant * ap_uint<7>(127);
+    const ap_ufixed<MB + CONFIG_T::act_bits + 1, CONFIG_T::act_bits + 1> qscale = r.mant * ap_uint<CONFIG_T::act_bits>(Q);
     MMFREE_LOOP(QUANT)
     for (unsigned i = 0; i < CONFIG_T::n_in; i++) {
         #pragma HLS UNROLL
         const vn_t vn = mmfree::mul_pow2<vn_t>(v[i], r.exp);
         round_t z = vn * qscale;
-        if (z > 127) // |v| <= max|v|: only a rounding of the scale can push past 127
-            z = 127;
-        if (z < -127)
-            z = -127;
+        if (z > Q) // |v| <= max|v|: only a rounding of the scale can push past Q
+            z = Q;
+        if (z < -Q)
+            z = -Q;
         xq[i] = z.to_int();
     }
 
-    // max|x_hat| / (127 gamma) = max|v| * inv_rms(x) * out_scale
+    // max|x_hat| / (Q gamma) = max|v| * inv_rms(x) * out_scale
     const mmfree::pfloat<MB> ir = mmfree::inv_rms_from_sumsq<CONFIG_T>(sumsq);
     scale = mmfree::pf_mul(mmfree::pf_mul(vmax_pf, ir),
                            mmfree::pf_const<MB>(CONFIG_T::out_scale_mant, CONFIG_T::out_scale_exp));

@@ -45,9 +45,12 @@ namespace mmfree {
 // ------------------------------------------------------------ sizes
 constexpr int ceil_log2(unsigned long long n) { return n <= 1 ? 0 : 1 + ceil_log2((n + 1) / 2); }
 
-// Bits of the signed ternary accumulator for n_in int8 inputs:
-// |sum| <= 127 * n_in < 2^ceil(log2(128 n_in)), plus the sign.
-constexpr int accum_bits(unsigned long long n_in) { return ceil_log2(n_in * 128ULL) + 1; }
+// Bits of the signed ternary accumulator for n_in activations of act_bits bits
+// (|x_q| <= qmax = 2^(act_bits-1) - 1): |sum| <= qmax n_in < 2^ceil(log2(2^(act_bits-1) n_in)),
+// plus the sign. For int8: ceil(log2(128 n_in)) + 1.
+constexpr int accum_bits(unsigned long long n_in, unsigned act_bits = 8) {
+    return ceil_log2(n_in << (act_bits - 1)) + 1;
+}
 
 constexpr int imax(int a, int b) { return a > b ? a : b; }
 

@@ -88,9 +88,13 @@ def _struct(name: str, base: str, lines: list[str]) -> str:
 
 
 def bitlinear_config_cpp(name: str, p: dict) -> str:
-    """p: n_in, n_out, reuse_factor, norm_t, sumsq_t, mant_bits, newton_iterations, quant_bits, gamma."""
+    """p: n_in, n_out, reuse_factor, norm_t, sumsq_t, mant_bits, newton_iterations, quant_bits, gamma,
+    and optionally act_bits (default 8) and accum_bits ('auto' / 0 = exact, else saturating)."""
+    act_bits = int(p.get("act_bits", 8))
+    accum = p.get("accum_bits", "auto")
+    qmax = 2 ** (act_bits - 1) - 1
     sqrt_m, sqrt_e = pow2_split(math.sqrt(p["n_in"]))
-    sc_m, sc_e = pow2_split(1.0 / (127.0 * p["gamma"]))
+    sc_m, sc_e = pow2_split(1.0 / (qmax * p["gamma"]))
     return _struct(name, "bitlinear_config", [
         f"static const unsigned n_in = {p['n_in']};",
         f"static const unsigned n_out = {p['n_out']};",
@@ -102,10 +106,12 @@ def bitlinear_config_cpp(name: str, p: dict) -> str:
         f"static const unsigned mant_bits = {p['mant_bits']};",
         f"static const unsigned newton_iterations = {p['newton_iterations']};",
         f"static const unsigned quant_bits = {p['quant_bits']};",
+        f"static const unsigned act_bits = {act_bits};",
+        f"static const unsigned accum_bits = {0 if accum in ('auto', 0) else int(accum)};",
         f"static constexpr double eps_sum = {_cpp_double(p['n_in'] * BITLINEAR_NORM_EPS)};",
         f"static constexpr double sqrt_n_mant = {_cpp_double(sqrt_m)};",
         f"static const int sqrt_n_exp = {sqrt_e};",
-        f"static constexpr double out_scale_mant = {_cpp_double(sc_m)}; // 1/(127 gamma), gamma = {p['gamma']!r}",
+        f"static constexpr double out_scale_mant = {_cpp_double(sc_m)}; // 1/({qmax} gamma), gamma = {p['gamma']!r}",
         f"static const int out_scale_exp = {sc_e};",
     ])
 
@@ -308,9 +314,11 @@ def _hls4ml_classes():
     def _knob_params(node) -> dict:
         knobs = node.get_attr("mmfree_knobs")
         p = {"reuse_factor": node.get_attr("reuse_factor")}
-        for k in ("mant_bits", "newton_iterations", "quant_bits"):
+        for k in ("mant_bits", "newton_iterations", "quant_bits", "act_bits"):
             if k in knobs:
                 p[k] = int(knobs[k])
+        if "accum_bits" in knobs:
+            p["accum_bits"] = knobs["accum_bits"]
         for k in ("sumsq", "normed", "act", "gate", "sigmoid_table"):
             t = node.get_attr(f"{k}_t")
             if t is not None:

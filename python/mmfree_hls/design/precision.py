@@ -27,7 +27,8 @@ DEFAULT_PRECISION_FILE = Path(__file__).resolve().parents[3] / "design" / "confi
 
 #: Layer kinds and the knobs each accepts (besides reuse_factor and, for σ users, sigmoid).
 KIND_KEYS = {
-    "bitlinear": ("result", "norm", "sumsq", "mant_bits", "newton_iterations", "quant_bits"),
+    "bitlinear": ("result", "norm", "sumsq", "mant_bits", "newton_iterations", "quant_bits", "act_bits",
+                  "accum_bits"),
     "rmsnorm": ("result", "weight", "sumsq", "mant_bits", "newton_iterations"),
     "gated_rmsnorm": ("result", "weight", "normed", "act", "sumsq", "mant_bits", "newton_iterations"),
     "mlgru": ("gate", "act", "lower_bound"),
@@ -40,7 +41,7 @@ TOP_KEYS = ("reuse_factor", "tensors", "sigmoid", "layers") + tuple(KIND_KEYS)
 
 TYPE_KEYS = {"result", "norm", "weight", "normed", "act", "gate", "lower_bound", "sumsq", "table"}
 INT_RANGES = {"mant_bits": (8, 48), "newton_iterations": (0, 6), "quant_bits": (10, 40),
-              "frac_bits": (1, 24), "reuse_factor": (1, 1 << 20)}
+              "frac_bits": (1, 24), "reuse_factor": (1, 1 << 20), "act_bits": (2, 8), "accum_bits": (4, 40)}
 
 _TYPE_RE = re.compile(r"^ap_(u?)fixed<\s*(\d+)\s*,\s*(-?\d+)\s*(?:,\s*(AP_[A-Z_]+)\s*)?(?:,\s*(AP_[A-Z_]+)\s*)?>$")
 _QUANT_MODES = {"AP_TRN", "AP_TRN_ZERO", "AP_RND", "AP_RND_ZERO", "AP_RND_MIN_INF", "AP_RND_INF", "AP_RND_CONV"}
@@ -219,6 +220,8 @@ class PrecisionConfig:
             t = parse_type(value, where)
             if key in ("gate", "lower_bound", "table") and t.signed:
                 raise PrecisionError(f"{where}: {value!r} holds values in [0, 1]; use an ap_ufixed type")
+            return
+        if key == "accum_bits" and value == "auto":
             return
         if key in INT_RANGES:
             lo, hi = INT_RANGES[key]
