@@ -113,6 +113,29 @@ def test_project_files(project, model):
     np.testing.assert_array_equal(stored, pack_ternary(model.ternary["lm_head"].w_q).ravel())
 
 
+def test_vivado_backend_writes_the_same_layers(model, project, tmp_path):
+    """The extension is registered for Vivado too: same layer configs, calls and ROMs as Vitis."""
+    import contextlib
+    import io
+
+    import hls4ml
+    from mmfree_hls.design import hls_layers
+    from mmfree_hls.design.convert import hls_config
+    hls_layers.register()
+    with contextlib.redirect_stdout(io.StringIO()):
+        hm = hls4ml.converters.convert_from_keras_model(
+            model.to_keras("step"), output_dir=str(tmp_path / "vivado"), project_name="mmfree_net",
+            backend="Vivado", io_type="io_parallel", hls_config=hls_config(CFG, load_precision()),
+            write_weights_txt=False)
+        hm.write()
+    fw_vivado, fw_vitis = tmp_path / "vivado" / "firmware", project.root / "firmware"
+    assert (fw_vivado / "parameters.h").read_text() == (fw_vitis / "parameters.h").read_text()
+    for rom in fw_vitis.glob("weights/tw*.h"):
+        assert (fw_vivado / "weights" / rom.name).read_text() == rom.read_text()
+    calls = re.findall(r"nnet::(\w+)<", (fw_vivado / "mmfree_net.cpp").read_text())
+    assert calls.count("bitlinear") == 13 and calls.count("mlgru_cell") == 2 and calls.count("glu") == 2
+
+
 def test_no_compiler_warnings_from_our_sources(project):
     assert (project.root / "csim/compile.log").is_file()
     assert project.compile_warnings(ours_only=True) == []
