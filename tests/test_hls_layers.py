@@ -16,8 +16,11 @@ config structs produced by the same functions the hls4ml templates use
 from __future__ import annotations
 
 import ctypes
+import fcntl
+import hashlib
 import importlib.util
 import math
+import os
 import subprocess
 from pathlib import Path
 
@@ -193,15 +196,26 @@ def kernel_weights():
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory, kernel_weights):
-    d = tmp_path_factory.mktemp("hls_harness")
-    src = d / "harness.cpp"
-    src.write_text(_harness_source(kernel_weights.gamma))
-    cmd = ["g++", "-O1", "-std=c++14", "-fPIC", "-shared", "-Wall", "-Wextra", "-Wno-unknown-pragmas",
-           "-isystem", str(AP_TYPES), "-I", str(hls_layers.HEADER_DIR), str(src), "-o", str(d / "harness.so")]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    lib = ctypes.CDLL(str(d / "harness.so"))
-    lib.compile_stderr = proc.stderr
+    # compiled once per session: pytest-xdist workers share the directory and take turns on a lock
+    base = tmp_path_factory.getbasetemp()
+    d = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "mmfree_hls_harness"
+    d.mkdir(exist_ok=True)
+    source = _harness_source(kernel_weights.gamma)
+    key = hashlib.sha256((source + "".join((hls_layers.HEADER_DIR / h).read_text()
+                                           for h in hls_layers.HEADERS)).encode()).hexdigest()[:16]
+    lib_path, log = d / f"harness_{key}.so", d / f"harness_{key}.log"
+    with open(d / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not lib_path.is_file():
+            src = d / f"harness_{key}.cpp"
+            src.write_text(source)
+            cmd = ["g++", "-O1", "-std=c++14", "-fPIC", "-shared", "-Wall", "-Wextra", "-Wno-unknown-pragmas",
+                   "-isystem", str(AP_TYPES), "-I", str(hls_layers.HEADER_DIR), str(src), "-o", str(lib_path)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            assert proc.returncode == 0, proc.stderr[-4000:]
+            log.write_text(proc.stderr)
+    lib = ctypes.CDLL(str(lib_path))
+    lib.compile_stderr = log.read_text()
     dbl = ctypes.c_double
     for f in ("sigmoid_probe", "rsqrt_probe", "recip_probe"):
         getattr(lib, f).restype, getattr(lib, f).argtypes = dbl, [dbl]

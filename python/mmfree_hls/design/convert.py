@@ -301,17 +301,18 @@ def _wrapper_cpp(hm, cfg: ModelConfig) -> str:
         raise hls_layers.ConversionError(f"hls4ml top has ports {got_in} -> {got_out}; expected "
                                          f"{order_in} -> {order_out} (x, states -> logits, states)")
 
+    def copy_loop(label: str, n: int, dst: str, src: str) -> list[str]:
+        # one element per cycle: the m_axi side becomes a burst
+        return [f"    MMFREE_LOOP({label})", f"    for (int i = 0; i < {n}; i++) {{",
+                "        #pragma HLS PIPELINE II=1", f"        {dst} = {src};", "    }"]
+
     decl = [f"    {x_var.type.name} x[{d}];", f"    {logit_var.type.name} logits_q[{V}];"]
-    load = [f"    MMFREE_LOOP(LOAD_X)", f"    for (int i = 0; i < {d}; i++) {{",
-            "        #pragma HLS PIPELINE II=1", "        x[i] = x_in[i];", "    }"]
-    store = [f"    MMFREE_LOOP(STORE_LOGITS)", f"    for (int i = 0; i < {V}; i++) {{",
-             "        #pragma HLS PIPELINE II=1", "        logits[i] = logits_q[i].to_float();", "    }"]
+    load = copy_loop("LOAD_X", d, "x[i]", "x_in[i]")
+    store = copy_loop("STORE_LOGITS", V, "logits[i]", "logits_q[i].to_float()")
     for l in range(L):
         decl += [f"    {s_in[l].type.name} s{l}_in[{e}];", f"    {s_out[l].type.name} s{l}_out[{e}];"]
-        load += [f"    MMFREE_LOOP(LOAD_S{l})", f"    for (int i = 0; i < {e}; i++) {{", "        #pragma HLS PIPELINE II=1",
-                 f"        s{l}_in[i] = state[{l * e} + i];", "    }"]
-        store += [f"    MMFREE_LOOP(STORE_S{l})", f"    for (int i = 0; i < {e}; i++) {{", "        #pragma HLS PIPELINE II=1",
-                  f"        state[{l * e} + i] = s{l}_out[i].to_float();", "    }"]
+        load += copy_loop(f"LOAD_S{l}", e, f"s{l}_in[i]", f"state[{l * e} + i]")
+        store += copy_loop(f"STORE_S{l}", e, f"state[{l * e} + i]", f"s{l}_out[i].to_float()")
     args = ", ".join(["x"] + [f"s{l}_in" for l in range(L)] + ["logits_q"] + [f"s{l}_out" for l in range(L)])
     depth = {"x_in": d, "state": L * e, "logits": V}
     pragmas = [f"    #pragma HLS INTERFACE m_axi port={p} offset=slave bundle={b} depth={depth[p]}"
