@@ -132,6 +132,9 @@ def main() -> int:
             err = np.abs(got - ref).max(axis=1)
             rel = err / np.abs(ref).max(axis=1)
             c_state = np.array(info.pop("state"))
+            cos = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
+            top10 = [len(set(np.argsort(g)[-10:]) & set(np.argsort(r)[-10:])) for g, r in zip(got, ref)]
+            same_as_first = None if not rows else bool(np.array_equal(got, np.load(tmp / f"logits_{packings[0]}.npy")))
             rows.append({
                 "packing": packing, "buffer_mb": buf.nbytes / 1e6, "build_s": build_s,
                 "csim_s_per_token": info["seconds_per_token"],
@@ -141,6 +144,8 @@ def main() -> int:
                                                   / np.abs(ref_grid).max(axis=1)).tolist(),
                 "argmax_agree": (np.argmax(got, 1) == np.argmax(ref, 1)).tolist(),
                 "state_max_abs_err": float(np.abs(c_state - state).max()),
+                "logit_cosine": cos.tolist(), "top10_overlap": top10,
+                "bit_identical_to_first_packing": same_as_first,
             })
             del buf
 
@@ -159,11 +164,14 @@ def main() -> int:
     print(f"\nreference (numpy, float64): {np.median(ref_times):.2f} s/token; its own max rel. change when the "
           f"input is rounded to the top's grid: {floor.max():.2e}")
     print(f"{'packing':8} {'buffer MB':>9} {'C-sim s/token':>13} {'C-sim peak RSS MB':>17} "
-          f"{'max rel err':>11} {'argmax agree':>12} {'state err':>9}")
+          f"{'max rel err':>11} {'argmax agree':>12} {'state err':>9} {'cosine':>8} {'top-10':>6}")
     for r in rows:
         print(f"{r['packing']:8} {r['buffer_mb']:9.1f} {np.median(r['csim_s_per_token']):13.2f} "
               f"{r['csim_peak_rss_mb']:17.0f} {max(r['max_rel_err']):11.2e} "
-              f"{sum(r['argmax_agree'])}/{len(r['argmax_agree']):<10} {r['state_max_abs_err']:9.1e}")
+              f"{sum(r['argmax_agree'])}/{len(r['argmax_agree']):<10} {r['state_max_abs_err']:9.1e} "
+              f"{min(r['logit_cosine']):8.4f} {min(r['top10_overlap']):>4}/10")
+    if len(rows) > 1:
+        print(f"logits of both packings bit-identical: {rows[1]['bit_identical_to_first_packing']}")
     print(f"wrote {RESULTS}")
     return 0
 

@@ -24,10 +24,16 @@ def model():
     return MMFreeLM.random(small_config(), seed=11)
 
 
+#: The 1.6-bit library is built with a smaller sigma table: both live in this process, and g++ would
+#: otherwise let the second one read the first one's table (template statics are unified by name).
+PRECISIONS = {"2bit": streamed.PRECISION, "1.6bit": dict(streamed.PRECISION, sigmoid_table_bits=12)}
+
+
 @pytest.fixture(scope="module", params=PACKINGS)
 def sim(request, model, tmp_path_factory):
     packing = request.param
-    lib = streamed_csim.build(model.config, packing, tmp_path_factory.mktemp(f"streamed_{packing}"), opt="-O1")
+    lib = streamed_csim.build(model.config, packing, tmp_path_factory.mktemp(f"streamed_{packing}"), opt="-O1",
+                              precision=PRECISIONS[packing])
     return streamed_csim.StreamedCSim(lib, model.config, packing, streamed.write_buffer(model, packing))
 
 

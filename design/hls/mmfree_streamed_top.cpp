@@ -37,6 +37,15 @@
 #include "nnet_mlgru.h"
 #include "nnet_rmsnorm.h"
 
+// C-simulation libraries of several models (or precisions) may live in one process.
+// They are built with -fvisibility=hidden -fno-gnu-unique so each keeps its own
+// template statics (sigma tables, scratch arrays); only this API is exported.
+#ifdef __SYNTHESIS__
+#define MMFREE_API extern "C"
+#else
+#define MMFREE_API extern "C" __attribute__((visibility("default")))
+#endif
+
 namespace mmfree_streamed {
 
 static const unsigned D = MMFREE_D;
@@ -94,6 +103,8 @@ template <unsigned N> struct rms_cfg : nnet::rmsnorm_config {
 };
 
 struct gnorm_cfg : nnet::gated_rmsnorm_config {
+    typedef mmfree_streamed::act_t normed_t;
+    typedef mmfree_streamed::act_t act_t;
     static const unsigned sigmoid_table_bits = MMFREE_SIGMOID_TABLE_BITS;
     static const unsigned n_in = E;
     typedef mmfree_streamed::norm_t weight_t;
@@ -104,6 +115,7 @@ struct gnorm_cfg : nnet::gated_rmsnorm_config {
 };
 
 struct mlgru_cfg : nnet::mlgru_config {
+    typedef mmfree_streamed::act_t act_t;
     static const unsigned sigmoid_table_bits = MMFREE_SIGMOID_TABLE_BITS;
     static const unsigned n_state = E;
     static const bool use_lower_bound = MMFREE_USE_LOWER_BOUND;
@@ -111,6 +123,7 @@ struct mlgru_cfg : nnet::mlgru_config {
 };
 
 struct glu_cfg : nnet::glu_config {
+    typedef mmfree_streamed::act_t act_t;
     static const unsigned sigmoid_table_bits = MMFREE_SIGMOID_TABLE_BITS;
     static const unsigned n_out = M;
 };
@@ -319,7 +332,7 @@ static bool header_matches(const uint8_t *w) {
 // float32); logits: V float32 out. reset = 1 zeroes the recurrent state first
 // (a new sequence). Returns 0, or 1 when the buffer's header does not match the
 // model this top was compiled for.
-extern "C" int mmfree_streamed_top(const uint8_t *weights, const float *x_in, float *logits, int reset) {
+MMFREE_API int mmfree_streamed_top(const uint8_t *weights, const float *x_in, float *logits, int reset) {
     #pragma HLS INTERFACE m_axi port=weights offset=slave bundle=gmem_w depth=MMFREE_TOTAL_BYTES max_read_burst_length=256 max_widen_bitwidth=512 num_read_outstanding=16
     #pragma HLS INTERFACE m_axi port=x_in offset=slave bundle=gmem_io depth=MMFREE_D
     #pragma HLS INTERFACE m_axi port=logits offset=slave bundle=gmem_io depth=MMFREE_V
@@ -359,23 +372,22 @@ STORE_LOGITS:
 // ------------------------------------------------------------ C-simulation ABI
 // The same top, called from Python through ctypes (mmfree_hls.streamed_csim).
 #ifndef __SYNTHESIS__
-extern "C" {
 
 // Checked call: the buffer length must be the layout's.
-int mmfree_streamed_call(const uint8_t *weights, unsigned long long nbytes, const float *x_in, float *logits,
+MMFREE_API int mmfree_streamed_call(const uint8_t *weights, unsigned long long nbytes, const float *x_in, float *logits,
                          int reset) {
     if (nbytes != MMFREE_TOTAL_BYTES)
         return 2;
     return mmfree_streamed_top(weights, x_in, logits, reset);
 }
 
-int mmfree_streamed_get_state(float *state);
-int mmfree_streamed_set_state(const float *state);
+MMFREE_API int mmfree_streamed_get_state(float *state);
+MMFREE_API int mmfree_streamed_set_state(const float *state);
 
 // The host's step shape (contract 2 with the weight buffer in front): the state
 // travels in and out through a buffer, so the host drives both tiers alike.
 // On the board the state stays on chip and 'reset' starts a sequence instead.
-int mmfree_streamed_step(const uint8_t *weights, const float *x_in, float *state, float *logits) {
+MMFREE_API int mmfree_streamed_step(const uint8_t *weights, const float *x_in, float *state, float *logits) {
     mmfree_streamed_set_state(state);
     const int rc = mmfree_streamed_top(weights, x_in, logits, 0);
     mmfree_streamed_get_state(state);
@@ -383,7 +395,7 @@ int mmfree_streamed_step(const uint8_t *weights, const float *x_in, float *state
 }
 
 // Same dimension check as the on-chip tier's library.
-int mmfree_info(int *d, int *L, int *e, int *V) {
+MMFREE_API int mmfree_info(int *d, int *L, int *e, int *V) {
     *d = MMFREE_D;
     *L = MMFREE_L;
     *e = MMFREE_E;
@@ -391,7 +403,7 @@ int mmfree_info(int *d, int *L, int *e, int *V) {
     return 0;
 }
 
-int mmfree_streamed_info(int *d, int *L, int *e, int *m, int *V, int *per_byte, unsigned long long *total) {
+MMFREE_API int mmfree_streamed_info(int *d, int *L, int *e, int *m, int *V, int *per_byte, unsigned long long *total) {
     *d = MMFREE_D;
     *L = MMFREE_L;
     *e = MMFREE_E;
@@ -404,14 +416,14 @@ int mmfree_streamed_info(int *d, int *L, int *e, int *m, int *V, int *per_byte, 
 
 // The on-chip state is not visible on the board; in C-simulation it can be read
 // and written so a test can check it against the reference, value by value.
-int mmfree_streamed_get_state(float *state) {
+MMFREE_API int mmfree_streamed_get_state(float *state) {
     for (unsigned l = 0; l < MMFREE_L; l++)
         for (unsigned j = 0; j < MMFREE_E; j++)
             state[l * MMFREE_E + j] = mmfree_streamed::g_state[l][j].to_float();
     return 0;
 }
 
-int mmfree_streamed_set_state(const float *state) {
+MMFREE_API int mmfree_streamed_set_state(const float *state) {
     for (unsigned l = 0; l < MMFREE_L; l++)
         for (unsigned j = 0; j < MMFREE_E; j++)
             mmfree_streamed::g_state[l][j] = mmfree_streamed::act_t(state[l * MMFREE_E + j]);
@@ -419,7 +431,7 @@ int mmfree_streamed_set_state(const float *state) {
 }
 
 // The 1.6-bit unpacker on its own, for the exhaustive test over every byte value.
-int mmfree_unpack5(unsigned byte, int *out5) {
+MMFREE_API int mmfree_unpack5(unsigned byte, int *out5) {
     int w[5];
     mmfree_streamed::unpack5(byte, w);
     for (unsigned k = 0; k < 5; k++)
@@ -428,7 +440,7 @@ int mmfree_unpack5(unsigned byte, int *out5) {
 }
 
 // The 2-bit decoder of the same top, for the same exhaustive check.
-int mmfree_unpack4(unsigned byte, int *out4) {
+MMFREE_API int mmfree_unpack4(unsigned byte, int *out4) {
     int w[4];
     mmfree_streamed::unpack4(byte, w);
     for (unsigned k = 0; k < 4; k++)
@@ -439,5 +451,4 @@ int mmfree_unpack4(unsigned byte, int *out4) {
     return 0;
 }
 
-} // extern "C"
 #endif

@@ -29,7 +29,11 @@ CONFIG_HEADER = "mmfree_streamed_config.h"
 LIBRARY = "libmmfree_streamed.so"
 #: Headers of the on-chip tier the streamed top is built from.
 HEADERS = ("nnet_mmfree_common.h", "nnet_bitlinear.h", "nnet_mlgru.h", "nnet_glu.h", "nnet_rmsnorm.h")
-CXXFLAGS = ("-std=c++14", "-shared", "-fPIC", "-w")
+#: -fvisibility=hidden / -fno-gnu-unique: libraries of several models or precisions loaded in one
+#: process must not share template statics (g++ otherwise unifies e.g. the sigma tables by name,
+#: even under RTLD_LOCAL, and a second library reads the first one's table).
+CXXFLAGS = ("-std=c++14", "-shared", "-fPIC", "-w", "-fvisibility=hidden", "-fvisibility-inlines-hidden",
+            "-fno-gnu-unique")
 
 
 class StreamedBuildError(RuntimeError):
