@@ -3,12 +3,13 @@
 One small LM is converted and compiled once for the module. Stated agreement
 (default precision config):
 
-* per step: logits relative error (max |Δ| / max |logits|) ≤ 1e-2, median
-  ≤ 1e-4 (typically ~1e-7). The larger steps come from an int8 activation
-  rounding that flips at a near-tie (|x̂ s − k − ½| below ~1e-5): one flip
-  moves a logit by one quantum max|x̂|/(127 γ) of that BitLinear, ~2e-3 of the
-  logit range at d = 48. State error (relative to max(1, max|s|)) ≤ 5e-3,
-  median ≤ 1e-4 (typically ~1e-5: the sigma table);
+* per step: logits relative error (max |Δ| / max |logits|) ≤ 5e-3, median
+  ≤ 1e-5 (measured: max 5.6e-4, median 3.8e-7). Errors beyond ~1e-6 come
+  from an int8 activation rounding that flips at a near-tie (|x̂ s − k − ½|
+  below ~1e-5): one flip moves a logit by one quantum max|x̂|/(127 γ) of that
+  BitLinear, ~2e-3 of the logit range at d = 48. State error (relative to
+  max(1, max|s|)) ≤ 1e-3, median ≤ 1e-5 (measured: max 4e-5; the sigma
+  table's 8.8e-7 and the fixed-point state);
 * greedy decoding: the same 64 tokens as ``MMFreeLM.generate_greedy``.
 
 The model is made "trained-like" — each token's embedding points the head at
@@ -178,10 +179,10 @@ def test_decode_step_logits_and_state_agree(runs):
     s_err = [np.max(np.abs(s_sim - s_ref)) / max(1.0, np.max(np.abs(s_ref))) for _, _, s_ref, s_sim in records]
     print(f"\nlogits relative error: median {np.median(rel):.2e}, max {max(rel):.2e}; "
           f"state error max {max(s_err):.2e} ({len(records)} steps)")
-    assert max(rel) <= 1e-2
-    assert np.median(rel) <= 1e-4
-    assert max(s_err) <= 5e-3
-    assert np.median(s_err) <= 1e-4
+    assert max(rel) <= 5e-3
+    assert np.median(rel) <= 1e-5
+    assert max(s_err) <= 1e-3
+    assert np.median(s_err) <= 1e-5
 
 
 def test_greedy_decoding_matches_reference(model, project, runs):

@@ -14,7 +14,7 @@ struct glu_config {
 
     typedef ap_fixed<32, 12> act_t; // silu(gate)
 
-    static const unsigned sigmoid_table_bits = 10;
+    static const unsigned sigmoid_table_bits = 11;
     static const int sigmoid_range_bits = 4;
     static const unsigned sigmoid_frac_bits = 16;
     static const bool sigmoid_interpolate = true;

@@ -23,7 +23,7 @@ struct mlgru_config {
     typedef ap_fixed<32, 12> act_t;                  // silu(i_pre)
     typedef ap_ufixed<26, 1> lower_bound_t;          // lb, in [0, 1)
 
-    static const unsigned sigmoid_table_bits = 10;
+    static const unsigned sigmoid_table_bits = 11;
     static const int sigmoid_range_bits = 4;
     static const unsigned sigmoid_frac_bits = 16;
     static const bool sigmoid_interpolate = true;
@@ -66,7 +66,7 @@ struct gated_rmsnorm_config {
     static constexpr double sqrt_n_mant = 1.0;
     static const int sqrt_n_exp = 3;
 
-    static const unsigned sigmoid_table_bits = 10;
+    static const unsigned sigmoid_table_bits = 11;
     static const int sigmoid_range_bits = 4;
     static const unsigned sigmoid_frac_bits = 16;
     static const bool sigmoid_interpolate = true;

@@ -18,12 +18,12 @@
 //                   < 2^-29, so the result is exact to the mantissa width
 //                   (mant_bits) up to ~2 ulp.
 //   * sigmoid_lut / silu
-//                   sigma on [-R, R) from a table of N + 1 points with linear
-//                   interpolation; outside the range it saturates to the end
-//                   points. Error <= (2R/N)^2 / 8 * max|sigma''| (0.0962)
-//                   + table rounding + sigma(-R) tail; with the defaults
-//                   (R = 16, N = 1024, 24-bit table) below 1.2e-5.
-//                   silu(x) = x * sigma(x).
+//                   sigma on [0, R] from a table of N + 1 points with linear
+//                   interpolation, sigma(-x) = 1 - sigma(x); beyond R it
+//                   saturates to the last point. Error <= (R/N)^2 / 8 *
+//                   max|sigma''| (0.0962) + table rounding + the tail
+//                   1 - sigma(R); with the defaults (R = 16, N = 2048,
+//                   24-bit table) below 9e-7. silu(x) = x * sigma(x).
 #ifndef NNET_MMFREE_COMMON_H_
 #define NNET_MMFREE_COMMON_H_
 
@@ -243,66 +243,79 @@ template <unsigned MANT_BITS, unsigned ITER> pfloat<MANT_BITS> rsqrt(pfloat<MANT
 }
 
 // ------------------------------------------------------------ sigmoid / silu
-// CONFIG_T provides: sigmoid_table_bits (N = 2^bits), sigmoid_range_bits (R = 2^bits),
-// sigmoid_frac_bits (interpolation resolution), sigmoid_interpolate, sigmoid_table_t.
-template <class CONFIG_T> void init_sigmoid_table(typename CONFIG_T::sigmoid_table_t table[(1 << CONFIG_T::sigmoid_table_bits) + 1]) {
-    const int N = 1 << CONFIG_T::sigmoid_table_bits;
-    const double R = double(1 << CONFIG_T::sigmoid_range_bits);
+// sigma on [0, R] from a table of N + 1 points (N = 2^TB, R = 2^RB), linear
+// interpolation with FB bits of the position; sigma(-x) = 1 - sigma(x) covers
+// x < 0 and sigma saturates to the last point beyond R. The table depends on
+// (table type, N, R) only, so layers with the same settings share it.
+template <class table_T, int TB, int RB> void init_sigmoid_table(table_T table[(1 << TB) + 1]) {
+    const int N = 1 << TB;
+    const double R = double(1 << RB);
     for (int k = 0; k <= N; k++) {
-        const double x = -R + 2.0 * R * double(k) / double(N);
+        const double x = R * double(k) / double(N);
         table[k] = 1.0 / (1.0 + std::exp(-x));
     }
 }
 
-template <class out_T, class in_T, class CONFIG_T> out_T sigmoid_lut(in_T x) {
+// sigma(x) with one integer bit, so that 1 - sigma and sigma = 1 are exact.
+template <class table_T, int TB, int RB, int FB, bool INTERP, class in_T>
+ap_ufixed<table_T::width + 1, 1> sigmoid_core(in_T x) {
     #pragma HLS INLINE
-    const int TB = CONFIG_T::sigmoid_table_bits;
-    const int RB = CONFIG_T::sigmoid_range_bits;
-    const int FB = CONFIG_T::sigmoid_frac_bits;
     const int N = 1 << TB;
-    typedef typename CONFIG_T::sigmoid_table_t table_t;
+    const int SHIFT_FRAC = FB + TB - RB;
+    static_assert(SHIFT_FRAC >= 0, "sigmoid table: frac_bits + log2(table_size) must be >= log2(range)");
+    typedef ap_ufixed<table_T::width + 1, 1> sig_t;
 
 #ifdef __HLS_SYN__
     bool initialized = false;
-    table_t table[N + 1];
+    table_T table[N + 1];
 #else
     static bool initialized = false;
-    static table_t table[N + 1];
+    static table_T table[N + 1];
 #endif
     if (!initialized) {
-        init_sigmoid_table<CONFIG_T>(table);
+        init_sigmoid_table<table_T, TB, RB>(table);
         initialized = true;
     }
 
-    if (x >= (1 << RB))
-        return table[N];
-    if (x < -(1 << RB))
-        return table[0];
-
-    // u = (x + R) * N / (2R) in [0, N): the raw bits of (x + R) read with the binary
-    // point moved by TB - RB - 1 places (an exact multiplication by a power of two).
-    const int SHIFT_FRAC = FB + TB - RB - 1;
-    static_assert(SHIFT_FRAC >= 0, "sigmoid table: frac_bits + log2(table_size) must exceed log2(range)");
-    ap_ufixed<RB + 1 + SHIFT_FRAC, RB + 1> xr = x + ap_int<RB + 2>(1 << RB); // truncates: floor
-    ap_ufixed<TB + FB, TB> u;
-    u.range(TB + FB - 1, 0) = xr.range(TB + FB - 1, 0);
-
-    const unsigned k = u.range(TB + FB - 1, FB).to_uint();
-    ap_ufixed<FB, 0> frac;
-    frac.range(FB - 1, 0) = u.range(FB - 1, 0);
-
-    if (CONFIG_T::sigmoid_interpolate) {
-        const table_t lo = table[k];
-        const table_t hi = table[k + 1];
-        return out_T(lo + frac * (hi - lo)); // sigma is increasing: hi >= lo
+    typedef ap_ufixed<in_T::width, in_T::iwidth> abs_t; // |x| fits: the sign bit becomes a magnitude bit
+    const bool negative = x < 0;
+    const abs_t ax = negative ? abs_t(-x) : abs_t(x);
+    sig_t s;
+    if (ax >= (1 << RB)) {
+        s = table[N];
+    } else {
+        // u = |x| N / R in [0, N): the raw bits of |x| read with the binary point moved
+        // by TB - RB places (an exact multiplication by a power of two).
+        ap_ufixed<RB + SHIFT_FRAC, RB> xr = ax; // truncates: floor
+        ap_ufixed<TB + FB, TB> u;
+        u.range(TB + FB - 1, 0) = xr.range(TB + FB - 1, 0);
+        const unsigned k = u.range(TB + FB - 1, FB).to_uint();
+        ap_ufixed<FB, 0> frac;
+        frac.range(FB - 1, 0) = u.range(FB - 1, 0);
+        if (INTERP) {
+            const table_T lo = table[k];
+            const table_T hi = table[k + 1];
+            s = lo + frac * (hi - lo); // sigma is increasing: hi >= lo
+        } else {
+            s = frac[FB - 1] ? table[k + 1] : table[k]; // nearest grid point
+        }
     }
-    return out_T(frac[FB - 1] ? table[k + 1] : table[k]); // nearest grid point
+    return negative ? sig_t(sig_t(1) - s) : s;
+}
+
+// CONFIG_T provides: sigmoid_table_bits (N = 2^bits), sigmoid_range_bits (R = 2^bits),
+// sigmoid_frac_bits, sigmoid_interpolate, sigmoid_table_t.
+template <class out_T, class in_T, class CONFIG_T> out_T sigmoid_lut(in_T x) {
+    #pragma HLS INLINE
+    return out_T(sigmoid_core<typename CONFIG_T::sigmoid_table_t, CONFIG_T::sigmoid_table_bits,
+                              CONFIG_T::sigmoid_range_bits, CONFIG_T::sigmoid_frac_bits,
+                              CONFIG_T::sigmoid_interpolate, in_T>(x));
 }
 
 template <class out_T, class in_T, class CONFIG_T> out_T silu_lut(in_T x) {
     #pragma HLS INLINE
     typedef typename CONFIG_T::sigmoid_table_t table_t;
-    const table_t s = sigmoid_lut<table_t, in_T, CONFIG_T>(x);
+    const ap_ufixed<table_t::width + 1, 1> s = sigmoid_lut<ap_ufixed<table_t::width + 1, 1>, in_T, CONFIG_T>(x);
     return out_T(x * s);
 }
 

@@ -285,7 +285,8 @@ def load_precision(config: str | Path | Mapping | PrecisionConfig | None = None)
 def sigmoid_table_error_bound(table_size: int, rng: float, table_frac_bits: int) -> float:
     """Worst-case |σ_table − σ| with linear interpolation (stated in the header and the tests).
 
-    (2R/N)² / 8 · max|σ''| (= 1/(6√3)) + half an LSB of the table + the tail σ(−R).
+    N + 1 points on [0, R], σ(−x) = 1 − σ(x): (R/N)² / 8 · max|σ''| (= 1/(6√3))
+    + half an LSB of the table + the tail 1 − σ(R).
     """
-    step = 2.0 * rng / table_size
+    step = rng / table_size
     return step * step / 8.0 / (6.0 * math.sqrt(3.0)) + 2.0 ** -(table_frac_bits + 1) + 1.0 / (1.0 + math.exp(rng))
