@@ -20,8 +20,8 @@ STATE16 = "ap_fixed<16,6,AP_RND,AP_SAT>"
 STATE24 = "ap_fixed<24,8,AP_RND,AP_SAT>"
 
 # A runner that stands in for convert + g++ + C-sim, so the orchestration is tested in
-# seconds. Its behaviour is chosen by sigmoid.table_size: 64 works, 32 fails to convert,
-# 2048 kills its process, 4096 hangs. Accuracy follows the state width.
+# seconds. Its behaviour is chosen by sigmoid.table_size: 64 (the stub sweeps' base) works,
+# 32 fails to convert, 16384 kills its process, 32768 hangs. Accuracy follows the state width.
 STUB = '''
 import os, time
 from pathlib import Path
@@ -46,9 +46,9 @@ class StubRunner:
     def measure(self, point, project_dir):
         (self.calls / ("measure-" + point["point_hash"])).touch()
         ts = point["precision"]["sigmoid"]["table_size"]
-        if ts == 2048:
+        if ts == 16384:
             os._exit(3)
-        if ts == 4096:
+        if ts == 32768:
             time.sleep(120)
         w = parse_type(point["precision"]["tensors"]["state"]).width
         return {"top1_agreement": min(1.0, w / 24), "greedy_agreement": min(1.0, w / 20),
@@ -68,7 +68,8 @@ def stub_runner(tmp_path, monkeypatch):
 
 def stub_spec(runner, grid, **extra):
     spec = {"name": "stub", "models": {"tiny": {"random": TINY, "seed": 0}}, "grid": grid, "runner": runner,
-            "eval": {"tokens": 16, "prompt_tokens": 4, "greedy_tokens": 4}, "timeout_s": 60}
+            "eval": {"tokens": 16, "prompt_tokens": 4, "greedy_tokens": 4}, "timeout_s": 60,
+            "base": {"sigmoid.table_size": 64}}
     spec.update(extra)
     return load_spec(spec)
 
@@ -181,7 +182,7 @@ def test_resume_skips_finished_points_and_shares_compiles(tmp_path, stub_runner)
 
 def test_failing_points_are_recorded_and_the_sweep_goes_on(tmp_path, stub_runner):
     out = tmp_path / "out"
-    spec = stub_spec(stub_runner, {"tensors.state": [STATE16, STATE24], "sigmoid.table_size": [64, 32, 2048, 4096]},
+    spec = stub_spec(stub_runner, {"tensors.state": [STATE16, STATE24], "sigmoid.table_size": [64, 32, 16384, 32768]},
                      timeout_s=3)
     run = run_sweep(spec, out, workers=2, progress=False)
     assert run.ran == 8
@@ -191,8 +192,8 @@ def test_failing_points_are_recorded_and_the_sweep_goes_on(tmp_path, stub_runner
         assert rows[state, 64]["status"] == "ok"
         assert rows[state, 32]["status"] == "failed" and rows[state, 32]["error_kind"] == "convert"
         assert "cannot convert table_size 32" in rows[state, 32]["error"]
-        assert rows[state, 2048]["status"] == "crashed" and "exited with 3" in rows[state, 2048]["error"]
-        assert rows[state, 4096]["status"] == "timeout" and "timeout_s = 3" in rows[state, 4096]["error"]
+        assert rows[state, 16384]["status"] == "crashed" and "exited with 3" in rows[state, 16384]["error"]
+        assert rows[state, 32768]["status"] == "timeout" and "timeout_s = 3" in rows[state, 32768]["error"]
     assert rows[STATE24, 64]["top1_agreement"] == 1.0
 
     # failures count as done; --retry-failed runs them again
@@ -262,6 +263,23 @@ def test_cli_dry_run_and_report_only(tmp_path, stub_runner, capsys):
     assert "dask:ADDRESS" in capsys.readouterr().err
 
 
+def test_accuracy_metrics_count_exact_reference_ties_as_agreement():
+    from mmfree_hls.design.sweep_eval import accuracy_metrics, perplexity
+    ids = np.array([0, 1, 2, 1])
+    ref_logits = np.array([[2.0, 2.0, 0.0], [0.0, 3.0, 1.0], [1.0, 0.0, 0.5], [0.0, 0.0, 4.0]])
+    sim_logits = ref_logits + np.array([[-0.1, 0.1, 0.0], [0, 0, 0], [0, 1.5, 0], [0, 0, 0]])
+    ref = {"logits": ref_logits, "greedy": np.array([5, 7, 7]), "greedy_margin": np.array([1.0, 0.0, 2.0])}
+    sim = {"logits": sim_logits, "greedy": np.array([5, 6, 6])}
+    m = accuracy_metrics(ids, ref, sim)
+    assert m["top1_agreement"] == 0.75             # row 0 is a tie (either index is right), row 2 is wrong
+    assert m["greedy_prefix"] == 1 and not m["greedy_identical"] and m["greedy_diverged_at_tie"]
+    assert m["greedy_agreement"] == pytest.approx(1 / 3)
+    assert m["max_logit_err"] == pytest.approx(1.5)
+    uniform = np.zeros((4, 3))
+    assert perplexity(uniform, ids) == pytest.approx(3.0)
+    assert m["ref_perplexity"] == pytest.approx(perplexity(ref_logits, ids))
+
+
 # ======================================================================= resources
 def _cfg(**kw):
     return ModelConfig(**{**TINY, **kw})
@@ -286,12 +304,18 @@ def test_analytic_resources_follow_the_knobs():
     assert diff == ["lm_head"]
     with pytest.raises(res.ResourceEstimateError, match="choose one of"):
         res.analytic_estimate(cfg, {"reuse_factor": 3})
+    # narrower activations shrink the add/sub lanes and the accumulator; a saturating accumulator
+    # trades adder width for saturation logic, so it only has to be accounted for
+    act4 = res.analytic_estimate(cfg, {"bitlinear": {"act_bits": 4}})
+    acc10 = res.analytic_estimate(cfg, {"bitlinear": {"accum_bits": 10}})
+    bl = lambda e: sum(l.LUT for l in e.layers if l.kind == "bitlinear")
+    assert bl(act4) < bl(base) and bl(acc10) != bl(base)
 
 
 def test_operator_costs_match_the_device_figures():
     cm = res.CostModel()
     assert res.rom(cm, 128, 256).BRAM_18K == 8          # 512x36 aspect: 8 wide, 1 deep
-    assert res.rom(cm, 4096, 64).BRAM_18K == 16         # 1 Mbit... 262 kbit / 18 kbit, rounded to shapes
+    assert res.rom(cm, 4096, 64).BRAM_18K == 16         # 256 kbit: 16 x (4Kx4) or (512x36: 2 x 8)
     assert res.rom(cm, 65, 24).LUT == 24 * 2 and res.rom(cm, 65, 24).BRAM_18K == 0
     assert res.mult(cm, 24, 18).DSP == 1 and res.mult(cm, 26, 18).DSP == 2 and res.mult(cm, 32, 32).DSP == 4
     assert res.mult(cm, 16, 8).DSP == 0 and res.mult(cm, 16, 8).LUT > 0

@@ -16,12 +16,12 @@ BitLinear (n_in → n_out, reuse R, input type W_x, norm type W_n)
     shared by R): n_in products x·n (W_x × W_n), n_in squares x·x (W_x × W_x)
     and their adder tree into sumsq, an abs + max tree over the products,
     n_in normalise-and-round units (a barrel shift into ``quant_bits`` and a
-    ``quant_bits`` × (mant_bits + 9) product each), and the scalar block
+    ``quant_bits`` × (mant_bits + act_bits + 1) product each), and the scalar block
     floating point: normalise, 1/absmax and 1/sqrt by Newton (2 resp. 3
     products of (mant_bits + 2) bits per iteration), two pf_mul.
     rows stage (``ROWS`` loop pipelined at II = R): 4·row_bytes/R add/sub/skip
-    lanes of act_bits (8) into an adder tree of accum_bits(n_in) =
-    ceil(log2(128·n_in)) + 1 bits; for R > 1 each lane selects its input among
+    lanes of ``act_bits`` bits into an adder tree of ``accum_bits`` (auto: exact,
+    ceil(log2(2^(act_bits−1)·n_in)) + 1 bits); for R > 1 each lane selects its input among
     R (an R:1 mux); one rescale product accum × (mant_bits + 2) and its shift.
     weights: a ROM of n_out·R words of 8·row_bytes/R bits (the ARRAY_RESHAPE).
     latency: quantise depth + n_out·R + rows pipeline depth; II (the layer's
@@ -79,7 +79,7 @@ RESOURCE_KEYS = ("LUT", "FF", "BRAM_18K", "DSP")
 SOURCE_REPORT = "vitis_hls_report"
 SOURCE_ANALYTIC = "analytic"
 PACKING_LAYOUT = "2bit"     # the on-chip tier stores 2-bit codes (hls_layers.PACKING_LAYOUT)
-ACT_BITS = 8                # int8 activations of the reference BitLinear (config.ACT_QMAX = 127)
+DEFAULT_ACT_BITS = 8        # int8 activations of the reference BitLinear (config.ACT_QMAX = 127)
 
 # BRAM_18K aspect ratios (depth, width), UG473 table 1-6 (true dual port up to 36 bits via SDP).
 BRAM18_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
@@ -271,7 +271,9 @@ def bitlinear_cost(cm: CostModel, n_in: int, n_out: int, in_type: str, out_type:
     mb, qb, it = int(knobs["mant_bits"]), int(knobs["quant_bits"]), int(knobs["newton_iterations"])
     sumsq_w = (2 * wx + math.ceil(math.log2(max(2, n_in)))) if knobs["sumsq"] == "auto" else _type_bits(knobs["sumsq"])[0]
     prod_w = wx + wn
-    accum_w = math.ceil(math.log2(n_in * 128)) + 1
+    ab = int(knobs.get("act_bits", DEFAULT_ACT_BITS))
+    exact_accum = math.ceil(math.log2(n_in * 2 ** (ab - 1))) + 1
+    accum_w = exact_accum if knobs.get("accum_bits", "auto") == "auto" else int(knobs["accum_bits"])
     c = Cost()
     # quantise stage
     c.add(mult(cm, wx, wn), n_in)
@@ -282,17 +284,19 @@ def bitlinear_cost(cm: CostModel, n_in: int, n_out: int, in_type: str, out_type:
     max_tree = adder_tree(cm, n_in, prod_w, prod_w)      # comparator + mux per node
     c.add(max_tree, 2)
     c.LUT += n_in * barrel_shift(qb, prod_w + qb)
-    c.add(mult(cm, qb, mb + 9), n_in)
-    c.LUT += n_in * 2 * 9                                 # round, clip to ±127
-    c.FF += n_in * ACT_BITS
+    c.add(mult(cm, qb, mb + ab + 1), n_in)
+    c.LUT += n_in * 2 * (ab + 1)                          # round, clip to ±Q
+    c.FF += n_in * ab
     scal = scalar_bfp(cm, mb, it, reciprocal=True)
     c.add(scal)
     q_latency = (mult(cm, wx, wn).latency + max(sq_tree.latency, max_tree.latency) + scal.latency
-                 + mult(cm, qb, mb + 9).latency + 2)
+                 + mult(cm, qb, mb + ab + 1).latency + 2)
     # rows stage
     lanes = 4 * rb // R
-    c.LUT += lanes * ACT_BITS + mux(ACT_BITS, R) * lanes  # add/sub/skip select (+ R:1 input select)
-    acc_tree = adder_tree(cm, lanes, ACT_BITS + 1, accum_w)
+    c.LUT += lanes * ab + mux(ab, R) * lanes              # add/sub/skip select (+ R:1 input select)
+    acc_tree = adder_tree(cm, lanes, ab + 1, accum_w)
+    if accum_w < exact_accum:
+        c.LUT += (lanes - 1) * 2                          # saturation check per adder
     c.add(acc_tree)
     resc = mult(cm, accum_w, mb + 2)
     c.add(resc)

@@ -69,6 +69,9 @@ EVAL_DEFAULTS = {"tokens": 256, "offset": 0, "prompt_tokens": 16, "greedy_tokens
 DEFAULT_TIMEOUT_S = 900.0
 DEFAULT_BOARD = "pynq-z2"
 DEFAULT_RUNNER = "mmfree_hls.design.sweep_eval:CSimRunner"
+#: Version of what a point measures (sweep_eval's metrics): part of every point's hash, so a
+#: change of definition re-runs points instead of mixing old and new numbers in one table.
+MEASURE_VERSION = 2
 RESULTS_FILE = "results.jsonl"
 RUNS_FILE = "runs.jsonl"
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -410,10 +413,10 @@ def expand(spec: SweepSpec, random_k: Optional[int] = None, seed: Optional[int] 
         project = {"model": identities[model], "precision": precision}
         pt = Point(index=i, label=" ".join(parts) or model, model=model, choices=choices, precision=precision)
         pt.project_hash = digest(project)
-        pt.point_hash = digest({**project, "eval": spec.eval, "runner": spec.runner})
+        pt.point_hash = digest({**project, "eval": spec.eval, "runner": spec.runner, "measure": MEASURE_VERSION})
         numbers = strip_reuse(precision) if spec.share_across_reuse else precision
         pt.accuracy_key = digest({"model": identities[model], "precision": numbers, "eval": spec.eval,
-                                  "runner": spec.runner})
+                                  "runner": spec.runner, "measure": MEASURE_VERSION})
         if pt.point_hash in seen:          # two axes that end in the same config: evaluate it once
             continue
         seen.add(pt.point_hash)

@@ -202,6 +202,10 @@ def plot_pareto(df, out_dir: Path, primary: str = PRIMARY_METRIC) -> list[Path]:
             ax.step(front[resource], front[metric], where="post",
                     c="tab:orange", lw=1.5, label="Pareto front")
             ax.scatter(front[resource], front[metric], s=40, facecolors="none", edgecolors="tab:orange")
+        one_model = "model" in df.columns and df["model"].nunique() == 1
+        if metric == "perplexity" and one_model and "ref_perplexity" in df.columns and df["ref_perplexity"].notna().any():
+            ax.axhline(float(df["ref_perplexity"].dropna().iloc[0]), ls="--", c="grey", lw=1,
+                       label="numpy reference")
         ax.set_xlabel(resource + (" (analytic)" if _source(df) == "analytic" else ""))
         ax.set_ylabel(metric)
         if len(ok) and float(ok[resource].min()) > 0 and float(ok[resource].max()) / float(ok[resource].min()) > 20:
