@@ -219,6 +219,15 @@ def test_reuse_factor_must_divide_the_packed_row(model):
     check_reuse_factors(CFG, load_precision({"layers": {"l*_proj": {"reuse_factor": 4}}, "reuse_factor": 1}))
 
 
+def test_weights_out_of_type_range_are_refused(model):
+    from mmfree_hls.design.convert import check_weight_ranges
+    check_weight_ranges(model, load_precision())
+    with pytest.raises(ConversionError, match=r"l1_g_norm: its norm weights reach .* holds at most 0.5"):
+        check_weight_ranges(model, load_precision({"layers": {"l1_g_norm": {"weight": "ap_fixed<16,0>"}}}))
+    with pytest.raises(ConversionError, match=r"l0_i_proj: its norm weights reach .* holds at most 0.9995"):
+        check_weight_ranges(model, load_precision({"bitlinear": {"norm": "ap_fixed<12,1>"}}))
+
+
 def test_cli_convert(model, project, tmp_path, capsys):
     from mmfree_hls.checkpoint import save_checkpoint
     ckpt = save_checkpoint(model, tmp_path / "ckpt")

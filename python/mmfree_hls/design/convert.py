@@ -42,7 +42,7 @@ from ..config import ModelConfig
 from ..packing import row_bytes
 from ..reference import MMFreeLM, bitlinear_names
 from . import hls_layers
-from .precision import PrecisionConfig, load_precision
+from .precision import PrecisionConfig, load_precision, parse_type
 
 PROJECT_FILE = "mmfree_project.json"
 CSIM_LIBRARY = "csim/libmmfree_csim.so"
@@ -269,6 +269,40 @@ def check_reuse_factors(cfg: ModelConfig, precision: PrecisionConfig) -> None:
                 f"(n_in = {n_in}); choose one of {ok} (precision config: layers.{name}.reuse_factor)")
 
 
+def _weight_source(name: str) -> str:
+    """Reference state-dict key of the weight an extension layer stores (norm weights)."""
+    if name in ("norm", "lm_head"):
+        return "model.norm.weight" if name == "norm" else "lm_head.norm.weight"
+    l, rest = name[1:].split("_", 1)
+    p = f"model.layers.{l}."
+    return {"attn_norm": p + "attn_norm.weight", "mlp_norm": p + "mlp_norm.weight",
+            "g_norm": p + "attn.g_norm.weight", "gate_proj": p + "mlp.gate_proj.norm.weight",
+            "down_proj": p + "mlp.down_proj.norm.weight"}.get(rest, p + f"attn.{rest}.norm.weight")
+
+
+def check_weight_ranges(model: MMFreeLM, precision: PrecisionConfig) -> None:
+    """Every stored norm weight and lower bound must fit its fixed-point type (no silent saturation)."""
+    def limit(text: str) -> float:
+        t = parse_type(text)
+        return 2.0 ** (t.integer - (1 if t.signed else 0)) - 2.0 ** -t.fractional
+
+    for name, (kind, _) in layer_kinds(model.config).items():
+        if kind == "glu":
+            continue                                   # no weights
+        knobs = precision.for_layer(kind, name)
+        if kind == "mlgru":
+            values, key, what = model.lb[int(name[1:].split("_")[0])], "lower_bound", "lower bounds"
+        else:
+            key = "norm" if kind == "bitlinear" else "weight"
+            values, what = np.asarray(model.params[_weight_source(name)]), "norm weights"
+        peak = float(np.max(np.abs(values))) if np.size(values) else 0.0
+        if peak > limit(knobs[key]):
+            raise hls_layers.ConversionError(
+                f"{name}: its {what} reach {peak:.4g} but {kind}.{key} = {knobs[key]} holds at most "
+                f"{limit(knobs[key]):.4g}; widen the integer part in the precision config "
+                f"(e.g. layers.{name}.{key})")
+
+
 def hls_config(cfg: ModelConfig, precision: PrecisionConfig) -> dict:
     """hls4ml HLSConfig: per-layer knobs of the precision config, by Keras layer name."""
     residual, state, logits = (precision.tensor_type(k) for k in ("residual", "state", "logits"))
@@ -458,6 +492,7 @@ def convert(model, output_dir: str | Path, config: str | Path | Mapping | Precis
                                          "head; convert a model with num_heads 1")
     precision = load_precision(config)
     check_reuse_factors(cfg, precision)
+    check_weight_ranges(mm, precision)
     digest = content_hash(mm, precision)
     root = Path(output_dir)
     if _prepare_dir(root, digest, overwrite):

@@ -73,7 +73,7 @@ def _cpp_double(v: float) -> str:
 def _sigmoid_fields(sig: dict) -> dict:
     table_bits = int(sig["table_size"]).bit_length() - 1
     range_bits = int(sig["range"]).bit_length() - 1
-    if sig["frac_bits"] + table_bits - range_bits - 1 < 0:
+    if sig["frac_bits"] + table_bits - range_bits < 0:
         raise ConversionError(f"sigmoid table: frac_bits {sig['frac_bits']} too small for table_size "
                               f"{sig['table_size']} and range {sig['range']}; raise frac_bits")
     return {"sigmoid_table_bits": table_bits, "sigmoid_range_bits": range_bits,
