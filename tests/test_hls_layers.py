@@ -9,7 +9,7 @@ config structs produced by the same functions the hls4ml templates use
 * int8 quantisation: identical to numpy except where numpy's pre-rounding value
   is within 1e-4 of a tie;
 * output scale (block floating point, 28-bit mantissas): relative error < 1e-7;
-* sigma LUT: within the stated bound (1.2e-5), silu-based layers within that
+* sigma LUT: within the stated bound (8.8e-7 by default), silu-based layers within that
   bound times their operands, RMSNorm within a few output LSBs.
 """
 
