@@ -243,3 +243,12 @@ def test_cli_checks_model_against_csynth(tmp_path, capsys):
     assert cli.main(["perf", "--models", "370M", "--boards", "kv260", "--packing", "2bit",
                      "--csynth", str(path)]) == 0
     assert "csynth/model cycles" in capsys.readouterr().out
+
+
+def test_lanes_as_built_follow_the_streamed_top():
+    cfg = perf.model_preset("370M")
+    for packing, per_byte in (("2bit", 4), ("1.6bit", 5)):
+        p = perf.project(cfg, perf.get_board("kv260"), packing, perf.DesignKnobs(lanes="built"))
+        assert p.lanes == streamed.ROW_CHUNK_BYTES * per_byte
+    with pytest.raises(perf.PerfModelError):
+        perf.DesignKnobs(lanes="many").validate()

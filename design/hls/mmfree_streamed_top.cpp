@@ -54,11 +54,12 @@ static const unsigned E = MMFREE_E;
 static const unsigned M = MMFREE_M;
 static const unsigned V = MMFREE_V;
 static const unsigned PER_BYTE = MMFREE_PER_BYTE;
+static const unsigned ROW_CHUNK = MMFREE_ROW_CHUNK_BYTES;
 
 // ------------------------------------------------------------ precision (knobs)
 // Chosen in python/mmfree_hls/streamed.py (PRECISION) and written into the config header.
-#if !defined(MMFREE_ACT_T) || !defined(MMFREE_NORM_T) || !defined(MMFREE_SIGMOID_TABLE_BITS)
-#error "mmfree_streamed_config.h must define MMFREE_ACT_T, MMFREE_NORM_T and MMFREE_SIGMOID_TABLE_BITS"
+#if !defined(MMFREE_ACT_T) || !defined(MMFREE_NORM_T) || !defined(MMFREE_SIGMOID_TABLE_BITS) || !defined(MMFREE_ROW_CHUNK_BYTES)
+#error "mmfree_streamed_config.h must define MMFREE_ACT_T, MMFREE_NORM_T, MMFREE_SIGMOID_TABLE_BITS, MMFREE_ROW_CHUNK_BYTES"
 #endif
 typedef MMFREE_ACT_T act_t;     // residual stream, projections, GLU, state
 typedef MMFREE_NORM_T norm_t;   // every norm weight read from the buffer
@@ -220,24 +221,35 @@ streamed_row(const uint8_t *w, addr_t row_addr, const typename nnet::bitlinear_t
 #else
     int acc = 0;
 #endif
-ROW_BYTES:
-    for (unsigned b = 0; b < CFG::row_bytes; b++) {
-        const unsigned byte = w[row_addr + b];
-        int wk[5];
-        if (PER_BYTE == 5)
-            unpack5(byte, wk);
-        else
-            unpack4(byte, wk);
-    ROW_CODES:
-        for (unsigned k = 0; k < PER_BYTE; k++) {
+    // ROW_CHUNK bytes (ROW_CHUNK * PER_BYTE ternary MACs) per cycle: the design's lanes knob,
+    // matched to the m_axi width (16 bytes = one 128-bit beat of a Zynq UltraScale+ HP port).
+    const unsigned CHUNKS = (CFG::row_bytes + ROW_CHUNK - 1) / ROW_CHUNK;
+ROW_CHUNKS:
+    for (unsigned c = 0; c < CHUNKS; c++) {
+        #pragma HLS PIPELINE II=1
+    CHUNK_BYTES:
+        for (unsigned i = 0; i < ROW_CHUNK; i++) {
             #pragma HLS UNROLL
-            const unsigned j = PER_BYTE * b + k;
-            if (j < CFG::n_in) {
-                const int xj = xq[j].to_int();
-                if (wk[k] > 0)
-                    acc += xj;
-                else if (wk[k] < 0)
-                    acc -= xj;
+            const unsigned b = c * ROW_CHUNK + i;
+            if (b < CFG::row_bytes) {
+                const unsigned byte = w[row_addr + b];
+                int wk[5];
+                if (PER_BYTE == 5)
+                    unpack5(byte, wk);
+                else
+                    unpack4(byte, wk);
+            BYTE_CODES:
+                for (unsigned k = 0; k < PER_BYTE; k++) {
+                    #pragma HLS UNROLL
+                    const unsigned j = PER_BYTE * b + k;
+                    if (j < CFG::n_in) {
+                        const int xj = xq[j].to_int();
+                        if (wk[k] > 0)
+                            acc += xj;
+                        else if (wk[k] < 0)
+                            acc -= xj;
+                    }
+                }
             }
         }
     }
@@ -264,7 +276,6 @@ void streamed_bitlinear(const uint8_t *w, addr_t off_norm, addr_t off_scale, add
 
 ROWS:
     for (unsigned o = 0; o < CFG::n_out; o++) {
-        #pragma HLS PIPELINE
         const accum_fixed_t acc = streamed_row<CFG>(w, off_rows + addr_t(o) * CFG::row_bytes, xq);
         y[o] = nnet::mmfree::mul_pow2<res_T>(acc * scale.mant, scale.exp);
     }

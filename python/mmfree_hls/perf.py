@@ -36,7 +36,7 @@ from typing import Iterable, Optional
 
 from .config import ModelConfig
 from .packing import BITS_PER_WEIGHT, LAYOUTS
-from .streamed import PARAM_BYTES, StreamedLayout, layout
+from .streamed import PARAM_BYTES, ROW_CHUNK_BYTES, StreamedLayout, layout
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 BOARDS_FILE = DATA_DIR / "boards.json"
@@ -200,7 +200,8 @@ def bandwidth_bound(bytes_per_tok: float, usable_gbps: float) -> float:
 class DesignKnobs:
     """Parallelism and overheads of the streamed design (each a stated assumption)."""
 
-    lanes: Optional[int] = None        # ternary MACs per cycle; None = just enough for the port bandwidth
+    lanes: Optional[int | str] = None  # ternary MACs per cycle; None = just enough for the port bandwidth;
+                                       # "built" = the streamed top as configured (ROW_CHUNK_BYTES × weights/byte)
     ports: int = 1                     # m_axi weight-read masters (the top as written has one)
     clock_mhz: Optional[float] = None  # None = the board's clock_mhz
     m_axi_bits: Optional[int] = None   # None = the board's natural m_axi width
@@ -215,8 +216,8 @@ class DesignKnobs:
         for name in ("ports", "vector_lanes"):
             if getattr(self, name) < 1:
                 raise PerfModelError(f"{name} must be ≥ 1")
-        if self.lanes is not None and self.lanes < 1:
-            raise PerfModelError("lanes must be ≥ 1 (or None for automatic)")
+        if self.lanes is not None and self.lanes != "built" and (not isinstance(self.lanes, int) or self.lanes < 1):
+            raise PerfModelError("lanes must be a positive integer, None (automatic) or 'built'")
         if not 0 < self.efficiency <= 1:
             raise PerfModelError("efficiency must be in (0, 1]")
         return self
@@ -324,7 +325,10 @@ def project(cfg: ModelConfig, board: Board, packing: str = "2bit",
     f = (knobs.clock_mhz or board.clock_mhz) * 1e6
     bw = design_bandwidth_gbps(board, knobs) * 1e9
     stream_cycles = traffic.weight_buffer / bw * f
-    lanes = knobs.lanes or auto_lanes(cfg, stream_cycles)
+    if knobs.lanes == "built":
+        lanes = ROW_CHUNK_BYTES * LAYOUTS[packing]
+    else:
+        lanes = knobs.lanes or auto_lanes(cfg, stream_cycles)
     mac = mac_cycles(cfg, lanes)
     serial = math.ceil(vector_ops(cfg) / knobs.vector_lanes) + len(_bitlinear_shapes(cfg)) * knobs.stage_latency
     io_cycles = traffic.io / bw * f

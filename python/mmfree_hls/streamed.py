@@ -257,6 +257,9 @@ def layer_offsets(lay: StreamedLayout) -> tuple[int, int, dict[str, int]]:
 #: act (40, 12) / norm (32, 6) / 14-bit table -> median 4e-8, max 1e-7 (random) and 9e-3 (demo,
 #: one flip). Norm weights need ~26 fractional bits to equal the checkpoint's float32 values.
 PRECISION = {"act": (40, 12), "norm": (32, 6), "sigmoid_table_bits": 14}
+#: Parallelism of the streamed top: packed bytes consumed per cycle and row (lanes = bytes × weights
+#: per byte). 16 bytes = one 128-bit beat of a Zynq UltraScale+ HP port; perf.py models other widths.
+ROW_CHUNK_BYTES = 16
 
 
 def act_grid(precision: dict = PRECISION) -> float:
@@ -265,7 +268,8 @@ def act_grid(precision: dict = PRECISION) -> float:
     return 2.0 ** -(width - integer)
 
 
-def config_header(cfg: ModelConfig, packing: str, precision: dict = PRECISION) -> str:
+def config_header(cfg: ModelConfig, packing: str, precision: dict = PRECISION,
+                  row_chunk_bytes: int = ROW_CHUNK_BYTES) -> str:
     """``mmfree_streamed_config.h`` for the HLS top: sizes, packing, precision and every offset of the layout."""
     lay = layout(cfg, packing)
     base0, stride, rel = layer_offsets(lay)
@@ -280,7 +284,8 @@ def config_header(cfg: ModelConfig, packing: str, precision: dict = PRECISION) -
             "MMFREE_LAYER_STRIDE": f"{stride}ULL",
             "MMFREE_ACT_T": "ap_fixed<{}, {}, AP_RND, AP_SAT>".format(*precision["act"]),
             "MMFREE_NORM_T": "ap_fixed<{}, {}, AP_RND, AP_SAT>".format(*precision["norm"]),
-            "MMFREE_SIGMOID_TABLE_BITS": int(precision["sigmoid_table_bits"])}
+            "MMFREE_SIGMOID_TABLE_BITS": int(precision["sigmoid_table_bits"]),
+            "MMFREE_ROW_CHUNK_BYTES": int(row_chunk_bytes)}
     defs.update({f"MMFREE_REL_{k}": f"{v}ULL" for k, v in sorted(rel.items(), key=lambda kv: kv[1])})
     if not cfg.use_lower_bound:
         defs["MMFREE_REL_LOWER_BOUND"] = "0ULL"      # never read

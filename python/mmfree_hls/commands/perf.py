@@ -19,8 +19,9 @@ def register(sub) -> None:
     p.add_argument("--boards", default="all", help="comma-separated board names, or 'all'")
     p.add_argument("--packing", default="both", choices=sorted(LAYOUTS) + ["both"],
                    help="ternary packing: 2 bits per weight, 5 trits per byte, or both")
-    p.add_argument("--lanes", type=int, default=None,
-                   help="ternary MACs per cycle (default: just enough to keep up with the weight stream)")
+    p.add_argument("--lanes", default="auto",
+                   help="ternary MACs per cycle: a number, 'auto' (just enough to keep up with the weight "
+                        "stream, the default) or 'built' (the streamed top as configured in streamed.py)")
     p.add_argument("--ports", type=int, default=1,
                    help="m_axi weight-read ports (default 1, as the streamed top is written)")
     p.add_argument("--vector-lanes", type=int, default=None, help="element-wise values per cycle (default 8)")
@@ -92,7 +93,13 @@ def run(args) -> int:
     if not models:
         raise ValueError("--models is empty; give presets such as 370M,1.3B,2.7B")
     packings = sorted(LAYOUTS, reverse=True) if args.packing == "both" else [args.packing]
-    knobs = perf.with_knobs(perf.DesignKnobs(), lanes=args.lanes, ports=args.ports,
+    if args.lanes in ("auto", "built"):
+        lanes = None if args.lanes == "auto" else "built"
+    elif str(args.lanes).isdigit() and int(args.lanes) > 0:
+        lanes = int(args.lanes)
+    else:
+        raise ValueError(f"--lanes {args.lanes!r}: give a positive number, 'auto' or 'built'")
+    knobs = perf.with_knobs(perf.DesignKnobs(), lanes=lanes, ports=args.ports,
                             vector_lanes=args.vector_lanes, clock_mhz=args.clock_mhz,
                             efficiency=args.efficiency).validate()
     rows = perf.project_all(models, chosen, packings, knobs)
