@@ -24,8 +24,8 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-PROJECT_FILE = "mmfree_project.json"
-CSIM_LIBRARY = "csim/libmmfree_csim.so"
+from ..hls_project import CSIM_LIBRARY, PROJECT_FILE, read_project  # noqa: F401 (re-exported)
+
 _TOOLCHAIN_JSON = Path(__file__).resolve().parent.parent / "data" / "toolchain.json"
 _SOURCE_SUFFIXES = (".cpp", ".cc", ".c", ".h", ".hpp", ".tcl", ".txt", ".mk", ".sh")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -241,19 +241,6 @@ def build_overlay(out: str | Path, *, model, board: str, name: str, csim_library
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return load_manifest(out)
-
-
-def read_project(project: str | Path) -> dict:
-    """``mmfree_project.json`` of an HLS project, with a clear error when absent."""
-    root = Path(project)
-    pfile = root / PROJECT_FILE
-    if not pfile.is_file():
-        raise FileNotFoundError(f"{root} is not an HLS project (no {PROJECT_FILE}); create one with "
-                                "`mmfree convert CKPT --out hls_project/NAME`")
-    try:
-        return json.loads(pfile.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{pfile}: not valid JSON ({e}); re-run `mmfree convert`") from None
 
 
 def _project_model(root: Path, info: Mapping, checkpoint: Optional[str]):

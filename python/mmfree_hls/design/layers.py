@@ -35,13 +35,33 @@ def silu(x):
 
 
 # ----------------------------------------------------------------- quantizers
-class AbsMeanTernary(BaseQuantizer):
+class _STEQuantizer(BaseQuantizer):
+    """A QKeras quantizer whose forward rounds and whose backward is the identity.
+
+    Values come back dequantised (q / scale), so downstream float code sees
+    what the integer path computes; ``max``/``min`` are the normalised range.
+    """
+
+    def __init__(self, bits: int):
+        super().__init__()
+        self.bits = bits
+        self.keep_negative = True
+
+    def max(self):
+        return 1.0
+
+    def min(self):
+        return -1.0
+
+    def get_config(self):
+        return {}
+
+
+class AbsMeanTernary(_STEQuantizer):
     """W → clip(round(W·γ), −1, 1) / γ with γ = 1 / max(mean|W|, 1e-5), per tensor."""
 
     def __init__(self):
-        super().__init__()
-        self.bits = 2
-        self.keep_negative = True
+        super().__init__(bits=2)
 
     def scale(self, w):
         return 1.0 / tf.maximum(tf.reduce_mean(tf.abs(w)), WEIGHT_ABSMEAN_FLOOR)
@@ -51,23 +71,12 @@ class AbsMeanTernary(BaseQuantizer):
         gamma = self.scale(w)
         return _ste(w, tf.clip_by_value(tf.round(w * gamma), -1.0, 1.0) / gamma)
 
-    def max(self):
-        return 1.0
 
-    def min(self):
-        return -1.0
-
-    def get_config(self):
-        return {}
-
-
-class AbsMaxInt8(BaseQuantizer):
+class AbsMaxInt8(_STEQuantizer):
     """x̂ → clip(round(x̂·s), −128, 127) / s with s = 127 / max(max|x̂|, 1e-5), per token."""
 
     def __init__(self):
-        super().__init__()
-        self.bits = 8
-        self.keep_negative = True
+        super().__init__(bits=8)
 
     def scale(self, x):
         return ACT_QMAX / tf.maximum(tf.reduce_max(tf.abs(x), axis=-1, keepdims=True), ACT_ABSMAX_FLOOR)
@@ -75,15 +84,6 @@ class AbsMaxInt8(BaseQuantizer):
     def __call__(self, x):
         s = self.scale(x)
         return _ste(x, tf.clip_by_value(tf.round(x * s), ACT_QMIN, ACT_QMAX) / s)
-
-    def max(self):
-        return 1.0
-
-    def min(self):
-        return -1.0
-
-    def get_config(self):
-        return {}
 
 
 # --------------------------------------------------------------------- layers

@@ -31,11 +31,11 @@ import subprocess
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
+from ..hls_project import read_project
 from ..runtime.manifest import known_boards
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "tcl"
 _TOOLCHAIN_JSON = Path(__file__).resolve().parent.parent / "data" / "toolchain.json"
-PROJECT_FILE = "mmfree_project.json"
 _PLACEHOLDER = re.compile(r"@@([A-Z0-9_]+)@@")
 
 
@@ -99,15 +99,6 @@ def render(template: str, values: Mapping[str, object]) -> str:
 
 
 # ----------------------------------------------------------------- HLS project
-def read_project(project: str | Path) -> dict:
-    root = Path(project)
-    pfile = root / PROJECT_FILE
-    if not pfile.is_file():
-        raise FileNotFoundError(f"{root} is not an HLS project (no {PROJECT_FILE}); create one with "
-                                "`mmfree convert CKPT --out hls_project/NAME`")
-    return json.loads(pfile.read_text())
-
-
 def hls_sources(root: Path, info: Mapping) -> tuple[list[Path], list[Path]]:
     """Synthesis sources and include directories of a project.
 
