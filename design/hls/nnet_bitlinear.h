@@ -126,7 +126,8 @@ bool bitlinear_quantize(const data_T x[CONFIG_T::n_in],
     typedef ap_fixed<data_T::width + CONFIG_T::norm_t::width, data_T::iwidth + CONFIG_T::norm_t::iwidth> prod_t;
     typedef ap_ufixed<prod_t::width, prod_t::iwidth> absval_t; // |v| of a product never needs the sign bit
     typedef ap_fixed<CONFIG_T::quant_bits, 2> vn_t;            // v / max|v| * mant: in (-2, 2)
-    typedef ap_fixed<CONFIG_T::act_bits + 1, CONFIG_T::act_bits + 1, AP_RND_CONV, AP_SAT> round_t; // half to even, like numpy
+    const int AB = CONFIG_T::act_bits;
+    typedef ap_fixed<AB + 1, AB + 1, AP_RND_CONV, AP_SAT> round_t; // round half to even, like numpy
     const int Q = bitlinear_types<CONFIG_T>::qmax;
 
     prod_t v[CONFIG_T::n_in];
@@ -154,7 +155,7 @@ bool bitlinear_quantize(const data_T x[CONFIG_T::n_in],
     // Q / max|v| = (Q r.mant) 2^r.exp
     const mmfree::pfloat<MB> vmax_pf = mmfree::normalise<MB>(vmax);
     const mmfree::pfloat<MB> r = mmfree::reciprocal<MB, CONFIG_T::newton_iterations>(vmax_pf);
-    const ap_ufixed<MB + CONFIG_T::act_bits + 1, CONFIG_T::act_bits + 1> qscale = r.mant * ap_uint<CONFIG_T::act_bits>(Q);
+    const ap_ufixed<MB + AB + 1, AB + 1> qscale = r.mant * ap_uint<AB>(Q);
     MMFREE_LOOP(QUANT)
     for (unsigned i = 0; i < CONFIG_T::n_in; i++) {
         #pragma HLS UNROLL

@@ -82,7 +82,8 @@ void gated_rmsnorm(const g_T g[CONFIG_T::n_in], const s_T s[CONFIG_T::n_in], res
     MMFREE_LOOP(GATE)
     for (unsigned j = 0; j < CONFIG_T::n_in; j++) {
         #pragma HLS UNROLL
-        const typename CONFIG_T::normed_t gn = mmfree::mul_pow2<typename CONFIG_T::normed_t>(g[j] * weight[j] * r.mant, r.exp);
+        typedef typename CONFIG_T::normed_t normed_t;
+        const normed_t gn = mmfree::mul_pow2<normed_t>(g[j] * weight[j] * r.mant, r.exp);
         const typename CONFIG_T::act_t a = mmfree::silu_lut<typename CONFIG_T::act_t, s_T, CONFIG_T>(s[j]);
         y[j] = gn * a;
     }

@@ -94,6 +94,15 @@ def content_hash(model: MMFreeLM, precision: PrecisionConfig) -> str:
     return h.hexdigest()
 
 
+def project_hash(model, config: str | Path | Mapping | PrecisionConfig | None = None) -> str:
+    """The cache key :func:`convert` uses for ``model`` (object or checkpoint) under ``config``.
+
+    Two conversions with the same key produce the same project, so a shared cache
+    can hold projects in ``<cache>/<key>`` and ``convert(model, <cache>/<key>)`` is a hit.
+    """
+    return content_hash(_resolve_model(model)[0], load_precision(config))
+
+
 # ================================================================ the project
 class CSimLibrary:
     """ctypes binding of a compiled ``libmmfree_csim.so`` (numpy buffers, contract 2)."""
