@@ -39,14 +39,12 @@ from typing import Mapping
 import numpy as np
 
 from ..config import ModelConfig
+from ..hls_project import BUILD_SCRIPT, CSIM_LIBRARY, PROJECT_FILE, read_project
 from ..packing import row_bytes
 from ..reference import MMFreeLM, bitlinear_names
 from . import hls_layers
 from .precision import PrecisionConfig, load_precision, parse_type
 
-PROJECT_FILE = "mmfree_project.json"
-CSIM_LIBRARY = "csim/libmmfree_csim.so"
-BUILD_SCRIPT = "csim/build_csim.sh"
 TOP = "mmfree_step"
 HLS4ML_TOP = "mmfree_net"
 WRAPPER = "firmware/mmfree_step.cpp"
@@ -150,11 +148,7 @@ class MMFreeProject:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        pfile = self.root / PROJECT_FILE
-        if not pfile.is_file():
-            raise FileNotFoundError(f"{self.root} is not an HLS project (no {PROJECT_FILE}); create one "
-                                    "with `mmfree convert CKPT --out hls_project/NAME`")
-        self.info = json.loads(pfile.read_text())
+        self.info = read_project(self.root)
         self._csim: CSimLibrary | None = None
 
     @property
