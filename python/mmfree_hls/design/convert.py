@@ -42,6 +42,7 @@ from ..config import ModelConfig
 from ..hls_project import BUILD_SCRIPT, CSIM_LIBRARY, PROJECT_FILE, read_project
 from ..packing import row_bytes
 from ..reference import MMFreeLM, bitlinear_names
+from ..runtime.backend_csim import STEP_SYMBOL, library_dimensions
 from . import hls_layers
 from .precision import PrecisionConfig, load_precision, parse_type
 
@@ -109,13 +110,9 @@ class CSimLibrary:
         self.path = Path(path)
         self._lib = ctypes.CDLL(str(self.path.resolve()))
         f = ctypes.POINTER(ctypes.c_float)
-        self._step = self._lib.mmfree_step
+        self._step = getattr(self._lib, STEP_SYMBOL)
         self._step.restype, self._step.argtypes = ctypes.c_int, [f, f, f]
-        self._info = self._lib.mmfree_info
-        self._info.restype, self._info.argtypes = ctypes.c_int, [ctypes.POINTER(ctypes.c_int)] * 4
-        dims = [ctypes.c_int(0) for _ in range(4)]
-        self._info(*[ctypes.byref(v) for v in dims])
-        self.d, self.L, self.e, self.V = (v.value for v in dims)
+        (self.d, self.L, self.e, self.V), _ = library_dimensions(self._lib)
         self._x = np.zeros(self.d, np.float32)
         self._logits = np.zeros(self.V, np.float32)
 

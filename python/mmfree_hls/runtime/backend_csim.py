@@ -44,6 +44,16 @@ def library_machine(path: Path) -> Optional[str]:
     return _ELF_MACHINES.get(int.from_bytes(head[18:20], order))
 
 
+def library_dimensions(lib) -> tuple[tuple[int, int, int, int], int]:
+    """((d, L, e, V), return code) that a loaded library reports through ``mmfree_info``."""
+    info = getattr(lib, INFO_SYMBOL)
+    info.restype = ctypes.c_int
+    info.argtypes = [ctypes.POINTER(ctypes.c_int)] * 4
+    vals = [ctypes.c_int(0) for _ in range(4)]
+    rc = info(*[ctypes.byref(v) for v in vals])
+    return tuple(v.value for v in vals), rc
+
+
 def _ctype_for(dtype: np.dtype):
     return {np.dtype("float32"): ctypes.c_float, np.dtype("uint8"): ctypes.c_uint8,
             np.dtype("int8"): ctypes.c_int8, np.dtype("int32"): ctypes.c_int32}[np.dtype(dtype)]
@@ -100,16 +110,11 @@ class CSimBackend:
         self._step = getattr(lib, step_symbol)
         self._step.restype = ctypes.c_int
         self._step.argtypes = [ctypes.POINTER(_ctype_for(self.layout.specs[a].dtype)) for a in self.args]
-        self._info = getattr(lib, INFO_SYMBOL)
-        self._info.restype = ctypes.c_int
-        self._info.argtypes = [ctypes.POINTER(ctypes.c_int)] * 4
         return lib
 
     def check_dimensions(self) -> None:
         """Refuse a library compiled for another model (mmfree_info vs the manifest)."""
-        vals = [ctypes.c_int(0) for _ in range(4)]
-        rc = self._info(*[ctypes.byref(v) for v in vals])
-        got = tuple(v.value for v in vals)
+        got, rc = library_dimensions(self._lib)
         want = (self.layout.d, self.layout.L, self.layout.e, self.layout.V)
         if rc != 0 or got != want:
             raise ManifestError(
