@@ -6,7 +6,8 @@ import textwrap
 
 BLOCKER = textwrap.dedent("""
     import importlib.abc, sys
-    BLOCKED = {"tensorflow", "keras", "qkeras", "hls4ml", "yaml", "matplotlib", "pandas", "torch"}
+    BLOCKED = {"tensorflow", "keras", "qkeras", "hls4ml", "yaml", "matplotlib", "pandas", "torch",
+               "pynq", "tokenizers"}
     class Block(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
             if name.split(".")[0] in BLOCKED:
@@ -14,8 +15,16 @@ BLOCKER = textwrap.dedent("""
     sys.meta_path.insert(0, Block())
 """)
 
+# Everything a PYNQ board image needs: numpy (+ safetensors) only; pynq and
+# tokenizers are imported lazily where they are used.
 RUNTIME_MODULES = ["mmfree_hls", "mmfree_hls.config", "mmfree_hls.quant", "mmfree_hls.reference",
-                   "mmfree_hls.packing", "mmfree_hls.checkpoint", "mmfree_hls.cli"]
+                   "mmfree_hls.packing", "mmfree_hls.checkpoint", "mmfree_hls.hgrn_bit",
+                   "mmfree_hls.safetensors_io", "mmfree_hls.tokenizer", "mmfree_hls.sampling",
+                   "mmfree_hls.corpus", "mmfree_hls.hls_project", "mmfree_hls.perf", "mmfree_hls.streamed",
+                   "mmfree_hls.streamed_csim", "mmfree_hls.runtime.accelerator", "mmfree_hls.runtime.buffers",
+                   "mmfree_hls.runtime.manifest", "mmfree_hls.runtime.backend_csim",
+                   "mmfree_hls.runtime.backend_pynq", "mmfree_hls.commands.package",
+                   "mmfree_hls.commands.generate", "mmfree_hls.cli"]
 
 
 def _run(code: str) -> subprocess.CompletedProcess:
