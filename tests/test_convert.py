@@ -238,3 +238,19 @@ def test_cli_convert(model, project, tmp_path, capsys):
     assert cli_main(["convert", str(ckpt), "--out", str(project.root), "--config", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert "different project" in err and "--force" in err
+
+
+def test_library_exports_only_the_c_abi(project):
+    """Template statics (the σ table) must stay private to each library: with g++'s unique
+    symbols two projects loaded in one process would silently share the first one's table."""
+    import shutil
+    import subprocess
+    nm = shutil.which("nm")
+    assert nm, "binutils nm is part of the g++ toolchain this test suite needs"
+    out = subprocess.run([nm, "-D", "--defined-only", str(project.lib_path)], capture_output=True,
+                         text=True, check=True).stdout
+    kinds = {line.split()[-2] for line in out.splitlines() if len(line.split()) >= 3}
+    names = {line.split()[-1] for line in out.splitlines() if line.split()}
+    assert "u" not in kinds
+    assert {"mmfree_step", "mmfree_info"} <= names
+    assert not [n for n in names if "sigmoid" in n or n.startswith("_ZN4nnet")]

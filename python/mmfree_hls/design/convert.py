@@ -52,7 +52,14 @@ WRAPPER = "firmware/mmfree_step.cpp"
 BUILD_TCL = "mmfree_build.tcl"
 #: Port → (m_axi bundle, direction); the order is the top's argument order (contract 2).
 PORTS = {"x_in": ("gmem_x", "in"), "state": ("gmem_s", "inout"), "logits": ("gmem_o", "out")}
-CXX_FLAGS = ("-std=c++14", "-fPIC", "-shared", "-Wall", "-Wextra", "-Wno-unknown-pragmas")
+#: -fvisibility=hidden / -fno-gnu-unique: g++ emits template statics (the σ table keyed by a config
+#: struct name such as config7) as unique symbols that the loader merges across libraries, so two
+#: projects loaded in one process (tests, sweeps, notebooks) would share the first one's table.
+#: Hidden visibility keeps each library's own; only the C ABI below is exported.
+CXX_FLAGS = ("-std=c++14", "-fPIC", "-shared", "-Wall", "-Wextra", "-Wno-unknown-pragmas",
+             "-fvisibility=hidden", "-fvisibility-inlines-hidden", "-fno-gnu-unique")
+C_API = 'extern "C" __attribute__((visibility("default")))'
+
 DEFAULT_BOARD = "pynq-z2"
 _GENERATOR_SOURCES = [Path(__file__), Path(hls_layers.__file__), Path(__file__).with_name("precision.py")]
 _BOARDS_JSON = Path(__file__).resolve().parents[1] / "data" / "boards.json"
@@ -382,7 +389,7 @@ def _wrapper_cpp(hm, cfg: ModelConfig) -> str:
         "    mmfree_step_body(x_in, state, logits);",
         "}",
         "#else",
-        f'extern "C" int {TOP}(const float *x_in, float *state, float *logits) {{',
+        f'{C_API} int {TOP}(const float *x_in, float *state, float *logits) {{',
         "    if (!x_in || !state || !logits)",
         "        return 1;",
         "    for (int i = 0; i < MMFREE_D; i++)",
@@ -395,7 +402,7 @@ def _wrapper_cpp(hm, cfg: ModelConfig) -> str:
         "    return 0;",
         "}",
         "",
-        'extern "C" int mmfree_info(int *d, int *L, int *e, int *V) {',
+        f'{C_API} int mmfree_info(int *d, int *L, int *e, int *V) {{',
         "    if (!d || !L || !e || !V)",
         "        return 1;",
         "    *d = MMFREE_D;",
