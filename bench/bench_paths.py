@@ -64,10 +64,15 @@ def time_path(step, xs: np.ndarray) -> tuple[list[float], np.ndarray]:
 def summarise(name: str, times: list[float], got: np.ndarray, ref: np.ndarray, tokens: list[int]) -> dict:
     rel = np.abs(got - ref).max(axis=1) / np.abs(ref).max(axis=1)
     med = float(np.median(times))
+    # where the greedy choice differs: the reference's own top-1 minus top-2 gap (near-ties flip first)
+    top2 = np.sort(ref, axis=1)[:, -2:]
+    differ = np.flatnonzero(np.argmax(got, axis=1) != np.argmax(ref, axis=1))
+    margins = [{"step": int(t), "ref_gap": float(top2[t, 1] - top2[t, 0]),
+                "max_abs_err": float(np.abs(got[t] - ref[t]).max())} for t in differ]
     return {"path": name, "median_s_per_token": med, "tokens_per_s": 1.0 / med, "total_s": float(sum(times)),
             "max_rel_err": float(rel.max()), "median_rel_err": float(np.median(rel)),
             "greedy_agree": int((np.argmax(got, axis=1) == np.argmax(ref, axis=1)).sum()),
-            "greedy_steps": len(tokens)}
+            "greedy_steps": len(tokens), "greedy_differs_at": margins}
 
 
 def main() -> int:
@@ -148,6 +153,10 @@ def main() -> int:
         print(f"{r['path']:22} {1e3 * r['median_s_per_token']:10.2f} {r['tokens_per_s']:10.1f} "
               f"{r['ratio_to_reference']:11.2f} {r['max_rel_err']:11.1e} "
               f"{r['greedy_agree']:>3}/{r['greedy_steps']}")
+    for r in rows:
+        for m in r["greedy_differs_at"]:
+            print(f"  {r['path']}: step {m['step']} picks another token; reference top-1/top-2 gap "
+                  f"{m['ref_gap']:.2e}, logit error there {m['max_abs_err']:.2e}")
     for k, v in notes.items():
         print(f"  {k}: {v}")
     print(f"wrote {out}")

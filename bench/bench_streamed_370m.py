@@ -102,14 +102,26 @@ def main() -> int:
     # ... and on the embeddings rounded to the top's activation grid (what the top reads). How far
     # that moves the reference is the model's own sensitivity to a ~1e-6 perturbation: int8 absmax
     # roundings that flip cascade through 24 layers. It is the yardstick for the C-sim's error.
-    grid = streamed.act_grid()
-    ref_grid, _, _ = run_reference(np.round(xs / grid) * grid)
-    grid_change = np.abs(ref_grid - ref).max(axis=1) / np.abs(ref).max(axis=1)
-    # The same question at float32 resolution: the input scaled by (1 + 2^-24 ε), ε ~ N(0, 1) per value.
-    noisy = xs.astype(np.float64) * (1 + 2.0 ** -24 * rng.standard_normal(xs.shape))
-    ref_f32, _, _ = run_reference(noisy)
+    # Yardstick: how far the reference itself moves when every BitLinear input carries float32-level
+    # noise (relative 2^-24), i.e. what any implementation accurate to float32 would differ by. At
+    # this size int8 absmax roundings that flip (x_hat·s within ~1e-5 of a .5) cascade through 24
+    # layers, so agreement is measured against this floor, not against zero.
+    class NoisyReference(type(model)):
+        def bitlinear(self, name, x):
+            return super().bitlinear(name, x * (1 + 2.0 ** -24 * noise_rng.standard_normal(np.shape(x))))
+
+    noise_rng = np.random.default_rng(args.seed + 1)
+    noisy_model = NoisyReference.__new__(NoisyReference)
+    noisy_model.__dict__.update(model.__dict__)            # same weights, no second copy
+    ref_f32 = []
+    s = model.init_state()
+    for x in xs:
+        logits, s = noisy_model.decode_step(x.astype(np.float64), s)
+        ref_f32.append(logits)
+    ref_f32 = np.stack(ref_f32)
     floor = np.abs(ref_f32 - ref).max(axis=1) / np.abs(ref).max(axis=1)
     floor_argmax = (np.argmax(ref_f32, 1) == np.argmax(ref, 1)).tolist()
+    floor_cos = ((ref_f32 * ref).sum(1) / np.linalg.norm(ref_f32, axis=1) / np.linalg.norm(ref, axis=1)).tolist()
 
     packings = ["2bit", "1.6bit"] if args.packing == "both" else [args.packing]
     rows = []
@@ -145,8 +157,6 @@ def main() -> int:
                 "csim_s_per_token": info["seconds_per_token"],
                 "csim_peak_rss_mb": info["peak_rss_mb"], "csim_rss_before_model_mb": info["rss_before_model_mb"],
                 "max_abs_err": err.tolist(), "max_rel_err": rel.tolist(),
-                "max_rel_err_vs_grid_reference": (np.abs(got - ref_grid).max(axis=1)
-                                                  / np.abs(ref_grid).max(axis=1)).tolist(),
                 "argmax_agree": (np.argmax(got, 1) == np.argmax(ref, 1)).tolist(),
                 "state_max_abs_err": float(np.abs(c_state - state).max()),
                 "logit_cosine": cos.tolist(), "top10_overlap": top10,
@@ -158,20 +168,19 @@ def main() -> int:
         "what": "370M-shaped random model through the streamed HLS top in g++ C-simulation vs MMFreeLM.decode_step",
         "model": args.model, "config": cfg.to_dict(), "tokens": tokens.tolist(),
         "reference_s_per_token": ref_times, "reference_process_peak_rss_mb": peak_rss_mb(),
-        "reference_change_input_on_grid_max_rel": grid_change.tolist(),
-        "reference_change_input_float32_noise_max_rel": floor.tolist(),
-        "reference_change_input_float32_noise_argmax_agree": floor_argmax,
-        "reference_sensitivity": (f"reference re-run on (a) the input rounded to the top's grid ({grid:g}) and "
-                                  "(b) the input times 1 + 2^-24 N(0,1): how far the model itself moves"),
+        "reference_float32_noise_max_rel": floor.tolist(),
+        "reference_float32_noise_argmax_agree": floor_argmax,
+        "reference_float32_noise_cosine": floor_cos,
+        "reference_float32_noise": "reference with relative 2^-24 Gaussian noise on every BitLinear input vs reference",
         "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
         "rows": rows,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
 
-    print(f"\nreference (numpy, float64): {np.median(ref_times):.2f} s/token. The reference itself moves by "
-          f"{grid_change.max():.1e} (max rel.) with its input on the top's grid, and by {floor.max():.1e} "
-          f"(argmax {sum(floor_argmax)}/{len(floor_argmax)}) with float32-level noise (2^-24) on its input")
+    print(f"\nreference (numpy, float64): {np.median(ref_times):.2f} s/token. With float32-level noise "
+          f"(2^-24) on every BitLinear input the reference itself moves by up to {floor.max():.1e} "
+          f"(max rel.), cosine >= {min(floor_cos):.4f}, argmax {sum(floor_argmax)}/{len(floor_argmax)}")
     print(f"{'packing':8} {'buffer MB':>9} {'C-sim s/token':>13} {'C-sim peak RSS MB':>17} "
           f"{'max rel err':>11} {'argmax agree':>12} {'state err':>9} {'cosine':>8} {'top-10':>6}")
     for r in rows:
