@@ -27,10 +27,12 @@ def register(sub) -> None:
     p.add_argument("--checkpoint", default=str(DEMO_CHECKPOINT), help="model to run (default: shipped demo)")
     p.add_argument("--prompt", default=DEFAULT_PROMPT, help=f"text prompt (default: {DEFAULT_PROMPT!r})")
     p.add_argument("--max-new-tokens", type=int, default=200)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature; 0 = greedy (default 0.8)")
+    p.add_argument("--top-k", type=int, default=40)
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--check-tokens", type=int, default=64,
+                   help="greedy tokens compared between the C-sim and the numpy reference (0: skip)")
     p.add_argument("--board", default="pynq-z2", help="board the overlay package targets")
     p.add_argument("--project", default="hls_project/demo", help="where the hls4ml project goes")
     p.add_argument("--overlay", default=None, help="overlay directory (default overlays/BOARD/demo)")
@@ -41,6 +43,17 @@ def register(sub) -> None:
 
 def _say(msg: str) -> None:
     print(f"[demo] {msg}", flush=True)
+
+
+def _own_project(args) -> bool:
+    """An existing project built from this same checkpoint is a stale build of ours (older
+    generator or precision defaults): regenerating it loses nothing. Anything else needs --force."""
+    from ..hls_project import PROJECT_FILE, read_project
+
+    if not (Path(args.project) / PROJECT_FILE).is_file():
+        return False
+    recorded = read_project(args.project).get("checkpoint")
+    return recorded is not None and Path(recorded).resolve() == Path(args.checkpoint).resolve()
 
 
 def run(args) -> int:
@@ -57,7 +70,7 @@ def run(args) -> int:
          f"vocab={cfg.vocab_size}, {cfg.parameter_count():,} parameters")
 
     t = time.perf_counter()
-    project = convert(args.checkpoint, args.project, overwrite=args.force)
+    project = convert(args.checkpoint, args.project, overwrite=args.force or _own_project(args))
     project.compile()
     _say(f"hls4ml project {args.project} converted and compiled in {time.perf_counter() - t:.1f} s")
 
@@ -73,7 +86,14 @@ def run(args) -> int:
                                        top_k=args.top_k, top_p=args.top_p, seed=args.seed):
             print(piece, end="", flush=True)
         print("\n")
-        stats = acc.stats
+        stats = str(acc.stats)
+        if args.check_tokens > 0:
+            ids = acc.tokenizer.encode(args.prompt)
+            hw = list(acc.generate(ids, args.check_tokens))
+            ref = model.generate_greedy(ids, args.check_tokens)
+            same = next((i for i, (a, b) in enumerate(zip(hw, ref)) if a != b), len(ref))
+            verdict = "identical" if hw == ref else f"identical up to token {same} (a near-tie: see README)"
+            _say(f"greedy check: {args.check_tokens} tokens from the C-sim vs the numpy integer reference: {verdict}")
 
     n_w = cfg.ternary_weight_count()
     sizes = ", ".join(f"{n_w * b / 8 / 1024:.0f} KiB at {name}" for name, b in BITS_PER_WEIGHT.items())
