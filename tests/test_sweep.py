@@ -263,6 +263,14 @@ def test_cli_dry_run_and_report_only(tmp_path, stub_runner, capsys):
     assert "dask:ADDRESS" in capsys.readouterr().err
 
 
+def test_heldout_prompts_are_spread_over_the_held_out_text():
+    from mmfree_hls.design.sweep_eval import heldout_ids, heldout_prompts
+    p = heldout_prompts(256, 3, 16)
+    assert p.shape == (3, 16) and (p[0] == heldout_ids(256, 16)).all()
+    assert len({bytes(r.astype(np.uint8)) for r in p}) == 3
+    assert heldout_prompts(64, 2, 8).max() < 64
+
+
 def test_accuracy_metrics_count_exact_reference_ties_as_agreement():
     from mmfree_hls.design.sweep_eval import accuracy_metrics, perplexity
     ids = np.array([0, 1, 2, 1])
@@ -275,6 +283,12 @@ def test_accuracy_metrics_count_exact_reference_ties_as_agreement():
     assert m["greedy_prefix"] == 1 and not m["greedy_identical"] and m["greedy_diverged_at_tie"]
     assert m["greedy_agreement"] == pytest.approx(1 / 3)
     assert m["max_logit_err"] == pytest.approx(1.5)
+    two = accuracy_metrics(ids, {**ref, "greedy": np.array([[5, 7, 7], [1, 2, 3]]),
+                                 "greedy_margin": np.array([[1.0, 0.0, 2.0], [1.0, 1.0, 0.25]])},
+                           {**sim, "greedy": np.array([[5, 7, 7], [1, 2, 4]])})
+    assert two["greedy_prompts"] == 2 and two["greedy_identical_prompts"] == 1 and not two["greedy_identical"]
+    assert two["greedy_prefix"] == 2 and two["greedy_divergence_margin"] == 0.25
+    assert not two["greedy_diverged_at_tie"] and two["greedy_agreement"] == pytest.approx(5 / 6)
     uniform = np.zeros((4, 3))
     assert perplexity(uniform, ids) == pytest.approx(3.0)
     assert m["ref_perplexity"] == pytest.approx(perplexity(ref_logits, ids))

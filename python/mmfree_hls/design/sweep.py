@@ -19,7 +19,7 @@ A sweep file (YAML) names the models, a base precision config and a grid::
     points:                      # optional extra points, each {model, label, set}
       - {label: reference-types, set: {}}
     random: {k: 8, seed: 0}      # optional: a random subset of the grid (the CLI can override)
-    eval: {tokens: 256, prompt_tokens: 16, greedy_tokens: 32}
+    eval: {tokens: 256, prompt_tokens: 16, greedy_tokens: 32, greedy_prompts: 3}
     board: pynq-z2               # utilisation and "fits" are computed against this board
     timeout_s: 900               # per point (convert + compile + evaluation)
 
@@ -65,13 +65,13 @@ from .precision import PrecisionError, load_precision
 
 SPEC_KEYS = ("name", "models", "base", "grid", "points", "random", "eval", "board", "timeout_s",
              "share_across_reuse", "runner", "cache_dir")
-EVAL_DEFAULTS = {"tokens": 256, "offset": 0, "prompt_tokens": 16, "greedy_tokens": 32}
+EVAL_DEFAULTS = {"tokens": 256, "offset": 0, "prompt_tokens": 16, "greedy_tokens": 32, "greedy_prompts": 3}
 DEFAULT_TIMEOUT_S = 900.0
 DEFAULT_BOARD = "pynq-z2"
 DEFAULT_RUNNER = "mmfree_hls.design.sweep_eval:CSimRunner"
 #: Version of what a point measures (sweep_eval's metrics): part of every point's hash, so a
 #: change of definition re-runs points instead of mixing old and new numbers in one table.
-MEASURE_VERSION = 2
+MEASURE_VERSION = 3
 RESULTS_FILE = "results.jsonl"
 RUNS_FILE = "runs.jsonl"
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -319,8 +319,8 @@ def load_spec(source: str | Path | Mapping) -> SweepSpec:
     for k, v in ev.items():
         if not isinstance(v, int) or v < 0 or (k in ("tokens", "prompt_tokens") and v < 2):
             raise SweepConfigError(f"eval.{k} = {v!r}: use a non-negative integer (tokens, prompt_tokens ≥ 2)")
-    if ev["prompt_tokens"] > ev["tokens"]:
-        raise SweepConfigError("eval.prompt_tokens must not exceed eval.tokens (the prompt is the first tokens)")
+    if ev["greedy_tokens"] and ev["greedy_prompts"] < 1:
+        raise SweepConfigError("eval.greedy_prompts must be ≥ 1 when eval.greedy_tokens > 0")
     board = str(raw.get("board", DEFAULT_BOARD))
     from ..perf import load_boards
     if board not in load_boards():

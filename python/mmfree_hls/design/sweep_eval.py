@@ -15,10 +15,13 @@ the corpus, never trained on), against the numpy reference (the golden model):
   maximiser of the reference logits: the integer head has exact ties, where
   numpy takes the lower index), max / mean |Δlogit| and the max relative to
   max |reference logit|;
-* greedy decoding of ``eval.greedy_tokens`` tokens after the first
-  ``eval.prompt_tokens`` tokens: the share of positions with the same token,
-  the length of the identical prefix, whether the whole run is identical
-  (strict), and whether a divergence happened at an exact reference tie;
+* greedy decoding of ``eval.greedy_tokens`` tokens after each of
+  ``eval.greedy_prompts`` prompts of ``eval.prompt_tokens`` held-out tokens
+  (evenly spaced over the held-out text): the share of positions with the
+  same token, the shortest identical prefix, how many runs are identical and
+  whether all are (strict), and the reference's own top-1 margin where a run
+  diverged (a divergence at a near-tie is a coin toss any fixed-point path
+  can lose; 0 = an exact tie);
 * saturation: the state and logits leave the design as floats; a value at the
   rail of its saturating type (tensors.state / tensors.logits) means that
   tensor overflowed — the point is recorded as ``overflow`` (metrics kept).
@@ -55,15 +58,34 @@ def load_model(spec: Mapping):
     return MMFreeLM.random(ModelConfig.from_dict(dict(spec["random"])), int(spec.get("seed", 0)))
 
 
+def _heldout() -> np.ndarray:
+    from ..corpus import corpus_bytes, split_holdout
+    return split_holdout(corpus_bytes())[1]
+
+
+def _as_vocab(ids: np.ndarray, vocab_size: int) -> np.ndarray:
+    ids = ids.astype(np.int64)
+    return ids if vocab_size >= 256 else ids % vocab_size
+
+
 def heldout_ids(vocab_size: int, n: int, offset: int = 0) -> np.ndarray:
     """n token ids of held-out text: bytes (a byte-level vocabulary) or bytes mod V for smaller test models."""
-    from ..corpus import corpus_bytes, split_holdout
-    _, held = split_holdout(corpus_bytes())
+    held = _heldout()
     if offset + n > len(held):
         raise ValueError(f"eval asks for {n} tokens from offset {offset}, the held-out text has {len(held)}; "
                          "lower eval.tokens or eval.offset")
-    ids = held[offset:offset + n].astype(np.int64)
-    return ids if vocab_size >= 256 else ids % vocab_size
+    return _as_vocab(held[offset:offset + n], vocab_size)
+
+
+def heldout_prompts(vocab_size: int, count: int, length: int, offset: int = 0) -> np.ndarray:
+    """``count`` prompts of ``length`` ids, evenly spaced over the held-out text from ``offset`` (count, length)."""
+    held = _heldout()
+    span = len(held) - offset - length
+    if span < 0:
+        raise ValueError(f"eval.prompt_tokens {length} from offset {offset} exceed the held-out text "
+                         f"({len(held)} bytes)")
+    starts = [offset + (k * span) // max(count, 1) for k in range(count)]
+    return np.stack([_as_vocab(held[s:s + length], vocab_size) for s in starts])
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
@@ -79,31 +101,39 @@ def perplexity(logits: np.ndarray, ids: np.ndarray) -> float:
     return float(np.exp(nll.mean()))
 
 
-def reference_outputs(model, ids: np.ndarray, prompt: int, greedy: int, cache: Optional[Path]) -> dict:
-    """Teacher-forced logits of the numpy reference and its greedy continuation of ids[:prompt].
+def _greedy(step, embed, prompt: np.ndarray, n: int, state, on_step=None) -> tuple[list[int], list[float]]:
+    """Greedy continuation of ``prompt`` by ``step(x, state)``; also the top-1 minus top-2 margins."""
+    for tok in prompt:
+        lg, state = step(embed(int(tok)), state)
+        if on_step:
+            on_step(lg, state)
+    tokens, margins = [], []
+    for _ in range(n):
+        top2 = np.sort(lg)[-2:]
+        margins.append(float(top2[1] - top2[0]))
+        tokens.append(int(np.argmax(lg)))
+        lg, state = step(embed(tokens[-1]), state)
+        if on_step:
+            on_step(lg, state)
+    return tokens, margins
 
-    ``greedy_margin[k]``: top-1 minus top-2 reference logit at greedy step k (0 = an exact tie,
-    where numpy's argmax takes the lower index and any other path may rightly take the other).
+
+def reference_outputs(model, ids: np.ndarray, prompts: np.ndarray, greedy: int, cache: Optional[Path]) -> dict:
+    """Teacher-forced logits of the numpy reference over ids and its greedy continuation of each prompt.
+
+    ``greedy_margin[p, k]``: top-1 minus top-2 reference logit at greedy step k of prompt p (0 = an
+    exact tie, where numpy's argmax takes the lower index and any other path may rightly take the other).
     """
     if cache is not None and cache.is_file():
         with np.load(cache) as z:
             return {k: z[k] for k in z.files}
     state = model.init_state()
     logits = np.empty((len(ids), model.config.vocab_size))
-    branch = None
     for t, tok in enumerate(ids):
         logits[t], state = model.step(int(tok), state)
-        if t == prompt - 1:
-            branch = (logits[t].copy(), state.copy())
-    lg, state = branch
-    tokens, margins = [], []
-    for _ in range(greedy):
-        top2 = np.sort(lg)[-2:]
-        margins.append(float(top2[1] - top2[0]))
-        tokens.append(int(np.argmax(lg)))
-        lg, state = model.step(tokens[-1], state)
-    out = {"logits": logits, "greedy": np.asarray(tokens, dtype=np.int64),
-           "greedy_margin": np.asarray(margins, dtype=np.float64)}
+    runs = [_greedy(model.decode_step, model.embed, p, greedy, model.init_state()) for p in prompts]
+    out = {"logits": logits, "greedy": np.asarray([r[0] for r in runs], dtype=np.int64).reshape(len(prompts), greedy),
+           "greedy_margin": np.asarray([r[1] for r in runs], dtype=np.float64).reshape(len(prompts), greedy)}
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(f".{os.getpid()}.tmp.npz")
@@ -132,51 +162,47 @@ def _at_rail(values: np.ndarray, rail: Optional[tuple[float, float]]) -> int:
     return int(np.count_nonzero((values >= hi - tol) | ((values <= lo + tol) if lo < 0 else False)))
 
 
-def csim_outputs(lib, model, ids: np.ndarray, prompt: int, greedy: int, precision: Mapping) -> dict:
-    """Teacher-forced logits of the C-simulation, its greedy continuation and saturation counts."""
+def csim_outputs(lib, model, ids: np.ndarray, prompts: np.ndarray, greedy: int, precision: Mapping) -> dict:
+    """Teacher-forced logits of the C-simulation, its greedy continuations and saturation counts."""
     L, e, V = lib.L, lib.e, lib.V
     state_rail = rails(precision["tensors"]["state"])
     logit_rail = rails(precision["tensors"]["logits"])
     sat = {"tensors.state": 0, "tensors.logits": 0}
+
+    def count(lg, state):
+        sat["tensors.state"] += _at_rail(state, state_rail)
+        sat["tensors.logits"] += _at_rail(lg, logit_rail)
+
     state = np.zeros((L, e), np.float32)
     logits = np.empty((len(ids), V))
-    branch = None
     for t, tok in enumerate(ids):
-        lg, state = lib.step(model.embed(int(tok)), state)
-        logits[t] = lg
-        sat["tensors.state"] += _at_rail(state, state_rail)
-        sat["tensors.logits"] += _at_rail(lg, logit_rail)
-        if t == prompt - 1:
-            branch = (lg.copy(), state.copy())
-    lg, state = branch
-    tokens = []
-    for _ in range(greedy):
-        tok = int(np.argmax(lg))
-        tokens.append(tok)
-        lg, state = lib.step(model.embed(tok), state)
-        sat["tensors.state"] += _at_rail(state, state_rail)
-        sat["tensors.logits"] += _at_rail(lg, logit_rail)
-    return {"logits": logits, "greedy": np.asarray(tokens, dtype=np.int64), "saturated": sat}
+        logits[t], state = lib.step(model.embed(int(tok)), state)
+        count(logits[t], state)
+    tokens = [_greedy(lib.step, model.embed, p, greedy, np.zeros((L, e), np.float32), count)[0] for p in prompts]
+    return {"logits": logits, "greedy": np.asarray(tokens, dtype=np.int64).reshape(len(prompts), greedy),
+            "saturated": sat}
 
 
 #: Version of the cached reference outputs (bump when reference_outputs stores something new).
-REFERENCE_FORMAT = 2
+REFERENCE_FORMAT = 3
 #: Reference logits within this of the maximum count as maximisers (exact integer ties of the head).
 TIE_TOLERANCE = 1e-9
 
 
 def accuracy_metrics(ids: np.ndarray, ref: Mapping, sim: Mapping) -> dict:
+    """Metrics of one point; greedy arrays are (prompts, tokens)."""
     rl, sl = ref["logits"], sim["logits"]
     err = np.abs(sl - rl)
-    g_ref, g_sim = ref["greedy"], sim["greedy"]
+    g_ref, g_sim = np.atleast_2d(ref["greedy"]), np.atleast_2d(sim["greedy"])
     same = g_ref == g_sim
-    prefix = int(len(same) if same.all() else np.argmin(same))
+    n = same.shape[1]
+    prefixes = [int(n if row.all() else np.argmin(row)) for row in same]
     finite = bool(np.isfinite(sl).all())
     # top-1: the C-sim's argmax is a maximiser of the reference logits (an exact tie counts as agreement)
     picked = rl[np.arange(len(rl)), sl.argmax(-1)]
     top1 = picked >= rl.max(-1) - TIE_TOLERANCE
     margin = ref.get("greedy_margin")
-    tie = bool(prefix < len(same) and margin is not None and margin[prefix] <= TIE_TOLERANCE)
+    margins = [float(np.atleast_2d(margin)[p, k]) for p, k in enumerate(prefixes) if k < n] if margin is not None else []
     return {
         "tokens": int(len(ids)),
         "perplexity": perplexity(sl, ids) if finite else math.inf,
@@ -185,11 +211,15 @@ def accuracy_metrics(ids: np.ndarray, ref: Mapping, sim: Mapping) -> dict:
         "max_logit_err": float(err.max()) if finite else math.inf,
         "mean_logit_err": float(err.mean()) if finite else math.inf,
         "rel_logit_err": float(err.max() / max(np.abs(rl).max(), 1e-12)) if finite else math.inf,
-        "greedy_tokens": int(len(g_ref)),
-        "greedy_agreement": float(same.mean()) if len(same) else 1.0,
-        "greedy_prefix": prefix,
+        "greedy_prompts": int(same.shape[0]),
+        "greedy_tokens": int(n),
+        "greedy_agreement": float(same.mean()) if same.size else 1.0,
+        "greedy_prefix": min(prefixes) if prefixes else 0,
+        "greedy_identical_prompts": int(sum(k == n for k in prefixes)),
         "greedy_identical": bool(same.all()),
-        "greedy_diverged_at_tie": tie,
+        # where a run diverged: the reference's own top-1 minus top-2 margin there (0 = an exact tie)
+        "greedy_divergence_margin": min(margins) if margins else None,
+        "greedy_diverged_at_tie": bool(margins and min(margins) <= TIE_TOLERANCE),
     }
 
 
@@ -219,12 +249,13 @@ class CSimRunner:
         project.compile(verbose=False)
         t1 = time.perf_counter()
         ev = self.eval
-        ids = heldout_ids(self.model.config.vocab_size, ev["tokens"], ev["offset"])
+        V = self.model.config.vocab_size
+        ids = heldout_ids(V, ev["tokens"], ev["offset"])
+        prompts = heldout_prompts(V, ev["greedy_prompts"], ev["prompt_tokens"], ev["offset"])
         ref_key = _reference_key(self.spec, ev)
-        ref = reference_outputs(self.model, ids, ev["prompt_tokens"], ev["greedy_tokens"],
+        ref = reference_outputs(self.model, ids, prompts, ev["greedy_tokens"],
                                 self.cache_dir / "reference" / f"{ref_key}.npz")
-        sim = csim_outputs(project.csim(), self.model, ids, ev["prompt_tokens"], ev["greedy_tokens"],
-                           point["precision"])
+        sim = csim_outputs(project.csim(), self.model, ids, prompts, ev["greedy_tokens"], point["precision"])
         metrics = accuracy_metrics(ids, ref, sim)
         metrics["saturated"] = {k: v for k, v in sim["saturated"].items() if v}
         metrics.update(compile_s=t1 - t0, compiled=compiled_here, eval_s=time.perf_counter() - t1)
