@@ -67,9 +67,9 @@ magnitude, and replace them by the report where Vitis HLS has run.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Optional
 
 from ..config import ModelConfig
 from ..packing import row_bytes
@@ -110,16 +110,16 @@ class CostModel:
 
     @classmethod
     def for_board(cls, board: Optional[str]) -> "CostModel":
+        """The DSP geometry of the board's device family (boards.json 'ps': zynq7 → DSP48E1, else DSP48E2)."""
         if not board:
             return cls()
-        from ..perf import load_boards
-        boards = load_boards()
-        if board not in boards:
-            raise ResourceEstimateError(f"unknown board {board!r}; choose one of {sorted(boards)}")
         import json
         from ..perf import BOARDS_FILE
-        ps = json.loads(Path(BOARDS_FILE).read_text())[board].get("ps", "zynq7")
-        a, b = DSP_GEOMETRY.get(ps, DSP_GEOMETRY["zynq7"])
+        table = json.loads(Path(BOARDS_FILE).read_text())
+        if board.startswith("_") or board not in table:
+            raise ResourceEstimateError(f"unknown board {board!r}; choose one of "
+                                        f"{sorted(k for k in table if not k.startswith('_'))}")
+        a, b = DSP_GEOMETRY.get(table[board].get("ps", "zynq7"), DSP_GEOMETRY["zynq7"])
         return cls(dsp_a_bits=a, dsp_b_bits=b)
 
 
@@ -518,12 +518,3 @@ def utilisation(totals: dict, board: str) -> dict:
     from ..perf import get_board
     b = get_board(board)
     return {k: (totals[k] / getattr(b, k)) if getattr(b, k) else math.inf for k in RESOURCE_KEYS}
-
-
-def scaled(cm: CostModel, **changes) -> CostModel:
-    return replace(cm, **changes)
-
-
-def layer_rows(est: ResourceEstimate) -> Iterable[dict]:
-    for row in est.layers:
-        yield row.to_dict()

@@ -50,7 +50,6 @@ import copy
 import hashlib
 import itertools
 import json
-import math
 import os
 import signal
 import subprocess
