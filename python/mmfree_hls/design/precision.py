@@ -94,11 +94,12 @@ def parse_type(text: str, where: str = "type") -> FixedType:
     return FixedType(width, integer, not unsigned, q, o)
 
 
-def _deep_merge(base: dict, over: Mapping) -> dict:
-    out = copy.deepcopy(base)
+def deep_merge(base: Mapping, over: Mapping) -> dict:
+    """``over`` merged into a copy of ``base``, block by block; ``layers`` overrides are replaced whole."""
+    out = copy.deepcopy(dict(base))
     for k, v in over.items():
         if isinstance(v, Mapping) and isinstance(out.get(k), dict) and k != "layers":
-            out[k] = _deep_merge(out[k], v)
+            out[k] = deep_merge(out[k], v)
         else:
             out[k] = copy.deepcopy(v)
     return out
@@ -279,7 +280,7 @@ def load_precision(config: str | Path | Mapping | PrecisionConfig | None = None)
     else:
         source = str(config)
         over = _read_yaml(Path(config))
-    return PrecisionConfig(_deep_merge(base, over), source).validate()
+    return PrecisionConfig(deep_merge(base, over), source).validate()
 
 
 def sigmoid_table_error_bound(table_size: int, rng: float, table_frac_bits: int) -> float:

@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional
 
-from .precision import PrecisionError, load_precision
+from .precision import PrecisionError, deep_merge, load_precision
 
 SPEC_KEYS = ("name", "models", "base", "grid", "points", "random", "eval", "board", "timeout_s",
              "share_across_reuse", "runner", "cache_dir")
@@ -119,19 +119,9 @@ def nest(flat: Mapping[str, Any], where: str) -> dict:
         if isinstance(value, Mapping) and leaf != "layers":
             value = nest(value, f"{where}.{key}")
         if isinstance(node.get(leaf), dict) and isinstance(value, dict):
-            node[leaf] = merge(node[leaf], value)
+            node[leaf] = deep_merge(node[leaf], value)
         else:
             node[leaf] = copy.deepcopy(value)
-    return out
-
-
-def merge(base: Mapping, over: Mapping) -> dict:
-    out = copy.deepcopy(dict(base))
-    for k, v in over.items():
-        if isinstance(v, Mapping) and isinstance(out.get(k), dict) and k != "layers":
-            out[k] = merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
     return out
 
 
@@ -383,14 +373,14 @@ def expand(spec: SweepSpec, random_k: Optional[int] = None, seed: Optional[int] 
                 if axis.kind == "model":
                     model = value
                 elif axis.kind == "bundle":
-                    over = merge(over, value["set"])
+                    over = deep_merge(over, value["set"])
                 else:
-                    over = merge(over, nest({axis.name: value}, f"grid.{axis.name}"))
+                    over = deep_merge(over, nest({axis.name: value}, f"grid.{axis.name}"))
                 if len(axis.values) > 1:
                     parts.append(f"{_short(axis.name)}={axis.labels()[i]}")
             combos.append((model, over, choices, parts))
     for p in spec.extra_points:
-        combos.append((p["model"], merge(spec.base, p["set"]), {"point": p["label"]}, [p["label"]]))
+        combos.append((p["model"], deep_merge(spec.base, p["set"]), {"point": p["label"]}, [p["label"]]))
 
     k = random_k if random_k is not None else (spec.random or {}).get("k")
     s = seed if seed is not None else (spec.random or {}).get("seed", 0)
