@@ -57,20 +57,29 @@ def register(sub) -> None:
                     "sources, embeddings, packed weights, bitstream + .hwh when Vivado ran, and a "
                     "manifest.json with SHA-256 of every file. Without a bitstream the package "
                     "runs on the C-sim backend only.")
-    p.add_argument("project", metavar="HLS_PROJECT", help="directory written by `mmfree convert`")
+    p.add_argument("project", metavar="HLS_PROJECT",
+                   help="directory written by `mmfree convert` (with --tier streamed: a checkpoint)")
     p.add_argument("--board", required=True, help="target board (see data/boards.json)")
     p.add_argument("--out", default=None, help="output directory (default overlays/BOARD/NAME)")
     p.add_argument("--checkpoint", default=None,
                    help="checkpoint the project was converted from (default: the one the project records)")
     p.add_argument("--packing", default=None, choices=("2bit", "1.6bit"),
                    help="layout of the packed weight file (default: the project's, else 2bit)")
+    p.add_argument("--tier", default="on-chip", choices=("on-chip", "streamed"),
+                   help="on-chip (default): weights compiled into the HLS project; streamed: package a "
+                        "CHECKPOINT for the streamed-weight top, which reads the packed weights from one "
+                        "DDR buffer every token (370M-class models)")
     p.add_argument("--force", action="store_true", help="replace an existing overlay package")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    manifest = package_project(args.project, args.board, out=args.out, checkpoint=args.checkpoint,
-                               packing=args.packing, force=args.force)
+    if args.tier == "streamed":
+        manifest = package_streamed(args.project, args.board, out=args.out, packing=args.packing or "2bit",
+                                    force=args.force)
+    else:
+        manifest = package_project(args.project, args.board, out=args.out, checkpoint=args.checkpoint,
+                                   packing=args.packing, force=args.force)
     files = manifest.data["files"]
     total = sum(f["bytes"] for f in files.values())
     has_bit = manifest.bitstream is not None
@@ -295,3 +304,19 @@ def package_project(project: str | Path, board: str, out: Optional[str | Path] =
         source={"hls_project": str(root), "checkpoint": str(ckpt),
                 "content_hash": info.get("content_hash") or info.get("hash")},
         force=force)
+
+
+def package_streamed(checkpoint: str | Path, board: str, out: Optional[str | Path] = None,
+                     packing: str = "2bit", force: bool = False):
+    """Package a checkpoint for the streamed-weight tier: the streamed top's C-simulation (built
+    with g++ under ``hls_project/<name>_streamed_<packing>``) and the packed weight buffer."""
+    from .. import streamed_csim
+    from ..checkpoint import load_checkpoint
+
+    ckpt = Path(checkpoint)
+    model = load_checkpoint(ckpt)
+    name = f"{ckpt.resolve().name}_streamed"
+    lib = streamed_csim.build(model.config, packing, Path("hls_project") / f"{name}_{packing}")
+    return build_overlay(Path(out) if out else Path("overlays") / board / name, model=model, board=board,
+                         name=name, csim_library=lib, tier="streamed", packing=packing, tokenizer_dir=ckpt,
+                         force=force)
