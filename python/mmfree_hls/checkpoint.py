@@ -332,12 +332,6 @@ class CheckpointParams(MutableMapping):
                 f"{len(self._on_disk)} read from {', '.join(str(f) for f in self.files())} on access)")
 
 
-def _inference_model(cfg: ModelConfig, params: Mapping[str, np.ndarray],
-                     ternary: dict[str, TernaryWeight]) -> MMFreeLM:
-    """MMFreeLM from already-quantised BitLinears, holding no float copy of their weights."""
-    return MMFreeLM.from_ternary(cfg, params, ternary)
-
-
 def load_checkpoint(path: str | Path, *, keep_float: bool = False, verify: str = "hash") -> MMFreeLM:
     """Load a checkpoint directory (reference layout or ours) into the numpy model.
 
@@ -381,7 +375,8 @@ def load_checkpoint(path: str | Path, *, keep_float: bool = False, verify: str =
             ternary[p] = quantize_weights(_quantizable(ref.sources[p + ".weight"]))
     resident = {k: read_float32(info) for k, info in ref.sources.items() if k not in weight_keys}
     params = CheckpointParams(resident, {k: ref.sources[k] for k in sorted(weight_keys)})
-    return _inference_model(cfg, params, {p: ternary[p] for p in names})
+    # No float copy of the BitLinear weights: the model reads them from disk on demand.
+    return MMFreeLM.from_ternary(cfg, params, {p: ternary[p] for p in names})
 
 
 # ----------------------------------------------------------------- writing

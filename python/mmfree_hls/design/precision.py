@@ -164,12 +164,16 @@ class PrecisionConfig:
             bad = sorted(set(over) - allowed)
             if bad:
                 raise PrecisionError(f"layers.{pattern}: unknown key(s) {bad}")
-            for k, v in over.items():
-                if k == "sigmoid":
-                    self._check_sigmoid(v, f"layers.{pattern}.sigmoid", complete=False)
-                else:
-                    self._check_value(k, v, f"layers.{pattern}.{k}")
+            self._check_entries(over, f"layers.{pattern}")
         return self
+
+    def _check_entries(self, block: Mapping, where: str) -> None:
+        """Each knob of an override block: a sigmoid sub-block or a single value."""
+        for k, v in block.items():
+            if k == "sigmoid":
+                self._check_sigmoid(v, f"{where}.sigmoid", complete=False)
+            else:
+                self._check_value(k, v, f"{where}.{k}")
 
     def _check_block(self, kind: str, block: Any, where: str, complete: bool) -> None:
         if not isinstance(block, Mapping):
@@ -182,11 +186,7 @@ class PrecisionConfig:
             missing = [k for k in KIND_KEYS[kind] if k not in block]
             if missing:
                 raise PrecisionError(f"{where}: missing {missing} (see {DEFAULT_PRECISION_FILE.name})")
-        for k, v in block.items():
-            if k == "sigmoid":
-                self._check_sigmoid(v, f"{where}.sigmoid", complete=False)
-            else:
-                self._check_value(k, v, f"{where}.{k}")
+        self._check_entries(block, where)
 
     def _check_sigmoid(self, block: Any, where: str, complete: bool) -> None:
         if not isinstance(block, Mapping):
