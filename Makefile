@@ -11,11 +11,18 @@ MODEL   ?= demo
 BOARD   ?= pynq-z2
 CKPT    ?= python/mmfree_hls/data/demo_model
 SWEEP   ?= design/configs/sweep_demo.yaml
+FORCE   ?=
+OVERLAY  = overlays/$(BOARD)/$(MODEL)
+# `make train` writes a new checkpoint under runs/train/; CKPT=DIR on the command line trains into DIR,
+# and replacing a checkpoint already there (the shipped one included) also takes FORCE=1.
+TRAIN_OUT = $(if $(filter command line environment,$(origin CKPT)),$(CKPT),runs/train)
 
-.PHONY: help setup test demo train convert hls overlay package sweep perf bench clean
+.PHONY: help setup test demo train convert hls overlay package sweep perf bench readme-figures clean
 
 help:                ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+	@echo "  variables: MODEL=$(MODEL) BOARD=$(BOARD) CKPT=$(CKPT) SWEEP=$(SWEEP)"
+	@echo "  FORCE=1 lets train, convert and package replace output that is already there"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,11 +39,11 @@ test: $(STAMP)       ## run the test suite (C-simulation included), then the not
 demo: $(STAMP)       ## convert the shipped model, compile the C-sim, stream generated text
 	$(MMFREE) demo
 
-train: $(STAMP)      ## retrain the shipped demo model (seeded, resumable)
-	$(MMFREE) train --out $(CKPT)
+train: $(STAMP)      ## train the demo-sized model into runs/train/ (seeded, resumable); CKPT=DIR FORCE=1 replaces DIR
+	$(MMFREE) train --out $(TRAIN_OUT)$(if $(FORCE), --force)
 
-convert: $(STAMP)    ## hls4ml project for CKPT under hls_project/$(MODEL)
-	$(MMFREE) convert $(CKPT) --out hls_project/$(MODEL)
+convert: $(STAMP)    ## hls4ml project for CKPT under hls_project/MODEL (cached; FORCE=1 replaces another model's)
+	$(MMFREE) convert $(CKPT) --out hls_project/$(MODEL)$(if $(FORCE), --force)
 
 hls: $(STAMP)        ## Vitis HLS csynth + IP export (needs vitis_hls)
 	$(MMFREE) synth hls hls_project/$(MODEL) --board $(BOARD)
@@ -44,8 +51,14 @@ hls: $(STAMP)        ## Vitis HLS csynth + IP export (needs vitis_hls)
 overlay: $(STAMP)    ## Vivado block design -> bitstream -> overlay package (needs vivado)
 	$(MMFREE) synth overlay hls_project/$(MODEL) --board $(BOARD)
 
-package: $(STAMP)    ## overlay package from an hls project (C-sim only when no bitstream)
-	$(MMFREE) package hls_project/$(MODEL) --board $(BOARD)
+package: $(STAMP)    ## overlays/BOARD/MODEL from hls_project/MODEL: up to date, else (re)built (FORCE=1: rebuild)
+	@if [ -z "$(FORCE)" ] && [ -f $(OVERLAY)/manifest.json ] && \
+	    [ -z "$$(find hls_project/$(MODEL) -newer $(OVERLAY)/manifest.json -print -quit 2>/dev/null)" ]; then \
+	  echo "$(OVERLAY) is up to date with hls_project/$(MODEL) (FORCE=1 rebuilds it)"; \
+	else \
+	  echo "$(MMFREE) package hls_project/$(MODEL) --board $(BOARD) --out $(OVERLAY) --force"; \
+	  $(MMFREE) package hls_project/$(MODEL) --board $(BOARD) --out $(OVERLAY) --force; \
+	fi
 
 sweep: $(STAMP)      ## accuracy-vs-resource sweep from SWEEP
 	$(MMFREE) sweep $(SWEEP)
@@ -54,7 +67,10 @@ perf: $(STAMP)       ## performance model: tokens/s vs memory-bandwidth bound pe
 	$(MMFREE) perf
 
 bench: $(STAMP)      ## run the benchmarks under bench/ (tables + JSON in bench/results)
-	for b in bench/bench_*.py; do $(PY) $$b || exit 1; done
+	for b in bench/bench_*.py; do TF_CPP_MIN_LOG_LEVEL=3 $(PY) $$b || exit 1; done
 
-clean:               ## remove generated projects and caches (keeps .venv)
-	rm -rf hls_project/*/ overlays/*/ .pytest_cache bench/results
+readme-figures: $(STAMP)  ## rewrite README.md's measured figures from bench/results/*.json
+	$(PY) bench/render_readme.py
+
+clean:               ## remove generated projects and caches (keeps .venv, runs/ and bench/results/*.json)
+	rm -rf hls_project/*/ overlays/*/ .pytest_cache bench/results/hls_project
