@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -127,6 +128,9 @@ def train(cfg: ModelConfig, out_dir: str | Path, tc: TrainConfig = TrainConfig()
         ppl = perplexity(lambda ids: model(ids).numpy(), held_out)
     report = {"held_out_perplexity": ppl, "train_config": asdict(tc), "model_config": cfg.to_dict(),
               "corpus": "pydoc_data.topics (Python documentation topics), bytes",
+              # the corpus is the running CPython's own text: another Python version, another corpus
+              "corpus_python": platform.python_version(),
+              "corpus_bytes": int(len(train_data) + len(held_out)),
               "held_out_bytes": int(len(held_out)), "final_loss_ema": ema,
               "wall_time_s": time.perf_counter() - t0}
     (out / "train_report.json").write_text(json.dumps(report, indent=2) + "\n")
