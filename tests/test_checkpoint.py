@@ -24,6 +24,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from mmfree_hls import ConfigError, MMFreeLM, ModelConfig, load_checkpoint, save_checkpoint
+from mmfree_hls.fsio import MARKER
 from mmfree_hls.checkpoint import (PACKED_FILE, CheckpointError, gamma_key, import_checkpoint,
                                    packed_key)
 from mmfree_hls.cli import main as cli_main
@@ -303,7 +304,7 @@ def test_import_round_trip_keeps_dtype_and_logits(tmp_path):
     root, cfg, stored = reference_case(tmp_path, seed=11, dtype="BF16", shards=3)
     (root / "tokenizer.json").write_text("{}")
     dst = import_checkpoint(root, tmp_path / "ours")
-    assert sorted(p.name for p in dst.iterdir()) == ["config.json", "model.safetensors", PACKED_FILE,
+    assert sorted(p.name for p in dst.iterdir()) == [MARKER, "config.json", "model.safetensors", PACKED_FILE,
                                                      "tokenizer.json"]
     tensors, _ = read_header(dst / "model.safetensors")
     assert {t.dtype for t in tensors.values()} == {"BF16"}        # stored bytes copied, not widened
@@ -350,7 +351,8 @@ def test_corrupt_packed_weights_fail_full_verification(tmp_path):
     if (sd[key][0, 0] & 0b11) == 0b10:
         sd[key][0, 0] ^= 0b11
     save_file(sd, str(path), metadata=meta)
-    load_checkpoint(dst, keep_float=False, verify="hash")         # hashes cover the float side only
+    with pytest.raises(CheckpointError, match=f"damaged.*{key}"):   # the default check sees it too
+        load_checkpoint(dst, keep_float=False, verify="hash")
     with pytest.raises(CheckpointError, match=r"model.layers.0.attn.g_proj \(2bit\).*1 ternary values differ"):
         load_checkpoint(dst, keep_float=False, verify="full")
 
@@ -365,7 +367,8 @@ def test_every_stored_layout_is_verified(tmp_path):
     sd[key] = sd[key].copy()
     sd[key][3, 2] = (sd[key][3, 2] + 1) % 243                     # still a valid byte, other trits
     save_file(sd, str(path), metadata=meta)
-    assert_same_logits(load_checkpoint(dst, verify="hash"), load_checkpoint(root))
+    with pytest.raises(CheckpointError, match=f"damaged.*{key}"):   # a layout never read is hashed too
+        load_checkpoint(dst, verify="hash")
     for keep_float in (False, True):
         with pytest.raises(CheckpointError, match=r"lm_head \(1.6bit\)"):
             load_checkpoint(dst, keep_float=keep_float, verify="full")
@@ -412,7 +415,7 @@ def test_lean_params_refuse_a_changed_file(tmp_path):
 def test_force_import_replaces_only_checkpoint_files(tmp_path):
     root, _, _ = reference_case(tmp_path, seed=1)
     dst = tmp_path / "ours"
-    dst.mkdir()
+    import_checkpoint(root, dst)                                  # a checkpoint we wrote (marked)
     (dst / "notes.txt").write_text("mine")
     (dst / "tokenizer.json").write_text("{}")                     # stale, from an older import
     with pytest.raises(FileExistsError, match="--force"):

@@ -24,6 +24,7 @@ quantisation::
         format "mmfree-packed", version "1", layouts "2bit,1.6bit",
         float_dtype (of P.weight in model.safetensors),
         "sha256:P.weight" = sha256 of the stored bytes of P.weight in model.safetensors
+        "sha256:<key>" for every tensor of this file (packed bytes and γ)
     tokenizer.json ...               carried over from the source when present
 
 The packing layouts are those of :mod:`mmfree_hls.packing` (rows packed
@@ -31,9 +32,15 @@ separately, row-major). γ is stored in float64 so W_q and γ reproduce
 :func:`mmfree_hls.quant.quantize_weights` bit for bit.
 
 Loading checks the packed weights against the float ones: ``verify="hash"``
-(default) re-hashes each stored float BitLinear tensor and compares it with
-the hash recorded at packing time; ``verify="full"`` re-quantises and
-compares W_q and γ exactly; ``verify="none"`` trusts the file.
+(default) re-hashes each stored float BitLinear tensor and every packed
+tensor (both layouts and γ) and compares them with the hashes recorded at
+packing time (a BitLinear whose hashes were not recorded, e.g. by an older
+version, is re-quantised and compared instead); ``verify="full"`` re-quantises
+and compares W_q and γ exactly; ``verify="none"`` trusts the hashes away.
+In every mode γ must be finite and positive, and every float tensor the
+model holds must be finite (NaN/Inf are refused naming the tensor). The
+hashes protect against damage, not against a deliberate edit: anyone who can
+change the file can recompute them.
 
 Memory: tensors are read one at a time (a file is never mapped whole, see
 :mod:`mmfree_hls.safetensors_io`). By default the model holds only what
@@ -50,7 +57,6 @@ dtype, nothing left over; errors list the offending keys.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +65,7 @@ from typing import Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from .config import ModelConfig
+from .fsio import atomic_copy, ensure_replaceable, io_errors, make_output_dir
 from .hgrn_bit import (AUX_FILES, CONFIG_FILE, INDEX_FILE, WEIGHTS_FILE,
                        ReferenceCheckpoint)
 from .packing import LAYOUTS, pack_ternary, row_bytes, unpack_ternary
@@ -81,6 +88,8 @@ VERIFY_MODES = ("hash", "full", "none")
 # Tensor-name tags: a '.' inside a key would read as a module separator.
 _LAYOUT_TAG = {"2bit": "2bit", "1.6bit": "1p6bit"}
 _HASH_PREFIX = "sha256:"
+#: Marker kind of a checkpoint directory we wrote (see :mod:`mmfree_hls.fsio`).
+CHECKPOINT_KIND = "checkpoint"
 _LIST_LIMIT = 40           # keys listed per category in an error
 
 
@@ -151,6 +160,24 @@ def _check_float_dtypes(sources: Mapping[str, TensorInfo], where: str) -> None:
                               + _listing(bad) + ". Fix: export the float weights, not a quantised copy.")
 
 
+def check_finite(name: str, array: np.ndarray, where: str | Path) -> np.ndarray:
+    """Raise CheckpointError naming the tensor if it holds NaN or ±Inf; return the array."""
+    a = np.asarray(array)
+    if a.dtype.kind == "f":
+        bad = ~np.isfinite(a)
+        if bad.any():
+            first = np.unravel_index(int(np.flatnonzero(bad)[0]), a.shape) if a.ndim else ()
+            raise CheckpointError(
+                f"{where}: tensor {name} holds {int(bad.sum())} non-finite value(s) "
+                f"(first: {a[first]} at index {tuple(int(i) for i in first)}); the weights are damaged "
+                "or training diverged. Fix: re-export the checkpoint from a good copy")
+    return a
+
+
+def _read_checked(info: TensorInfo) -> np.ndarray:
+    return check_finite(info.name, read_float32(info), info.file)
+
+
 def _open_reference(path: str | Path) -> ReferenceCheckpoint:
     ref = ReferenceCheckpoint.open(path)
     where = str(ref.weight_files()[0] if len(ref.weight_files()) == 1 else ref.root / INDEX_FILE)
@@ -178,7 +205,12 @@ class PackedWeights:
         return read_array(self.tensors[packed_key(prefix, layout)])
 
     def gamma(self, prefix: str) -> float:
-        return float(read_array(self.tensors[gamma_key(prefix)])[0])
+        g = float(read_array(self.tensors[gamma_key(prefix)])[0])
+        if not (np.isfinite(g) and g > 0):
+            raise CheckpointError(f"{self.path}: {gamma_key(prefix)} = {g!r}; γ must be a finite positive "
+                                  "number (1/mean|W|): the file is damaged. Fix: re-create it from the float "
+                                  "weights with `mmfree import SRC DST --force`")
+        return g
 
     def ternary(self, prefix: str, layout: str | None = None) -> TernaryWeight:
         """W_q and γ of one BitLinear, unpacked from ``layout`` (default: the simplest stored)."""
@@ -191,6 +223,9 @@ class PackedWeights:
 
     def recorded_sha256(self, prefix: str) -> str | None:
         return self.metadata.get(_HASH_PREFIX + prefix + ".weight")
+
+    def packed_keys(self, prefix: str) -> list[str]:
+        return [packed_key(prefix, lay) for lay in self.layouts] + [gamma_key(prefix)]
 
 
 def read_packed(root: str | Path, cfg: ModelConfig) -> PackedWeights:
@@ -233,17 +268,34 @@ def read_packed(root: str | Path, cfg: ModelConfig) -> PackedWeights:
     return PackedWeights(path, layouts, tensors, meta, shapes)
 
 
-def _verify_hashes(ref: ReferenceCheckpoint, packed: PackedWeights) -> None:
-    stale = []
+def _verify_hashes(ref: ReferenceCheckpoint, packed: PackedWeights) -> list[str]:
+    """Check the recorded hashes of the float and packed tensors.
+
+    Returns the BitLinear prefixes that have no recorded hash (an older file):
+    the caller verifies those by re-quantising.
+    """
+    stale, damaged, unrecorded = [], [], []
     for p in packed.shapes:
         recorded = packed.recorded_sha256(p)
-        if recorded is None or recorded != sha256_of(ref.sources[p + ".weight"]):
+        keys = packed.packed_keys(p)
+        packed_hashes = [packed.metadata.get(_HASH_PREFIX + k) for k in keys]
+        if recorded is None or None in packed_hashes:
+            unrecorded.append(p)
+            continue
+        if recorded != sha256_of(ref.sources[p + ".weight"]):
             stale.append(p + ".weight")
+        damaged += [k for k, h in zip(keys, packed_hashes) if h != sha256_of(packed.tensors[k])]
+    if damaged:
+        raise CheckpointError(f"{packed.path} is damaged: these packed tensors do not match the SHA-256 "
+                              f"recorded when they were written: {_listing(damaged)}. Fix: re-create it "
+                              "from the float weights with `mmfree import SRC DST --force` (or "
+                              "save_checkpoint).")
     if stale:
         raise CheckpointError(f"{packed.path} is stale: these float weights in {WEIGHTS_FILE} changed "
                               f"since they were packed: {_listing(stale)}. Fix: re-pack with "
                               "`mmfree import DIR NEWDIR` (or save_checkpoint), or load with verify='none' "
                               "to use the packed weights as they are.")
+    return unrecorded
 
 
 def _verify_full(name: str, layout: str, packed: TernaryWeight, fresh: TernaryWeight, path: Path) -> None:
@@ -262,7 +314,8 @@ def _quantizable(info: TensorInfo) -> np.ndarray:
     passing fp16 through saves a float32 copy of the largest tensors.
     """
     a = read_array(info)                      # BF16 arrives as float32 already
-    return a if a.dtype in (np.float16, np.float32) else a.astype(np.float32)
+    a = a if a.dtype in (np.float16, np.float32) else a.astype(np.float32)
+    return check_finite(info.name, a, info.file)
 
 
 class CheckpointParams(MutableMapping):
@@ -350,15 +403,20 @@ def load_checkpoint(path: str | Path, *, keep_float: bool = False, verify: str =
     cfg = ref.config
     names = bitlinear_names(cfg)
     packed = read_packed(ref.root, cfg) if (ref.root / PACKED_FILE).is_file() else None
+    requantize: set[str] = set()            # BitLinears checked by re-quantising
     if packed is not None and verify == "hash":
-        _verify_hashes(ref, packed)
+        requantize = set(_verify_hashes(ref, packed))
+    elif packed is not None and verify == "full":
+        requantize = set(names)
 
     if keep_float:
-        model = MMFreeLM(cfg, {k: read_float32(info) for k, info in ref.sources.items()})
-        if packed is not None and verify == "full":
+        model = MMFreeLM(cfg, {k: _read_checked(info) for k, info in ref.sources.items()})
+        if packed is not None:
             for p in names:
                 for layout in packed.layouts:
-                    _verify_full(p, layout, packed.ternary(p, layout), model.ternary[p], packed.path)
+                    tw = packed.ternary(p, layout)          # γ is range-checked in every mode
+                    if p in requantize:
+                        _verify_full(p, layout, tw, model.ternary[p], packed.path)
         return model
 
     weight_keys = {p + ".weight" for p in names}
@@ -367,27 +425,42 @@ def load_checkpoint(path: str | Path, *, keep_float: bool = False, verify: str =
     for p in sorted(names, key=lambda p: -ref.sources[p + ".weight"].size):
         if packed is not None:
             ternary[p] = packed.ternary(p)
-            if verify == "full":
+            if p in requantize:
                 fresh = quantize_weights(_quantizable(ref.sources[p + ".weight"]))
                 for layout in packed.layouts:
                     _verify_full(p, layout, packed.ternary(p, layout), fresh, packed.path)
         else:
             ternary[p] = quantize_weights(_quantizable(ref.sources[p + ".weight"]))
-    resident = {k: read_float32(info) for k, info in ref.sources.items() if k not in weight_keys}
+    resident = {k: _read_checked(info) for k, info in ref.sources.items() if k not in weight_keys}
     params = CheckpointParams(resident, {k: ref.sources[k] for k in sorted(weight_keys)})
     # No float copy of the BitLinear weights: the model reads them from disk on demand.
     return MMFreeLM.from_ternary(cfg, params, {p: ternary[p] for p in names})
 
 
 # ----------------------------------------------------------------- writing
+def _written_by_us(out: Path) -> bool:
+    """A checkpoint written before directories carried a marker: its packed file says so."""
+    try:
+        return read_header(out / PACKED_FILE)[1].get("format") == PACKED_FORMAT
+    except (OSError, CheckpointError):
+        return False
+
+
 def _prepare_out_dir(out: Path, overwrite: bool) -> None:
-    """Refuse to write into a non-empty directory unless told; then remove only checkpoint files."""
+    """Refuse to write into a non-empty directory unless told and it is a checkpoint we wrote;
+    then remove only checkpoint files (anything else the user put there stays)."""
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a directory")
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out} already exists and is not empty; pass overwrite=True "
-                                  "(or --force) to replace the checkpoint in it")
+    if out.is_dir() and any(out.iterdir()):
+        try:
+            ensure_replaceable(out, CHECKPOINT_KIND, force=overwrite, option="output directory",
+                               legacy_markers=(PACKED_FILE,) if _written_by_us(out) else (),
+                               what="checkpoint")
+        except FileExistsError as e:
+            if not overwrite and "pass --force" in str(e):
+                raise FileExistsError(f"{out} already exists and is not empty; pass overwrite=True "
+                                      "(or --force) to replace the checkpoint in it") from None
+            raise
         shards = []
         index = out / INDEX_FILE
         if index.is_file():
@@ -396,10 +469,13 @@ def _prepare_out_dir(out: Path, overwrite: bool) -> None:
             except (ValueError, AttributeError):
                 shards = []
         for name in (CONFIG_FILE, WEIGHTS_FILE, INDEX_FILE, PACKED_FILE, *AUX_FILES, *shards):
+            if not isinstance(name, str):
+                continue
             f = out / name
             if f.is_file() and f.parent == out:        # never follow a '../' from a shard index
-                f.unlink()
-    out.mkdir(parents=True, exist_ok=True)
+                with io_errors(f):
+                    f.unlink()
+    make_output_dir(out, CHECKPOINT_KIND)
 
 
 def _write_packed(out: Path, cfg: ModelConfig, quantized: Iterable[tuple[str, TernaryWeight]],
@@ -420,7 +496,8 @@ def _write_packed(out: Path, cfg: ModelConfig, quantized: Iterable[tuple[str, Te
             "quantization": "per-tensor absmean ternary weights (gamma), per-token absmax int8 activations"}
     meta.update({_HASH_PREFIX + p + ".weight": hashes[p + ".weight"] for p in names})
     path = out / PACKED_FILE
-    with SafetensorsWriter(path, specs, meta) as w:
+    record = {_HASH_PREFIX + s.name: s.name for s in specs}
+    with SafetensorsWriter(path, specs, meta, record_hashes=record) as w:
         for p, tw in quantized:
             for lay in layouts:
                 w.write(packed_key(p, lay), pack_ternary(tw.w_q, lay))
@@ -457,7 +534,8 @@ def save_checkpoint(model_or_cfg, path: str | Path, state_dict: Mapping[str, np.
     keys = list(expected_shapes(cfg))
     with SafetensorsWriter(out / WEIGHTS_FILE,
                            [TensorSpec(k, "F32", tuple(np.shape(state_dict[k]))) for k in keys]) as w:
-        hashes = {k: w.write(k, np.asarray(state_dict[k], dtype=np.float32)) for k in keys}
+        hashes = {k: w.write(k, check_finite(k, np.asarray(state_dict[k], dtype=np.float32), "state dict"))
+                  for k in keys}
     _write_packed(out, cfg,
                   ((p, quantize_weights(np.asarray(state_dict[p + ".weight"], dtype=np.float32)))
                    for p in bitlinear_names(cfg)),
@@ -479,6 +557,8 @@ def import_checkpoint(src: str | Path, dst: str | Path, *, force: bool = False,
     if out.exists() and out.resolve() == ref.root.resolve():
         raise ValueError(f"import into the source directory {out} is not possible; choose another DST")
     cfg = ref.config
+    for k, info in ref.sources.items():          # NaN/Inf anywhere: refuse before writing anything
+        check_finite(k, read_array(info), info.file)
     _prepare_out_dir(out, force)
     shapes = expected_shapes(cfg)
     with SafetensorsWriter(out / WEIGHTS_FILE,
@@ -491,6 +571,6 @@ def import_checkpoint(src: str | Path, dst: str | Path, *, force: bool = False,
                    for p in bitlinear_names(cfg)),
                   hashes, ",".join(dtypes), layouts)
     for f in ref.aux_files():
-        shutil.copyfile(f, out / f.name)
+        atomic_copy(f, out / f.name)
     cfg.to_json(out / CONFIG_FILE)
     return out

@@ -33,6 +33,21 @@ class ConfigError(ValueError):
     """A configuration field has a value the toolkit cannot use."""
 
 
+#: Fields that must be JSON booleans.
+BOOL_FIELDS = ("use_lower_bound", "use_short_conv", "tie_word_embeddings")
+#: Upper bound for any one dimension (guards against Infinity-like values; the largest
+#: published models are far below it).
+MAX_DIM = 2**31 - 1
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def round_up(n: int, multiple: int) -> int:
     return multiple * math.ceil(n / multiple)
 
@@ -86,23 +101,41 @@ class ModelConfig:
 
     # ------------------------------------------------------------- validation
     def validate(self) -> "ModelConfig":
+        """Check every field's JSON type and range; raise ConfigError naming the field.
+
+        Strict on types: a boolean must be ``true``/``false`` (the string
+        ``"false"`` is an error, not True), integers must be integers (not
+        ``true``, not ``128.0``), numbers must be finite.
+        """
         def bad(name: str, why: str) -> None:
             raise ConfigError(f"config field '{name}' = {getattr(self, name)!r}: {why}")
 
-        if self.model_type != MODEL_TYPE:
+        if not isinstance(self.model_type, str) or self.model_type != MODEL_TYPE:
             bad("model_type", f"only '{MODEL_TYPE}' (MatMul-free LM) is supported")
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_heads", "expand_ratio"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        for name in BOOL_FIELDS:
+            if not isinstance(getattr(self, name), bool):
+                bad(name, "must be true or false (a JSON boolean, not a string or number)")
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_heads", "expand_ratio",
+                     "max_position_embeddings"):
+            if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
                 bad(name, "must be a positive integer")
         if self.intermediate_size is not None and (
-            not isinstance(self.intermediate_size, int) or self.intermediate_size < 1
+            not _is_int(self.intermediate_size) or self.intermediate_size < 1
         ):
             bad("intermediate_size", "must be a positive integer or null (derived from hidden_ratio)")
-        if not (isinstance(self.hidden_ratio, (int, float)) and self.hidden_ratio > 0):
-            bad("hidden_ratio", "must be a positive number")
-        if not (isinstance(self.rms_norm_eps, (int, float)) and 0 < self.rms_norm_eps < 1):
+        if not (_is_number(self.hidden_ratio) and self.hidden_ratio > 0):
+            bad("hidden_ratio", "must be a finite positive number")
+        if self.intermediate_size is None and self.hidden_size * self.hidden_ratio > MAX_DIM:
+            bad("hidden_ratio", f"gives an intermediate size above {MAX_DIM}; set intermediate_size instead")
+        if not (_is_number(self.rms_norm_eps) and 0 < self.rms_norm_eps < 1):
             bad("rms_norm_eps", "must be a small positive number such as 1e-6")
+        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            v = getattr(self, name)
+            if v is not None and (not _is_int(v) or not 0 <= v < self.vocab_size):
+                bad(name, f"must be null or a token id in 0..{self.vocab_size - 1} (vocab_size)")
+        for name in ("attn_mode", "hidden_act"):
+            if not isinstance(getattr(self, name), str):
+                bad(name, "must be a string")
         if self.use_short_conv:
             bad("use_short_conv", "short convolutions are not supported by this toolkit "
                                   "(the published hgrn_bit checkpoints use none); set it to false")
@@ -123,6 +156,10 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
+        if not isinstance(data, dict):
+            raise ConfigError(f"a model config must be a JSON object of fields, got {type(data).__name__}")
+        if not all(isinstance(k, str) for k in data):
+            raise ConfigError("model config field names must be strings")
         known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         kwargs = {k: v for k, v in data.items() if k in known}
         extra = {k: v for k, v in data.items() if k not in known}
@@ -133,18 +170,35 @@ class ModelConfig:
     def to_json(self, path: str | Path | None = None) -> str:
         text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
         if path is not None:
-            Path(path).write_text(text + "\n")
+            from .fsio import atomic_write
+            atomic_write(path, text + "\n")
         return text
 
     @classmethod
     def from_json(cls, source: str | Path) -> "ModelConfig":
-        p = Path(source)
-        text = p.read_text() if p.suffix == ".json" or p.exists() else str(source)
+        """A config from a ``.json`` file path, or from JSON text."""
+        if isinstance(source, str) and source.lstrip().startswith("{"):
+            text, where = source, "config JSON text"
+        else:
+            p, where = Path(source), str(source)
+            try:
+                text = p.read_text(encoding="utf-8")
+            except UnicodeDecodeError as e:
+                raise ConfigError(f"{p}: not UTF-8 text ({e}); a config.json is UTF-8 JSON") from None
+            except (OSError, ValueError) as e:
+                if isinstance(e, FileNotFoundError):
+                    raise FileNotFoundError(f"{p}: no such config file") from None
+                raise ConfigError(f"{p}: cannot read it ({e})") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
-            raise ConfigError(f"{source}: not valid JSON ({e})") from None
-        return cls.from_dict(data)
+            raise ConfigError(f"{where}: not valid JSON ({e})") from None
+        except RecursionError:
+            raise ConfigError(f"{where}: JSON nested too deeply") from None
+        try:
+            return cls.from_dict(data)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
 
     def parameter_count(self) -> int:
         d, e, m, V, L = self.d, self.input_dim, self.ffn_dim, self.vocab_size, self.num_hidden_layers

@@ -37,12 +37,13 @@ combination either).
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import MODEL_TYPE, ConfigError, ModelConfig
+from .config import BOOL_FIELDS, MODEL_TYPE, ConfigError, ModelConfig
 from .safetensors_io import CheckpointError, TensorInfo, read_header, validate_with_library
 
 CONFIG_FILE = "config.json"
@@ -53,6 +54,8 @@ TORCH_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 AUX_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
              "tokenizer.model", "generation_config.json")
 
+#: Fields a reference config.json always gives (a missing one would silently take a default).
+REQUIRED_FIELDS = ("hidden_size", "num_hidden_layers", "vocab_size")
 #: attn_mode values that compute the element-wise recurrence s_t = f_t*s_{t-1} + i_t.
 RECURRENT_MODES = ("fused_recurrent", "chunk")
 EMBEDDING_KEY = "model.embeddings.weight"
@@ -88,12 +91,22 @@ def map_reference_config(raw: dict, where: str = CONFIG_FILE) -> tuple[ModelConf
     if model_type != MODEL_TYPE:
         raise _unsupported("model_type", model_type,
                            f"this toolkit reads MatMul-free LM checkpoints (model_type '{MODEL_TYPE}') only")
+    for name in BOOL_FIELDS:
+        if name in data and not isinstance(data[name], bool):
+            raise ConfigError(f"{where}: config field '{name}' = {data[name]!r}: must be true or false "
+                              "(a JSON boolean, not a string or number)")
+    for name in REQUIRED_FIELDS:
+        if name not in data:
+            close = difflib.get_close_matches(name, [k for k in data if isinstance(k, str)], n=1)
+            hint = f" (is {close[0]!r} a misspelling of it?)" if close else ""
+            raise ConfigError(f"{where}: no '{name}' field{hint}; a hgrn_bit config.json gives "
+                              f"{', '.join(REQUIRED_FIELDS)}")
     if data.get("use_short_conv"):
         raise _unsupported("use_short_conv", data["use_short_conv"],
                            "short convolutions before the projections are not implemented "
                            "(the published hgrn_bit checkpoints use none)")
     mode = data.get("attn_mode", RECURRENT_MODES[0])
-    if mode not in RECURRENT_MODES:
+    if not isinstance(mode, str) or mode not in RECURRENT_MODES:
         raise _unsupported("attn_mode", mode, f"only the element-wise recurrence "
                            f"({' / '.join(RECURRENT_MODES)}) is implemented")
 
@@ -124,7 +137,7 @@ def map_reference_config(raw: dict, where: str = CONFIG_FILE) -> tuple[ModelConf
         data["reference_num_heads"] = heads
         data["num_heads"] = 1
 
-    tied = bool(data.get("tie_word_embeddings", False))
+    tied = data.get("tie_word_embeddings", False) is True
     if tied:
         data["tie_word_embeddings"] = False
         data["reference_tie_word_embeddings"] = True
@@ -143,9 +156,13 @@ def read_config_json(root: Path) -> dict:
         raise FileNotFoundError(f"{root}: no {CONFIG_FILE}; a checkpoint is a directory with "
                                 f"{CONFIG_FILE} and {WEIGHTS_FILE} (or its shards)")
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: not valid JSON ({e})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e}); config.json must be UTF-8 JSON") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: JSON nested too deeply") from None
 
 
 # ----------------------------------------------------------------- weights
@@ -165,13 +182,38 @@ def find_weight_tensors(root: Path) -> dict[str, TensorInfo]:
     raise FileNotFoundError(f"{root}: no {WEIGHTS_FILE} or {INDEX_FILE} next to {CONFIG_FILE}")
 
 
+def shard_path(root: Path, name: object, where: Path) -> Path:
+    """A shard file named by an index: a plain file name inside ``root``, nothing else.
+
+    Refuses absolute paths, ``..``, sub-directories and symbolic links that lead
+    out of the checkpoint directory (a link inside it, as in a Hugging Face cache
+    snapshot whose files link to its blob store, is followed only if it stays
+    under the cache's root, i.e. the directory two levels up).
+    """
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise CheckpointError(f"{where}: shard file name {name!r} must be a non-empty string")
+    if name != Path(name).name or name in (".", "..") or "\\" in name:
+        raise CheckpointError(f"{where}: shard {name!r} is not a plain file name in the checkpoint "
+                              "directory; an index may only name files next to it")
+    path = root / name
+    if path.is_symlink():
+        real, base = path.resolve(), root.resolve()
+        allowed = base.parent.parent if base.parent.name == "snapshots" else base
+        if not (real == allowed or allowed in real.parents):
+            raise CheckpointError(f"{path} is a symbolic link to {real}, outside the checkpoint directory; "
+                                  "copy the shard into the directory")
+    return path
+
+
 def _read_shards(index: Path) -> dict[str, TensorInfo]:
     try:
-        weight_map = json.loads(index.read_text())["weight_map"]
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
         if not isinstance(weight_map, dict):
             raise TypeError
-    except (json.JSONDecodeError, KeyError, TypeError):
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
         raise CheckpointError(f"{index}: not a shard index (expected {{\"weight_map\": {{key: file}}}})") from None
+    for value in weight_map.values():
+        shard_path(index.parent, value, index)
     shards = sorted(set(weight_map.values()))
     missing = [s for s in shards if not (index.parent / s).is_file()]
     if missing:

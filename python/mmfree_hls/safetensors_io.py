@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import struct
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
 import numpy as np
+
+from .fsio import io_errors
 
 #: safetensors dtype code -> bytes per element.
 ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "U64": 8, "I32": 4, "U32": 4,
@@ -41,6 +44,7 @@ NUMPY_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": 
                 "U16": np.uint16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
 FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")
 
+_HASH_PLACEHOLDER = "0" * 64       # a SHA-256 hex digest's length, filled in when the file is complete
 _MAX_HEADER = 100 * 2**20          # a sane header is kilobytes; refuse to parse garbage
 _CHUNK = 16 * 2**20                # raw copy / hash granularity
 
@@ -119,26 +123,37 @@ def read_header(path: str | Path) -> tuple[dict[str, TensorInfo], dict[str, str]
             header = json.loads(f.read(n))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise bad(f"header is not JSON: {e}") from None
+        except RecursionError:
+            raise bad("header JSON is nested too deeply") from None
     if not isinstance(header, dict):
         raise bad("header is not a JSON object")
     meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise bad("__metadata__ must map names to strings")
     base = 8 + n
     tensors: dict[str, TensorInfo] = {}
     end = 0
     for name, entry in header.items():
         try:
-            dtype, shape, (a, b) = entry["dtype"], tuple(int(s) for s in entry["shape"]), entry["data_offsets"]
+            dtype, shape, (a, b) = entry["dtype"], tuple(entry["shape"]), entry["data_offsets"]
         except (KeyError, TypeError, ValueError):
-            raise bad(f"tensor {name!r} has a malformed entry {entry!r}") from None
-        if dtype not in ITEMSIZE:
+            raise bad(f"tensor {name!r} has a malformed entry {str(entry)[:200]}") from None
+        if not all(_is_index(v) for v in (a, b, *shape)):
+            raise bad(f"tensor {name!r}: shape {list(shape)} and data_offsets {[a, b]} must be "
+                      "non-negative integers")
+        if not isinstance(dtype, str) or dtype not in ITEMSIZE:
             raise bad(f"tensor {name!r} has unknown dtype {dtype!r}")
-        if b - a != ITEMSIZE[dtype] * int(np.prod(shape, dtype=np.int64)) or a < 0:
+        if b - a != ITEMSIZE[dtype] * math.prod(shape):
             raise bad(f"tensor {name!r}: byte range {a}..{b} does not hold {dtype} {list(shape)}")
         tensors[name] = TensorInfo(name, p, dtype, shape, base + a, base + b)
         end = max(end, b)
     if base + end > size:
         raise bad(f"truncated: tensors end at byte {base + end}, file has {size}")
     return tensors, {str(k): str(v) for k, v in meta.items()}
+
+
+def _is_index(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
 def iter_raw(info: TensorInfo, chunk: int = _CHUNK) -> Iterator[bytes]:
@@ -226,15 +241,25 @@ class SafetensorsWriter:
     """
 
     def __init__(self, path: str | Path, specs: Sequence[TensorSpec],
-                 metadata: Mapping[str, str] | None = None):
+                 metadata: Mapping[str, str] | None = None,
+                 record_hashes: Mapping[str, str] | None = None):
+        """``record_hashes``: metadata key -> tensor name; the tensor's SHA-256 is stored
+        under that key when the file is complete (the header is rewritten in place)."""
         self.path = Path(path)
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
             raise ValueError("duplicate tensor names in SafetensorsWriter")
+        self._record = dict(record_hashes or {})
+        unknown = sorted(set(self._record.values()) - set(names))
+        if unknown:
+            raise ValueError(f"record_hashes names tensors that are not in the file: {unknown[:5]}")
+        self._hashes: dict[str, str] = {}
         order = sorted(range(len(specs)), key=lambda i: -ITEMSIZE[specs[i].dtype])  # stable
         header: dict = {}
-        if metadata:
-            header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+        meta = {str(k): str(v) for k, v in (metadata or {}).items()}
+        meta.update({k: _HASH_PLACEHOLDER for k in self._record})
+        if meta:
+            header["__metadata__"] = meta
         offset = 0
         self._slots: dict[str, tuple[TensorSpec, int]] = {}
         for i in order:
@@ -243,27 +268,51 @@ class SafetensorsWriter:
                               "data_offsets": [offset, offset + s.nbytes]}
             self._slots[s.name] = (s, offset)
             offset += s.nbytes
-        blob = json.dumps(header, separators=(",", ":")).encode()
-        blob += b" " * (-len(blob) % 8)           # data section starts 8-byte aligned
+        self._header = header
+        blob = self._header_blob()
         self._base = 8 + len(blob)
         self._tmp = self.path.with_name(self.path.name + ".partial")
-        self._f = open(self._tmp, "wb")
-        self._f.write(struct.pack("<Q", len(blob)) + blob)
-        self._f.truncate(self._base + offset)
+        with io_errors(self._tmp):
+            self._f = open(self._tmp, "wb")
+            try:
+                self._f.write(struct.pack("<Q", len(blob)) + blob)
+                self._f.truncate(self._base + offset)
+            except BaseException:
+                self._f.close()
+                self._abort()
+                raise
         self._pending = set(self._slots)
+
+    def _header_blob(self) -> bytes:
+        blob = json.dumps(self._header, separators=(",", ":")).encode()
+        return blob + b" " * (-len(blob) % 8)           # data section starts 8-byte aligned
 
     def __enter__(self) -> "SafetensorsWriter":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self._f.close()
-        if exc_type is not None:
+        if exc_type is not None or self._pending:
+            self._f.close()
             self._abort()
+            if exc_type is None:
+                raise CheckpointError(f"{self.path}: tensors never written: {sorted(self._pending)[:5]}")
             return
-        if self._pending:
+        try:
+            with io_errors(self.path):
+                if self._record:
+                    # Same length as the placeholders, so the data offsets do not move.
+                    self._header["__metadata__"].update(
+                        {k: self._hashes[name] for k, name in self._record.items()})
+                    self._f.seek(8)
+                    self._f.write(self._header_blob())
+                self._f.flush()
+                os.fsync(self._f.fileno())
+                self._f.close()
+                os.replace(self._tmp, self.path)
+        except BaseException:
+            self._f.close()
             self._abort()
-            raise CheckpointError(f"{self.path}: tensors never written: {sorted(self._pending)[:5]}")
-        os.replace(self._tmp, self.path)
+            raise
 
     def _abort(self) -> None:
         try:
@@ -292,8 +341,10 @@ class SafetensorsWriter:
             a = a.byteswap().newbyteorder()
         self._seek(name)
         data = memoryview(a).cast("B")
-        self._f.write(data)
-        return hashlib.sha256(data).hexdigest()
+        with io_errors(self._tmp):
+            self._f.write(data)
+        self._hashes[name] = hashlib.sha256(data).hexdigest()
+        return self._hashes[name]
 
     def copy(self, name: str, source: TensorInfo) -> str:
         """Copy a tensor's stored bytes from another file verbatim (no dtype change). Returns its sha256."""
@@ -305,7 +356,9 @@ class SafetensorsWriter:
                              f"spec says {spec.dtype} {spec.shape}")
         self._seek(name)
         h = hashlib.sha256()
-        for block in iter_raw(source):
-            h.update(block)
-            self._f.write(block)
-        return h.hexdigest()
+        with io_errors(self._tmp):
+            for block in iter_raw(source):
+                h.update(block)
+                self._f.write(block)
+        self._hashes[name] = h.hexdigest()
+        return self._hashes[name]
