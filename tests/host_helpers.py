@@ -102,12 +102,18 @@ class FakeBuffer(np.ndarray):
 
 class FakeAllocator:
     """pynq.allocate stand-in: contiguous arrays at distinct physical addresses (above 4 GiB,
-    so the high word of each pointer register matters)."""
+    so the high word of each pointer register matters). Same signature as
+    ``pynq.allocate(shape, dtype="u4", target=None, **kwargs)``; records ``cacheable``."""
 
     def __init__(self, log: list, base: int = 0x8_0000_0000):
         self.log, self.next_addr, self.by_addr = log, base, {}
+        self.cacheable: list = []
 
-    def __call__(self, shape, dtype):
+    def __call__(self, shape, dtype="u4", target=None, **kwargs):
+        unknown = set(kwargs) - {"cacheable"}
+        if unknown:     # pynq passes these on to XRT's allocate, which takes nothing else
+            raise TypeError(f"allocate() got unexpected keyword arguments {sorted(unknown)}")
+        self.cacheable.append(kwargs.get("cacheable", 0))
         arr = np.zeros(shape, dtype=dtype).view(FakeBuffer)
         arr.device_address = self.next_addr
         arr.log = self.log
@@ -128,7 +134,14 @@ class FakeMMIO:
         self.pending_done = False    # a hung step completes when the test says so
 
     def write(self, offset: int, value: int) -> None:
-        assert offset % 4 == 0 and 0 <= value < 1 << 32, (offset, value)
+        # As pynq.MMIO.write_mm: a Python int (numpy integers are refused) or bytes.
+        if offset < 0:
+            raise ValueError("Offset cannot be negative.")
+        if offset % 4:
+            raise MemoryError("Unaligned write: offset must be multiple of 4.")
+        if type(value) is not int:
+            raise ValueError("Data type must be int or bytes.")
+        assert 0 <= value < 1 << 32, (offset, value)     # pynq would wrap it silently
         if offset == 0 and value & AP_START:
             self.log.append(("start",))
             self.regs[0] = 0                         # busy: not idle, not done
@@ -141,8 +154,10 @@ class FakeMMIO:
             return
         self.regs[offset] = value
 
-    def read(self, offset: int) -> int:
-        v = self.regs.get(offset, 0)
+    def read(self, offset: int = 0, length: int = 4) -> int:
+        if length != 4 or offset < 0 or offset % 4:
+            raise ValueError(f"the backend reads aligned 32-bit words, got offset {offset} length {length}")
+        v = int(self.regs.get(offset, 0))
         if offset == 0:
             self.regs[0] = v & ~AP_DONE              # ap_done is clear-on-read
         return v

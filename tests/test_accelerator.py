@@ -329,13 +329,18 @@ def test_hwh_register_offsets_are_cross_checked(ref_overlay):
     path, model = ref_overlay
     manifest = load_manifest(path)
     ip = manifest.data["ip"]
-    good = {"CTRL": {"address_offset": 0}, "x_in_1": {"address_offset": 0x10},
-            "x_in_2": {"address_offset": 0x14}, "state_1": {"address_offset": 0x1c},
-            "logits_1": {"address_offset": 0x28}}
+    offsets = {"CTRL": 0, "GIER": 4, "IP_IER": 8, "IP_ISR": 0xc, "x_in_1": 0x10, "x_in_2": 0x14,
+               "state_1": 0x1c, "state_2": 0x20, "logits_1": 0x28, "logits_2": 0x2c}
+    good = {n: {"address_offset": o} for n, o in offsets.items()}
     PynqBackend(ip, manifest.layout, mmio=FakeMMIO()).check_register_map(good)
     bad = dict(good, state_1={"address_offset": 0x20})
-    with pytest.raises(ManifestError, match="register of 'state': manifest says 0x1c.*hwh says 0x20"):
+    with pytest.raises(ManifestError, match="state_1 at 0x20, the manifest says 0x1c"):
         PynqBackend(ip, manifest.layout, mmio=FakeMMIO()).check_register_map(bad)
+    no_high = {n: r for n, r in good.items() if n != "logits_2"}
+    with pytest.raises(ManifestError, match="logits_2 missing"):
+        PynqBackend(ip, manifest.layout, mmio=FakeMMIO()).check_register_map(no_high)
+    with pytest.raises(ManifestError, match="lists no registers"):
+        PynqBackend(ip, manifest.layout, mmio=FakeMMIO()).check_register_map({})
 
 
 class _FakeOverlay:
@@ -358,7 +363,8 @@ def test_pynq_backend_with_an_overlay_object(ref_overlay):
     alloc = FakeAllocator(log)
     mmio = FakeMMIO(log=log)
     mmio.device = ReferenceDevice(model, ip["registers"], alloc)
-    hwh = {f"{n}_1": {"address_offset": r["offset"]} for n, r in ip["registers"].items()}
+    from mmfree_hls.runtime.backend_pynq import expected_hwh_registers
+    hwh = {n: {"address_offset": o} for n, o in expected_hwh_registers(ip).items()}
     overlay = _FakeOverlay(ip["instance"], hwh, mmio)
     backend = PynqBackend(ip, manifest.layout, overlay=overlay, allocate=alloc)
     with Accelerator(manifest, backend) as acc:

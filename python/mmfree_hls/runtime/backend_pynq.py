@@ -1,34 +1,54 @@
 """Board backend: the only module that touches ``pynq``.
 
-What it does per session (once): load the bitstream (``pynq.Overlay``),
-allocate the buffers (``pynq.allocate``: physically contiguous, cacheable),
-write each buffer's physical address into the IP's pointer registers.
-Per token: flush the input buffers, set ap_start, poll the control register
-until ap_done/ap_idle (with a timeout), invalidate the output buffers.
+What it does per session (once): load the bitstream (``pynq.Overlay``), check
+the IP's register map against the bitstream's ``.hwh``, allocate the buffers
+(``pynq.allocate(..., cacheable=True)``: physically contiguous, cached by the
+CPU), and write each buffer's physical address into the IP's pointer
+registers. The streamed tier's K weight ports (``w0..w{K-1}``) all point into
+one weight buffer, port k at ``base + k * region_bytes``.
 
-The IP is the Vitis HLS top ``mmfree_step(x_in, state, logits)`` with
-``m_axi offset=slave`` pointers and an ``s_axilite`` control bundle
-(ap_ctrl_hs). Its register offsets come from the overlay manifest
-(:mod:`.manifest` documents how they are derived) and are checked against the
-bitstream's ``.hwh`` when pynq exposes it.
+Per token: flush the input buffers, set ap_start, poll the control register
+until ap_done (with a timeout), read ap_return, invalidate the output buffers.
+The IP's m_axi masters sit on PS ports that are not cache-coherent (HP, or
+HPC used without coherency), so this flush/invalidate pair is what keeps the
+CPU and the IP in agreement; :class:`~.buffers.DeviceBuffers` also guarantees
+that a buffer holding host writes is flushed before it is ever invalidated.
+
+The IP is a Vitis HLS top with ``m_axi offset=slave`` pointers and an
+``s_axilite`` control bundle (ap_ctrl_hs). Its register offsets come from the
+overlay manifest (:mod:`.manifest` documents how they are derived) and are
+checked register by register against the ``.hwh`` that pynq parsed.
 
 ``pynq`` is imported lazily so this module imports on any machine; the tests
-drive every code path here with numpy buffers and a fake MMIO object.
+drive it through the real pynq package with only XRT and ``/dev/mem`` faked.
 """
 
 from __future__ import annotations
 
+import re
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
-from .buffers import BufferLayout, DeviceBuffers
+from .buffers import WEIGHTS_PORT, BufferLayout, DeviceBuffers
 from .errors import AcceleratorError, BackendUnavailableError, DeviceTimeoutError, ManifestError
 
 # ap_ctrl_hs bits of the control register (offset 0x00), as Vitis HLS defines them.
 AP_START, AP_DONE, AP_IDLE, AP_READY = 0x1, 0x2, 0x4, 0x8
+#: The control words every Vitis HLS s_axilite slave starts with (name → offset).
+CONTROL_REGISTERS = {"CTRL": 0x00, "GIER": 0x04, "IP_IER": 0x08, "IP_ISR": 0x0C}
 
 DEFAULT_TIMEOUT_S = 10.0
+_WEIGHT_PORT = re.compile(r"w(\d+)$")
+
+#: Buffers that an IP may still be writing when the session closed: kept referenced for the
+#: life of the process, because freeing them would hand memory the IP writes to someone else.
+_LEAKED: list = []
+
+
+class BufferLeakWarning(RuntimeWarning):
+    """close() kept the device buffers allocated because the IP never became idle."""
 
 
 def _import_pynq():
@@ -50,6 +70,29 @@ def buffer_address(buf) -> int:
     raise AcceleratorError("buffer has no physical address: allocate it with pynq.allocate")
 
 
+def expected_hwh_registers(ip: Mapping[str, Any]) -> dict[str, int]:
+    """Every register the .hwh of this IP must list, by the name pynq reports, with its offset.
+
+    Vitis HLS names the two 32-bit halves of a 64-bit pointer ``<arg>_1`` (low, at the
+    argument's offset) and ``<arg>_2`` (high, 4 bytes on); a 32-bit scalar or pointer is
+    ``<arg>``; the return value is ``ap_return``.
+    """
+    want = dict(CONTROL_REGISTERS)
+    ctrl = int(ip.get("control", {}).get("offset", 0))
+    if ctrl != CONTROL_REGISTERS["CTRL"]:
+        raise ManifestError(f"ip.control.offset is 0x{ctrl:x}; a Vitis HLS s_axilite slave has "
+                            "CTRL at 0x00: re-run `mmfree package`")
+    if ip.get("ap_return"):
+        want["ap_return"] = int(ip["ap_return"]["offset"])
+    for name, reg in ip["registers"].items():
+        off, bits = int(reg["offset"]), int(reg.get("bits", 64))
+        if bits > 32:
+            want[f"{name}_1"], want[f"{name}_2"] = off, off + 4
+        else:
+            want[name] = off
+    return want
+
+
 class PynqBackend:
     """Runs one decode step on the FPGA through register writes and polling."""
 
@@ -58,21 +101,27 @@ class PynqBackend:
     def __init__(self, ip: Mapping[str, Any], layout: BufferLayout, *,
                  bitstream: Optional[str | Path] = None, timeout_s: float = DEFAULT_TIMEOUT_S,
                  overlay=None, mmio=None, allocate: Optional[Callable] = None,
+                 region_bytes: Optional[int] = None,
                  clock: Callable[[], float] = time.perf_counter):
-        """``ip`` is the manifest's ``ip`` section. ``overlay``/``mmio``/``allocate`` are
-        injected by tests; on a board they come from pynq."""
+        """``ip`` is the manifest's ``ip`` section. ``region_bytes``: bytes between the weight
+        ports' pointers (streamed tier; default ``ip['region_bytes']``). ``overlay``/``mmio``/
+        ``allocate`` are injected by tests; on a board they come from pynq."""
         self.ip = ip
         self.layout = layout
         self.timeout_s = float(timeout_s)
         self._clock = clock
         self.registers = {name: dict(reg) for name, reg in ip["registers"].items()}
         self.ctrl_offset = int(ip.get("control", {}).get("offset", 0))
-        # Streamed top: the state lives on chip, a scalar register starts a new sequence,
-        # and ap_return reports a weight buffer that does not match the bitstream.
+        # A design that keeps the state on chip has no state pointer; a scalar register then
+        # starts a new sequence. ap_return: the top's status (0 = ok).
         self.state_readable = not ip.get("state_on_chip", False)
         self.reset_register = ip.get("reset_register")
         self.ap_return = ip.get("ap_return")
         self._reset_pending = True
+        self.weight_ports = self._weight_ports()
+        rb = region_bytes if region_bytes is not None else ip.get("region_bytes")
+        self.region_bytes = None if rb is None else int(rb)
+        self._check_weight_regions()
         if mmio is None:
             pynq = None
             if overlay is None or allocate is None:
@@ -84,11 +133,11 @@ class PynqBackend:
                         "run `make overlay BOARD=...` on a machine with Vivado, or use backend='csim'")
                 overlay = pynq.Overlay(str(bitstream))
             instance = ip["instance"]
-            if instance not in getattr(overlay, "ip_dict", {instance: None}):
+            if instance not in overlay.ip_dict:
                 raise ManifestError(f"the bitstream has no IP named '{instance}' "
                                     f"(it has {sorted(overlay.ip_dict)}); the manifest and the "
                                     "bitstream come from different builds: re-run `mmfree package`")
-            self.check_register_map(overlay.ip_dict[instance].get("registers", {}))
+            self.check_register_map(overlay.ip_dict[instance].get("registers") or {})
             mmio = getattr(overlay, instance).mmio
             if allocate is None:
                 allocate = pynq.allocate
@@ -99,34 +148,88 @@ class PynqBackend:
         self._abandoned = False
 
     # -------------------------------------------------------------- checking
-    def check_register_map(self, hwh_registers: Mapping[str, Mapping]) -> None:
-        """Compare the manifest's pointer registers with the .hwh (pynq's ``ip_dict``).
+    def _weight_ports(self) -> list[str]:
+        """The streamed tier's weight pointers w0..w{K-1}, in order (empty otherwise)."""
+        found = {}
+        for name, reg in self.registers.items():
+            m = _WEIGHT_PORT.match(name)
+            if m and reg.get("kind", "pointer") == "pointer":
+                found[int(m.group(1))] = name
+        if sorted(found) != list(range(len(found))):
+            raise ManifestError(f"ip.registers has weight ports {sorted(found.values())}; they must "
+                                "be w0..w{K-1} without gaps: re-run `mmfree package`")
+        return [found[k] for k in range(len(found))]
 
-        Vitis HLS names the two 32-bit halves of a 64-bit pointer ``<arg>_1`` and
-        ``<arg>_2``; the lower half must sit at the manifest's offset.
-        """
-        if not hwh_registers:
+    def _check_weight_regions(self) -> None:
+        if not self.weight_ports:
             return
-        for port, reg in self.registers.items():
-            found = {name: int(r["address_offset"]) for name, r in hwh_registers.items()
-                     if name in (port, f"{port}_1", f"{port}_DATA")}
-            if found and min(found.values()) != int(reg["offset"]):
-                raise ManifestError(
-                    f"register of '{port}': manifest says 0x{int(reg['offset']):x}, the bitstream's "
-                    f".hwh says 0x{min(found.values()):x}; the package mixes builds: re-run "
-                    "`mmfree package` with the .hwh of this bitstream")
+        if WEIGHTS_PORT not in self.layout.specs:
+            raise ManifestError(f"ip.registers has weight ports {self.weight_ports} but the buffer "
+                                "table has no weight buffer: re-run `mmfree package`")
+        k, total = len(self.weight_ports), self.layout.weight_bytes
+        if self.region_bytes is None:
+            if k > 1:
+                raise ManifestError(f"{k} weight ports need the region size (bytes between their "
+                                    "pointers): ip.region_bytes is missing; re-run `mmfree package`")
+            self.region_bytes = total
+        if self.region_bytes <= 0 or self.region_bytes * k < total:
+            raise ManifestError(f"{k} weight regions of {self.region_bytes} bytes do not cover the "
+                                f"{total}-byte weight buffer: re-run `mmfree package`")
+
+    def check_register_map(self, hwh_registers: Mapping[str, Mapping]) -> None:
+        """Compare the manifest's register map with the .hwh (pynq's ``ip_dict[..]['registers']``).
+
+        Fails on every register that is missing, misplaced or unknown: the control words
+        (CTRL at 0x00), ``ap_return``, both halves of every 64-bit pointer, every scalar.
+        """
+        instance = self.ip.get("instance", "the IP")
+        if not hwh_registers:
+            raise ManifestError(f"the bitstream's .hwh lists no registers for '{instance}', so its "
+                                "register map cannot be checked; put the .hwh Vivado wrote for this "
+                                "bitstream next to the .bit (same name)")
+        want = expected_hwh_registers(self.ip)
+        got = {name: int(r["address_offset"]) for name, r in hwh_registers.items()}
+        problems = [f"{n} missing (expected at 0x{off:x})" for n, off in want.items() if n not in got]
+        problems += [f"{n} at 0x{got[n]:x}, the manifest says 0x{off:x}"
+                     for n, off in want.items() if n in got and got[n] != off]
+        problems += [f"{n} at 0x{got[n]:x} is not in the manifest" for n in got if n not in want]
+        if problems:
+            raise ManifestError(
+                f"register map of '{instance}' disagrees with the bitstream's .hwh: "
+                + "; ".join(problems) + ". The package mixes builds: re-run `mmfree package` "
+                "with the .hwh of this bitstream")
 
     # --------------------------------------------------------------- buffers
+    def _device_names(self, names) -> list[str]:
+        """The buffers of ``names`` that the IP reads or writes through a pointer register."""
+        return [n for n in names if n in self.registers or (n == WEIGHTS_PORT and self.weight_ports)]
+
     def allocate(self, layout: BufferLayout) -> DeviceBuffers:
-        """Allocate every buffer once and point the IP at them (addresses never change)."""
-        buffers = DeviceBuffers(layout, lambda shape, dtype: self._allocate(shape=shape, dtype=dtype))
+        """Allocate every buffer once (cacheable) and point the IP at them (addresses never change)."""
+        buffers = DeviceBuffers(
+            layout, lambda shape, dtype: self._allocate(shape=shape, dtype=dtype, cacheable=True))
+        written = set()
         for spec in layout:
-            if spec.name not in self.registers:
-                if spec.name == "state" and not self.state_readable:
-                    continue                # host-side only: the device keeps its own state
+            if spec.name in self.registers:
+                self.write_pointer(spec.name, buffer_address(buffers[spec.name]))
+                written.add(spec.name)
+            elif spec.name == WEIGHTS_PORT and self.weight_ports:
+                base = buffer_address(buffers[spec.name])
+                for k, port in enumerate(self.weight_ports):
+                    self.write_pointer(port, base + k * self.region_bytes)
+                    written.add(port)
+            elif spec.name == "state" and not self.state_readable:
+                continue                    # host-side only: the device keeps its own state
+            else:
+                buffers.free()
                 raise ManifestError(f"the register map has no pointer register for buffer "
                                     f"'{spec.name}' (it has {sorted(self.registers)})")
-            self.write_pointer(spec.name, buffer_address(buffers[spec.name]))
+        unset = [n for n, r in self.registers.items()
+                 if r.get("kind", "pointer") == "pointer" and n not in written]
+        if unset:
+            buffers.free()
+            raise ManifestError(f"pointer registers {unset} have no buffer in the layout "
+                                f"({layout.ports}): the IP would read address 0; re-run `mmfree package`")
         self._buffers = buffers
         return buffers
 
@@ -140,25 +243,18 @@ class PynqBackend:
         if address < 0 or address >= 1 << bits:
             raise AcceleratorError(f"buffer address 0x{address:x} does not fit the {bits}-bit "
                                    f"register of '{port}'")
-        self.mmio.write(off, address & 0xFFFFFFFF)
+        self.mmio.write(off, int(address & 0xFFFFFFFF))
         if bits > 32:
-            self.mmio.write(off + 4, (address >> 32) & 0xFFFFFFFF)
+            self.mmio.write(off + 4, int((address >> 32) & 0xFFFFFFFF))
 
     def sync_to_device(self, buffers: DeviceBuffers, names) -> None:
-        for n in names:
-            if n not in self.registers:
-                continue                    # not a device buffer (on-chip state)
-            flush = getattr(buffers[n], "flush", None)
-            if flush is not None:
-                flush()
+        """Flush: the CPU's cached writes reach memory before the IP reads it."""
+        buffers.flush(self._device_names(names))
 
     def sync_from_device(self, buffers: DeviceBuffers, names) -> None:
-        for n in names:
-            if n not in self.registers:
-                continue
-            inval = getattr(buffers[n], "invalidate", None)
-            if inval is not None:
-                inval()
+        """Invalidate: the CPU's next read of these buffers sees what the IP wrote.
+        A buffer with unflushed host writes is flushed first (:meth:`DeviceBuffers.invalidate`)."""
+        buffers.invalidate(self._device_names(names))
 
     # ------------------------------------------------------------------- run
     def status(self) -> int:
@@ -181,8 +277,13 @@ class PynqBackend:
         self._abandoned = False
 
     def run(self) -> None:
-        if self._buffers is None:
+        buffers = self._buffers
+        if buffers is None:
             raise AcceleratorError("pynq backend: allocate() the buffers before run()")
+        # Every host write reaches memory before the IP reads it (the caller normally flushed).
+        dirty = self._device_names(sorted(buffers.host_dirty))
+        if dirty:
+            buffers.flush(dirty)
         # This read also clears a stale ap_done (clear-on-read) left by an abandoned step,
         # so the ap_done seen below belongs to this start.
         if self._abandoned or not (self.status() & AP_IDLE):
@@ -203,10 +304,28 @@ class PynqBackend:
                     "compiled into the bitstream; re-package the overlay from the same build")
         self._reset_pending = False
 
-    def close(self) -> None:
-        if self._buffers is not None:
-            self._buffers.free()
-            self._buffers = None
+    def close(self, timeout_s: Optional[float] = None) -> None:
+        """Free the buffers once the IP is idle. If it stays busy (a step that timed out and
+        never finished), the buffers are kept allocated for the life of the process and a
+        :class:`BufferLeakWarning` says so: freeing them would let the IP write into memory
+        that the kernel hands to someone else. (``Overlay.free`` does not stop the IP.)"""
+        buffers, self._buffers = self._buffers, None
+        if buffers is not None:
+            t = self.timeout_s if timeout_s is None else timeout_s
+            try:
+                if self._abandoned or not (self.status() & AP_IDLE):
+                    self.wait_idle(t)
+            except DeviceTimeoutError:
+                _LEAKED.append(buffers)
+                nbytes = sum(int(a.nbytes) for a in buffers.arrays.values())
+                warnings.warn(
+                    f"the accelerator is still running a step after {t} s: its "
+                    f"{len(buffers.arrays)} buffers ({nbytes} bytes of contiguous memory) stay "
+                    "allocated until this process exits, because the IP may still write them; "
+                    "reload the bitstream (or reboot the board) to stop the IP",
+                    BufferLeakWarning, stacklevel=2)
+            else:
+                buffers.free()
         free = getattr(self.overlay, "free", None)
         if callable(free):
             free()

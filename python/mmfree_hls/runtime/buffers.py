@@ -12,6 +12,15 @@ Both backends allocate these once per session through an ``allocate(shape,
 dtype)`` function — ``numpy.zeros`` for the C-simulation, ``pynq.allocate``
 on a board — and then only copy into / out of them. Shapes, dtypes and the
 float64→float32 conversion are checked here and nowhere else.
+
+Cache discipline (board buffers are cacheable; the PS ports the IP uses are
+not coherent). Every host write goes through a ``write_*``/``clear_*`` method
+here, which marks the buffer *host-dirty*. :meth:`DeviceBuffers.flush` writes
+dirty lines back before the device reads; :meth:`DeviceBuffers.invalidate`
+discards the CPU's copy after the device wrote — and flushes a host-dirty
+buffer first, because invalidating it would throw the host's writes away
+(e.g. ``reset()`` followed by reading the state). Buffers without
+``flush``/``invalidate`` (numpy, for the C-simulation) make both no-ops.
 """
 
 from __future__ import annotations
@@ -143,6 +152,8 @@ class DeviceBuffers:
             self.arrays[spec.name] = arr
         # (L, e) view of the flat state buffer: layer-major, as the C++ indexes it.
         self._state2d = self.arrays["state"].reshape(layout.L, layout.e)
+        #: Buffers holding host writes that have not been flushed to memory yet.
+        self.host_dirty: set[str] = set()
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.arrays[name]
@@ -157,12 +168,45 @@ class DeviceBuffers:
         """Buffers the device writes each step (invalidated after done)."""
         return [s.name for s in self.layout if s.direction in ("out", "inout")]
 
+    # ------------------------------------------------------------- cache maintenance
+    def flush(self, names: Iterable[str]) -> list[str]:
+        """Write the CPU's cached copy of ``names`` back to memory (before the device reads).
+
+        Returns the names of the buffers that have a ``flush`` (pynq buffers)."""
+        done = []
+        for name in names:
+            fn = getattr(self.arrays[name], "flush", None)
+            if fn is not None:
+                fn()
+                done.append(name)
+            self.host_dirty.discard(name)
+        return done
+
+    def invalidate(self, names: Iterable[str]) -> list[str]:
+        """Drop the CPU's cached copy of ``names`` (after the device wrote them).
+
+        A buffer with unflushed host writes is flushed first: an invalidate
+        would discard those writes on a write-back cache."""
+        names = list(names)
+        self.flush([n for n in names if n in self.host_dirty])
+        done = []
+        for name in names:
+            fn = getattr(self.arrays[name], "invalidate", None)
+            if fn is not None:
+                fn()
+                done.append(name)
+        return done
+
+    def _written(self, name: str) -> None:
+        self.host_dirty.add(name)
+
     # ------------------------------------------------------------- host → device
     def write_embedding(self, x: np.ndarray) -> None:
         x = np.asarray(x)
         if x.shape != (self.layout.d,):
             raise ValueError(f"embedding has shape {x.shape}, expected ({self.layout.d},)")
         np.copyto(self.arrays["x_in"], x, casting="same_kind")
+        self._written("x_in")
 
     def write_state(self, state: np.ndarray) -> None:
         s = np.asarray(state)
@@ -170,9 +214,11 @@ class DeviceBuffers:
         if s.shape != want and s.shape != (self.layout.L * self.layout.e,):
             raise ValueError(f"state has shape {s.shape}, expected {want} (layers, state width)")
         np.copyto(self._state2d, s.reshape(want), casting="same_kind")
+        self._written("state")
 
     def clear_state(self) -> None:
         self.arrays["state"][:] = 0
+        self._written("state")
 
     def write_weights(self, packed: np.ndarray) -> None:
         if WEIGHTS_PORT not in self.arrays:
@@ -182,18 +228,20 @@ class DeviceBuffers:
             raise ValueError(f"packed weights have {p.size} bytes, the buffer holds "
                              f"{self.layout.weight_bytes}")
         np.copyto(self.arrays[WEIGHTS_PORT], p)
+        self._written(WEIGHTS_PORT)
 
     # ------------------------------------------------------------- device → host
     def read_logits(self, out: Optional[np.ndarray] = None) -> np.ndarray:
-        """A copy of the logits (the device buffer is overwritten by the next step)."""
+        """A copy of the logits as a plain ndarray (the device buffer is overwritten by the
+        next step; ``.copy()`` of a pynq buffer would still claim a physical address)."""
         if out is None:
-            return self.arrays["logits"].copy()
+            return np.array(self.arrays["logits"], copy=True, subok=False)
         np.copyto(out, self.arrays["logits"])
         return out
 
     def read_state(self) -> np.ndarray:
-        """A copy of the state as (L, e)."""
-        return self._state2d.copy()
+        """A copy of the state as (L, e), a plain ndarray."""
+        return np.array(self._state2d, copy=True, subok=False)
 
     def free(self, names: Iterable[str] | None = None) -> None:
         """Release device memory (pynq buffers); numpy arrays are just dropped."""
