@@ -65,7 +65,7 @@ from typing import Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from .config import ModelConfig
-from .fsio import atomic_copy, ensure_replaceable, io_errors, make_output_dir
+from .fsio import CHECKPOINT_KIND, atomic_copy, ensure_replaceable, io_errors, make_output_dir
 from .hgrn_bit import (AUX_FILES, CONFIG_FILE, INDEX_FILE, WEIGHTS_FILE,
                        ReferenceCheckpoint)
 from .packing import LAYOUTS, pack_ternary, row_bytes, unpack_ternary
@@ -88,8 +88,6 @@ VERIFY_MODES = ("hash", "full", "none")
 # Tensor-name tags: a '.' inside a key would read as a module separator.
 _LAYOUT_TAG = {"2bit": "2bit", "1.6bit": "1p6bit"}
 _HASH_PREFIX = "sha256:"
-#: Marker kind of a checkpoint directory we wrote (see :mod:`mmfree_hls.fsio`).
-CHECKPOINT_KIND = "checkpoint"
 _LIST_LIMIT = 40           # keys listed per category in an error
 
 

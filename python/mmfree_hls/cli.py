@@ -64,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"mmfree {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    except OSError as e:            # read-only directory, full disk, ...: name the path, no traceback
+        from .fsio import describe_os_error
+        print(f"mmfree {args.command}: error: {describe_os_error(e, e.filename or '')}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ from typing import Iterator, Optional, Sequence, Union
 
 #: The file that marks a directory as written by mmfree-hls (and so replaceable with --force).
 MARKER = ".mmfree-output"
+#: Marker kinds of the directories we write.
+CHECKPOINT_KIND, PROJECT_KIND, SWEEP_KIND = "checkpoint", "hls-project", "sweep"
 
 PathLike = Union[str, "os.PathLike[str]"]
 

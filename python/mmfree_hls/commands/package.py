@@ -121,12 +121,22 @@ def _copy_sources(src_dirs: Sequence[Path], dest: Path) -> None:
 
 
 def _prepare_out(out: Path, force: bool) -> None:
+    """An overlay is replaced only with ``force``, only if it is an overlay (its manifest.json is
+    the marker), and never when it is the working directory, a parent of it, home or a link."""
+    from ..fsio import check_not_protected
+
+    if out.is_symlink():
+        raise FileExistsError(f"{out} is a symbolic link; pass the directory it points to "
+                              "(or a new directory) as --out")
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a directory; choose another --out")
     if out.exists() and any(out.iterdir()):
-        if not force:
-            raise FileExistsError(f"{out} already exists; pass --force to replace it")
         if not (out / "manifest.json").is_file():
             raise FileExistsError(f"{out} exists and is not an overlay package (no manifest.json); "
                                   "refusing to replace it: choose another --out")
+        if not force:
+            raise FileExistsError(f"{out} already exists; pass --force to replace it")
+        check_not_protected(out)
 
 
 # --------------------------------------------------------------------------- core

@@ -21,6 +21,9 @@ def register(sub) -> None:
     p.add_argument("--no-quantize", action="store_true",
                    help="train the full-precision twin (same architecture, no ternary/int8 rounding)")
     p.add_argument("--config", help="model config.json to train (default: the demo model's)")
+    p.add_argument("--force", action="store_true",
+                   help="replace a checkpoint already in --out (only one written by mmfree); without it "
+                        "a non-empty --out is refused unless it holds a resumable run of the same config")
     p.set_defaults(func=run)
 
 
@@ -34,6 +37,6 @@ def run(args) -> int:
     overrides = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size, "seq_len": args.seq_len,
                                    "lr": args.lr, "seed": args.seed}.items() if v is not None}
     tc = replace(TrainConfig(), quantize=not args.no_quantize, **overrides)
-    report = train(cfg, args.out, tc)
+    report = train(cfg, args.out, tc, force=args.force)
     print(json.dumps({k: report[k] for k in ("held_out_perplexity", "wall_time_s")}, indent=2))
     return 0

@@ -466,25 +466,45 @@ def _build_tcl(name: str, part: str, clock_ns: float, sources: list[str], ports:
 
 
 def _prepare_dir(root: Path, digest: str, overwrite: bool) -> bool:
-    """True if ``root`` already holds this exact project (nothing to do)."""
+    """True if ``root`` already holds this exact project (nothing to do).
+
+    A new or empty ``root`` is marked as ours first (so a conversion interrupted
+    half-way is still recognised); ``overwrite`` replaces only a directory that
+    carries the marker (or ``mmfree_project.json``), never a directory of the
+    user's, the working directory or one of its parents.
+    """
+    from ..fsio import PROJECT_KIND, NotOursError, check_not_protected, make_output_dir, marker_kind, remove_tree
+
+    if root.is_symlink():
+        raise ProjectExistsError(f"{root} is a symbolic link; pass the directory it points to "
+                                 "(or a new directory) as --out")
     if root.exists() and not root.is_dir():
         raise ProjectExistsError(f"{root} exists and is not a directory")
     if not root.exists() or not any(root.iterdir()):
+        make_output_dir(root, PROJECT_KIND)
         return False
     pfile = root / PROJECT_FILE
     if pfile.is_file():
         try:
             if json.loads(pfile.read_text()).get("content_hash") == digest:
                 return True
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
             pass
         what = "a different project (other model, precision or generator version)"
+    elif marker_kind(root) == PROJECT_KIND:
+        what = "an unfinished project (an earlier conversion was interrupted)"
     else:
-        what = "files that are not an mmfree HLS project"
+        raise ProjectExistsError(f"{root} holds files that are not an mmfree HLS project; refusing to "
+                                 "touch it (--force only replaces a project mmfree wrote): choose another --out")
     if not overwrite:
         raise ProjectExistsError(f"{root} already holds {what}; choose another --out or pass --force "
                                  "(overwrite=True) to replace it")
-    shutil.rmtree(root)
+    try:
+        check_not_protected(root)
+        remove_tree(root, PROJECT_KIND, legacy_markers=(PROJECT_FILE,))
+    except NotOursError as e:
+        raise ProjectExistsError(str(e)) from None
+    make_output_dir(root, PROJECT_KIND)
     return False
 
 

@@ -66,18 +66,72 @@ def perplexity(logits_fn, data: np.ndarray, seq_len: int = 128, max_tokens: int 
     return float(math.exp(nll / (n * seq_len)))
 
 
+STATE_DIR = "train_state"
+#: The model config a train_state/ belongs to (a resume with another config is refused).
+STATE_CONFIG = "model_config.json"
+
+
+def prepare_train_dir(out_dir: str | Path, cfg: ModelConfig, force: bool = False) -> bool:
+    """Check ``out_dir`` before training; True when it holds a run of this config to resume.
+
+    A directory with ``train_state/`` of the same model config is resumed. Any
+    other non-empty directory is refused unless ``force`` is set *and* it holds
+    a checkpoint mmfree-hls wrote (its marker); ``force`` with a ``train_state/``
+    of another config starts over. Runs before anything is trained, so a refusal
+    costs nothing.
+    """
+    from ..checkpoint import CHECKPOINT_KIND, PACKED_FILE, _written_by_us
+    from ..fsio import atomic_write_json, ensure_replaceable, make_output_dir, remove_tree, write_marker
+
+    out = Path(out_dir)
+    state = out / STATE_DIR
+    if state.is_dir() and not state.is_symlink():
+        recorded = None
+        try:
+            recorded = json.loads((state / STATE_CONFIG).read_text())
+        except (OSError, ValueError):
+            pass                                 # a run from before configs were recorded
+        if recorded is None or recorded == cfg.to_dict():
+            write_marker(out, CHECKPOINT_KIND)   # train_state/ is ours: the final save may replace files
+            return True
+        diff = sorted(k for k in set(recorded) | set(cfg.to_dict())
+                      if recorded.get(k) != cfg.to_dict().get(k))
+        if not force:
+            raise FileExistsError(
+                f"{state} holds the training state of another model config (differs in "
+                f"{', '.join(diff[:6])}); choose another --out, or pass --force to start over")
+        ensure_replaceable(out, CHECKPOINT_KIND, force=True, legacy_markers=(STATE_DIR,),
+                           what="training run")
+        write_marker(out, CHECKPOINT_KIND)
+        remove_tree(state, CHECKPOINT_KIND, legacy_markers=(STATE_CONFIG,))
+    elif out.exists():
+        ensure_replaceable(out, CHECKPOINT_KIND, force=force,
+                           legacy_markers=(PACKED_FILE,) if _written_by_us(out) else (),
+                           what="checkpoint")
+    make_output_dir(out, CHECKPOINT_KIND)
+    make_output_dir(state, CHECKPOINT_KIND)
+    atomic_write_json(state / STATE_CONFIG, cfg.to_dict(), sort_keys=True)
+    return False
+
+
 def train(cfg: ModelConfig, out_dir: str | Path, tc: TrainConfig = TrainConfig(),
-          progress: bool = True) -> dict:
-    """Train (or resume) a model and write a checkpoint directory to ``out_dir``."""
+          progress: bool = True, force: bool = False) -> dict:
+    """Train (or resume) a model and write a checkpoint directory to ``out_dir``.
+
+    ``force``: replace a checkpoint already in ``out_dir`` (only one mmfree-hls
+    wrote); without it a non-empty ``out_dir`` is refused unless it holds a
+    resumable run of the same config (see :func:`prepare_train_dir`).
+    """
+    out = Path(out_dir)
+    prepare_train_dir(out, cfg, force)         # refuse before the slow imports and training
     import tensorflow as tf
     from tqdm.auto import tqdm
 
     from ..checkpoint import save_checkpoint
+    from ..fsio import atomic_write
     from ..reference import MMFreeLM
     from .keras_model import MMFreeLMKeras
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     tf.keras.utils.set_random_seed(tc.seed)
     train_data, held_out = split_holdout(corpus_bytes())
 
@@ -87,9 +141,13 @@ def train(cfg: ModelConfig, out_dir: str | Path, tc: TrainConfig = TrainConfig()
     opt = tf.keras.optimizers.AdamW(learning_rate=schedule, weight_decay=tc.weight_decay, clipnorm=1.0)
     step_var = tf.Variable(0, dtype=tf.int64, name="step")
     ckpt = tf.train.Checkpoint(model=model, optimizer=opt, step=step_var)
-    manager = tf.train.CheckpointManager(ckpt, str(out / "train_state"), max_to_keep=1)
+    manager = tf.train.CheckpointManager(ckpt, str(out / STATE_DIR), max_to_keep=1)
     if manager.latest_checkpoint:
-        ckpt.restore(manager.latest_checkpoint)
+        try:
+            ckpt.restore(manager.latest_checkpoint)
+        except (ValueError, tf.errors.OpError) as e:
+            raise ValueError(f"{out / STATE_DIR} does not belong to this model config ({e}); "
+                             "choose another --out, or pass --force to start over") from None
         print(f"resuming from step {int(step_var.numpy())} ({manager.latest_checkpoint})")
 
     loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -133,7 +191,7 @@ def train(cfg: ModelConfig, out_dir: str | Path, tc: TrainConfig = TrainConfig()
               "corpus_bytes": int(len(train_data) + len(held_out)),
               "held_out_bytes": int(len(held_out)), "final_loss_ema": ema,
               "wall_time_s": time.perf_counter() - t0}
-    (out / "train_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write(out / "train_report.json", json.dumps(report, indent=2) + "\n")
     return report
 
 
