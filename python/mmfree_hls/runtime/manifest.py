@@ -29,6 +29,16 @@ later, including 2023.2) then lays out the AXI-Lite slave as
 
 so x_in = 0x10, state = 0x1c, logits = 0x28 for the void top. On a board the
 backend cross-checks these offsets with the bitstream's .hwh.
+
+What opening a package trusts: the C-simulation library is native code (like
+a wheel), so opening a package with the C-sim backend runs code from it. The
+SHA-256 table protects a package against damage (a truncated copy, a flipped
+bit), not against someone who edits it on purpose: they can re-hash. What a
+manifest can no longer do is steer the host: every path stays inside the
+package (no ``..``, no absolute path, no symbolic link anywhere in the
+package), the C-sim entry point and its argument order are fixed by the ABI in
+code (``csim.step_symbol`` / ``csim.args``, if present, must name exactly
+that), and every section has the JSON type it should have.
 """
 
 from __future__ import annotations
@@ -105,14 +115,29 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def list_package_files(root: Path) -> list[str]:
-    """Every file of a package except the manifest, as sorted POSIX relative paths."""
+    """Every file of a package except the manifest, as sorted POSIX relative paths.
+
+    Symbolic links are listed as files (links to directories too), never followed:
+    the verifier refuses them (see :func:`package_symlinks`).
+    """
     out = []
-    for dirpath, _dirs, files in os.walk(root):
-        for f in files:
+    for dirpath, dirs, files in os.walk(root):
+        links = [d for d in dirs if os.path.islink(os.path.join(dirpath, d))]
+        for f in files + links:
             rel = Path(dirpath, f).relative_to(root).as_posix()
             if rel != MANIFEST_NAME:
                 out.append(rel)
     return sorted(out)
+
+
+def package_symlinks(root: Path) -> list[str]:
+    """Relative paths of every symbolic link inside a package (files and directories)."""
+    found = []
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            if os.path.islink(os.path.join(dirpath, name)):
+                found.append(Path(dirpath, name).relative_to(root).as_posix())
+    return sorted(found)
 
 
 def write_manifest(root: str | Path, data: Mapping[str, Any]) -> Path:
@@ -122,7 +147,8 @@ def write_manifest(root: str | Path, data: Mapping[str, Any]) -> Path:
     manifest["files"] = {rel: {"sha256": sha256_file(root / rel), "bytes": (root / rel).stat().st_size}
                          for rel in list_package_files(root)}
     path = root / MANIFEST_NAME
-    path.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    from ..fsio import atomic_write
+    atomic_write(path, json.dumps(manifest, indent=2, sort_keys=False) + "\n")
     # Validate what we wrote: a package that cannot be opened must not be produced.
     load_manifest(root)
     return path
@@ -189,29 +215,62 @@ class _Checker:
         raise ManifestError(f"{self.root / rel}: {what}; fix: {fix}")
 
 
+#: The C-sim entry points a package may name (fixed by the C-sim ABI in code, never free-form).
+CSIM_STEP_SYMBOLS = ("mmfree_step", "mmfree_streamed_step")
+
+
 def _safe_rel(chk: _Checker, rel: Any, field: str) -> str:
+    """A path from the manifest: relative, inside the package, through no symbolic link."""
     if not isinstance(rel, str) or not rel:
         chk.fail(f"'{field}' must be a relative file path, got {rel!r}")
+    if "\x00" in rel or "\\" in rel:
+        chk.fail(f"'{field}' = {rel!r} is not a plain relative path (NUL or backslash)")
     p = PurePosixPath(rel)
-    if p.is_absolute() or ".." in p.parts:
+    if p.is_absolute() or ".." in p.parts or rel.startswith("~"):
         chk.fail(f"'{field}' = {rel!r} points outside the package")
+    here = chk.root
+    for part in p.parts:
+        here = here / part
+        if here.is_symlink():
+            chk.fail_file(here.relative_to(chk.root).as_posix(),
+                          f"is a symbolic link (to {os.readlink(here)}); a package holds its files itself",
+                          "replace the link by the file it points to, or re-run `mmfree package`")
     return rel
+
+
+def _section(chk: _Checker, data: dict, key: str, kind: type = dict, optional: bool = False):
+    value = data.get(key)
+    if value is None and optional:
+        return None
+    if not isinstance(value, kind) or isinstance(value, bool):
+        chk.fail(f"{key} must be {'an object' if kind is dict else 'a string'}, "
+                 f"got {type(value).__name__} {str(value)[:40]!r}")
+    return value
 
 
 def _check_files(chk: _Checker, data: dict, verify_hashes: bool) -> None:
     files = data["files"]
     if not isinstance(files, dict):
         chk.fail("'files' must map relative paths to {sha256, bytes}")
+    links = package_symlinks(chk.root)
+    if links:
+        chk.fail_file(links[0], f"is a symbolic link (to {os.readlink(chk.root / links[0])}); a package "
+                                "holds its files itself, so its hashes cover what is shipped",
+                      "replace the link by the file it points to, or re-run `mmfree package`")
     for rel, entry in files.items():
         _safe_rel(chk, rel, "files")
         f = chk.root / rel
+        if f.is_dir():
+            chk.fail_file(rel, "is a directory; 'files' lists files only")
         if not f.is_file():
             chk.fail_file(rel, "listed in the manifest but missing",
                           "copy the whole overlay directory, or re-run `mmfree package`")
-        try:
-            want_bytes, want_hash = int(entry["bytes"]), str(entry["sha256"])
-        except (KeyError, TypeError, ValueError):
+        if not isinstance(entry, dict):
             chk.fail(f"files['{rel}'] needs 'sha256' and 'bytes'")
+        want_bytes, want_hash = entry.get("bytes"), entry.get("sha256")
+        if isinstance(want_bytes, bool) or not isinstance(want_bytes, int) or want_bytes < 0 \
+                or not isinstance(want_hash, str) or len(want_hash) != 64:
+            chk.fail(f"files['{rel}'] needs 'sha256' (64 hex digits) and 'bytes' (an integer)")
         if f.stat().st_size != want_bytes:
             chk.fail_file(rel, f"has {f.stat().st_size} bytes, the manifest recorded {want_bytes} "
                                "(truncated or replaced)")
@@ -222,6 +281,8 @@ def _check_files(chk: _Checker, data: dict, verify_hashes: bool) -> None:
             "packing.file": data["packing"].get("file")}
     for key in ("bit", "hwh"):
         refs[f"bitstream.{key}"] = (data.get("bitstream") or {}).get(key)
+    if refs["embeddings.file"] is None:
+        chk.fail("embeddings.file is missing")
     for field, rel in refs.items():
         if rel is None:
             continue
@@ -240,6 +301,23 @@ def _check_files(chk: _Checker, data: dict, verify_hashes: bool) -> None:
     if extra:
         chk.fail_file(extra[0], "is in the package but not in the manifest",
                       "remove it, or re-run `mmfree package` to include it")
+
+
+def _check_csim_abi(chk: _Checker, csim: dict, layout: BufferLayout) -> None:
+    """The C-sim entry point and argument order are the ABI's, not the manifest's to choose.
+
+    Older packages record them; they are accepted only when they say exactly
+    what the ABI says (a manifest naming another symbol -- e.g. libc's
+    ``system`` -- or another argument order is refused, never called).
+    """
+    sym = csim.get("step_symbol")
+    if sym is not None and sym not in CSIM_STEP_SYMBOLS:
+        chk.fail(f"csim.step_symbol = {sym!r}: the C-simulation entry point is fixed by the ABI "
+                 f"({' or '.join(CSIM_STEP_SYMBOLS)}); a package cannot choose another symbol")
+    args = csim.get("args")
+    if args is not None and args != layout.ports:
+        chk.fail(f"csim.args = {args!r}: the argument order is fixed by the ABI "
+                 f"({layout.ports}); a package cannot reorder or drop arguments")
 
 
 def packing_section(model, packing: str = "2bit", file: Optional[str] = "weights.bin") -> tuple[dict, np.ndarray]:
@@ -293,8 +371,8 @@ def _check_packing(chk: _Checker, data: dict, cfg: ModelConfig) -> None:
         chk.fail(f"packing.tensors has {len(tensors)} entries, the model's weight buffer has "
                  f"{len(want.segments)} segments")
     for t, seg in zip(tensors, want.segments):
-        if not isinstance(t, dict):
-            chk.fail("packing.tensors entries must be objects")
+        if not isinstance(t, dict) or not isinstance(t.get("shape") or [], list):
+            chk.fail("packing.tensors entries must be objects with a list 'shape'")
         got = (t.get("name"), t.get("kind"), tuple(t.get("shape") or ()), t.get("offset"), t.get("nbytes"))
         exp = (seg.name, seg.kind, tuple(seg.shape), seg.offset, seg.nbytes)
         if got != exp:
@@ -326,6 +404,8 @@ def _check_ip(chk: _Checker, data: dict, layout: BufferLayout) -> None:
         if key not in ip:
             chk.fail(f"ip.{key} is missing")
     regs = ip["registers"]
+    if not isinstance(regs, dict) or not all(isinstance(r, dict) for r in regs.values()):
+        chk.fail("ip.registers must map register names to {offset, bits}")
     # The streamed top keeps the recurrent state on chip: no pointer for it on the board.
     host_only = {"state"} if ip.get("state_on_chip") else set()
     missing = [p for p in layout.ports if p not in regs and p not in host_only]
@@ -333,11 +413,13 @@ def _check_ip(chk: _Checker, data: dict, layout: BufferLayout) -> None:
         chk.fail(f"ip.registers has no pointer register for {missing}")
     spans = []
     ret = ip.get("ap_return")
+    if ret is not None and not isinstance(ret, dict):
+        chk.fail("ip.ap_return must be null or {offset, bits}")
     named = dict(regs, **({"ap_return": ret} if ret else {}))
     for name, r in named.items():
         try:
             off, bits = int(r["offset"]), int(r["bits"])
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             chk.fail(f"ip.registers.{name} needs integer 'offset' and 'bits'")
         if off % 4 or off < 4 * _CTRL_WORDS:
             chk.fail(f"ip.registers.{name} offset 0x{off:x} is not a word offset after the "
@@ -346,7 +428,7 @@ def _check_ip(chk: _Checker, data: dict, layout: BufferLayout) -> None:
             chk.fail(f"ip.registers.{name} is {bits} bits; registers are 32 or 64 bits")
         spans.append((off, off + bits // 8, name))
     reset = ip.get("reset_register")
-    if reset is not None and regs.get(reset, {}).get("kind") != "scalar":
+    if reset is not None and (not isinstance(reset, str) or regs.get(reset, {}).get("kind") != "scalar"):
         chk.fail(f"ip.reset_register {reset!r} is not a scalar register of the IP")
     spans.sort()
     for (a0, a1, an), (b0, _b1, bn) in zip(spans, spans[1:]):
@@ -358,12 +440,13 @@ def _check_embeddings(chk: _Checker, data: dict, cfg: ModelConfig) -> None:
     emb = data["embeddings"]
     rel = emb.get("file")
     want = (cfg.vocab_size, cfg.d)
-    if tuple(emb.get("shape", ())) != want or emb.get("dtype") != "float32":
+    shape = emb.get("shape")
+    if not isinstance(shape, list) or tuple(shape) != want or emb.get("dtype") != "float32":
         chk.fail(f"embeddings are recorded as {emb.get('shape')} {emb.get('dtype')}, the model "
                  f"needs {list(want)} float32")
     try:
         arr = np.load(chk.root / rel, mmap_mode="r")
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, EOFError) as e:
         chk.fail_file(rel, f"is not a readable .npy file ({e})")
     if arr.shape != want or arr.dtype != np.float32:
         chk.fail_file(rel, f"holds {arr.shape} {arr.dtype}, the model needs {want} float32")
@@ -384,9 +467,11 @@ def load_manifest(root: str | Path, verify_hashes: bool = True) -> Manifest:
         raise FileNotFoundError(f"{chk.mpath} is missing: {root} is not an overlay package; "
                                 "build one with `mmfree package HLS_PROJECT --board BOARD`")
     try:
-        data = json.loads(chk.mpath.read_text())
+        data = json.loads(chk.mpath.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         chk.fail(f"not valid JSON ({e})")
+    except RecursionError:
+        chk.fail("not valid JSON (nested too deeply)")
     if not isinstance(data, dict):
         chk.fail("the top level must be a JSON object")
     missing = [k for k in REQUIRED if k not in data]
@@ -394,9 +479,15 @@ def load_manifest(root: str | Path, verify_hashes: bool = True) -> Manifest:
         chk.fail(f"required fields missing: {', '.join(missing)}")
     if data["format"] != FORMAT:
         chk.fail(f"format is {data['format']!r}, expected {FORMAT!r}")
-    if data["format_version"] != FORMAT_VERSION:
-        chk.fail(f"format_version {data['format_version']} is not supported (this mmfree-hls reads "
+    version = data["format_version"]
+    if isinstance(version, bool) or not isinstance(version, int) or version != FORMAT_VERSION:
+        chk.fail(f"format_version {version!r} is not supported (this mmfree-hls reads the integer "
                  f"{FORMAT_VERSION})", "re-package with this version of mmfree-hls")
+    for key in ("name", "board", "tier"):
+        _section(chk, data, key, str)
+    for key in ("model", "precision", "packing", "buffers", "ip", "csim", "embeddings", "files"):
+        _section(chk, data, key)
+    _section(chk, data, "bitstream", optional=True)
     boards = known_boards()
     if data["board"] not in boards:
         chk.fail(f"board {data['board']!r} is not in the board table ({', '.join(sorted(boards))})")
@@ -406,12 +497,12 @@ def load_manifest(root: str | Path, verify_hashes: bool = True) -> Manifest:
         cfg = ModelConfig.from_dict(data["model"])
     except (ConfigError, TypeError) as e:
         chk.fail(f"model config is invalid: {e}")
-    if not isinstance(data["precision"], dict):
-        chk.fail("precision must be an object (the HLS precision config)")
     try:
         layout = BufferLayout.from_manifest(data["buffers"], cfg)
     except ManifestError as e:
         chk.fail(str(e))
+    except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as e:
+        chk.fail(f"buffers: not a valid buffer table ({type(e).__name__}: {e})")
     if (data["tier"] == "streamed") != (WEIGHTS_PORT in layout.specs):
         chk.fail(f"tier '{data['tier']}' but the buffer table "
                  f"{'has' if WEIGHTS_PORT in layout.specs else 'has no'} weight buffer")
@@ -420,6 +511,7 @@ def load_manifest(root: str | Path, verify_hashes: bool = True) -> Manifest:
                  f"{data['packing'].get('total_bytes')}")
     if "library" not in data["csim"]:
         chk.fail("csim.library is missing")
+    _check_csim_abi(chk, data["csim"], layout)
     _check_files(chk, data, verify_hashes)
     _check_packing(chk, data, cfg)
     _check_ip(chk, data, layout)
