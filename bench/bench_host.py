@@ -18,8 +18,9 @@ Writes a table to stdout and ``bench/results/host.json``.
 
 from __future__ import annotations
 
+import _common  # noqa: F401  (first: quiet TensorFlow)
+
 import argparse
-import json
 import platform
 import subprocess
 import sys
@@ -167,11 +168,8 @@ def main(argv=None) -> int:
             print(f"  {mode:>10}: host {r['host_us_per_token']:.1f} us (median {r['host_us_p50']:.1f}) + device "
                   f"{r['device_us_per_token']:.1f} us (median {r['device_us_p50']:.1f}) per token "
                   f"({100 * r['host_fraction']:.2f}% host), {r['tokens_per_s']:.1f} tokens/s")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"machine": platform.machine(), "python": platform.python_version(),
-                                   "tokens": args.tokens, "host_floor": floor, "real_design": real},
-                                  indent=2) + "\n")
-    print(f"\nwrote {RESULTS}")
+    path = _common.write_result("host", {"tokens": args.tokens, "host_floor": floor, "real_design": real})
+    print(f"\nwrote {path}")
     return 0
 
 

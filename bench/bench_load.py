@@ -21,9 +21,10 @@ Prints a table and writes bench/results/load.json.
 
 from __future__ import annotations
 
+import _common  # noqa: F401  (first: quiet TensorFlow)
+
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
@@ -36,7 +37,6 @@ from mmfree_hls.config import ModelConfig
 from mmfree_hls.reference import expected_shapes
 from mmfree_hls.safetensors_io import SafetensorsWriter, TensorSpec
 
-RESULTS = Path(__file__).resolve().parent / "results" / "load.json"
 
 # MMfreeLM-370M as published (README model zoo: 24 layers, hidden 1024; Llama/Mistral vocabulary).
 SHAPE_370M = {"model_type": "hgrn_bit", "architectures": ["HGRNBitForCausalLM"], "vocab_size": 32000,
@@ -132,18 +132,16 @@ def main(argv=None) -> int:
               f"{(f'{after / disk:.2f}x' if after else '-'):>13}")
     bar = rows["reference, lean"]["peak_rss_bytes"] / disk
     print(f"\nfp16 checkpoint on disk: {disk / 1e6:,.1f} MB; packed.safetensors: {packed_bytes / 1e6:,.1f} MB")
-    print(f"bar (issue 3): peak RSS of the lean load < 2x fp16 size: {bar:.2f}x -> "
+    print(f"bar: peak RSS of the lean load < 2x fp16 size: {bar:.2f}x -> "
           f"{'met' if bar < 2 else 'NOT met'}; identical logits across loads: {same}")
 
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
+    path = _common.write_result("load", {
         "config": raw, "fp16_bytes_on_disk": disk, "packed_bytes_on_disk": packed_bytes,
         "generate_seconds": gen_s, "results": rows, "lean_load_rss_over_fp16": bar,
         "bar_met": bar < 2, "identical_logits": same,
-        "machine": {"python": platform.python_version(), "platform": platform.platform(),
-                    "numpy": np.__version__},
-    }, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+        "numpy": np.__version__,
+    })
+    print(f"wrote {path}")
     return 0 if same else 1
 
 

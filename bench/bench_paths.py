@@ -22,6 +22,8 @@ simulation speeds on this CPU, not FPGA speeds (``mmfree perf`` models those).
 
 from __future__ import annotations
 
+import _common  # noqa: F401  (first: quiet TensorFlow)
+
 import argparse
 import json
 import os
