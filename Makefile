@@ -69,8 +69,8 @@ perf: $(STAMP)       ## performance model: tokens/s vs memory-bandwidth bound pe
 bench: $(STAMP)      ## run the benchmarks under bench/ (tables + JSON in bench/results)
 	for b in bench/bench_*.py; do TF_CPP_MIN_LOG_LEVEL=3 $(PY) $$b || exit 1; done
 
-readme-figures: $(STAMP)  ## rewrite README.md's measured figures from bench/results/*.json
-	$(PY) bench/render_readme.py
+readme-figures:      ## rewrite README.md's measured figures from bench/results/*.json (standard library only)
+	$(PYTHON) bench/render_readme.py
 
 clean:               ## remove generated projects and caches (keeps .venv, runs/ and bench/results/*.json)
 	rm -rf hls_project/*/ overlays/*/ .pytest_cache bench/results/hls_project

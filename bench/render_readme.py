@@ -213,7 +213,7 @@ def render_agreement(results: Path) -> str:
                      f"max absolute logit difference {sci(sv['max_abs'])}",
                      f"≤ {sci(b['keras_step_vs_sequence']['max_abs'], 1)}", r.machine])
     return (table(["paths", "model", "state", "prompt / text", "result", "test bound", "machine"], rows)
-            + f"\n`{r.command}` (after `make demo`); `tests/test_readme_figures.py` asserts the bounds on the "
+            + f"\n`{r.command}`; `tests/test_readme_figures.py` asserts the bounds on the "
               f"same model.\n")
 
 
