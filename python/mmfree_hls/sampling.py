@@ -11,6 +11,12 @@ deterministic given a seed (one ``numpy.random.Generator`` per ``Sampler``).
                  probability mass reaches p ("nucleus"), renormalise
 
 top-k is applied before top-p, as in common LM toolkits.
+
+Numerically safe at any temperature: probabilities are computed in float64
+from ``(z - max z) / T`` (log-space, so the largest term is exactly exp(0) = 1
+and nothing overflows), and a temperature below :data:`GREEDY_BELOW` is
+decoded greedily -- the limit of softmax(z/T) as T -> 0 (ties aside), with no
+random draw.
 """
 
 from __future__ import annotations
@@ -24,16 +30,31 @@ class SamplingError(ValueError):
     """A sampling parameter or a logits vector that cannot be sampled from."""
 
 
+#: Temperatures below this are greedy decoding (argmax): softmax(z/T) is one-hot to
+#: within float64 for any logit gap a model produces, so no draw is made.
+GREEDY_BELOW = 1e-6
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+
+
 def check_params(temperature: float = 0.0, top_k: Optional[int] = None,
                  top_p: Optional[float] = None) -> None:
     """Raise SamplingError with the valid range for any bad parameter."""
-    if temperature is None or not np.isfinite(temperature) or temperature < 0:
-        raise SamplingError(f"temperature must be ≥ 0 (0 = greedy), got {temperature!r}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer))
+    if not _is_real(temperature) or not np.isfinite(temperature) or temperature < 0:
+        raise SamplingError(f"temperature must be a finite number ≥ 0 (0 = greedy), got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, (bool, np.bool_)) or not isinstance(top_k, (int, np.integer))
                               or top_k < 1):
         raise SamplingError(f"top_k must be a positive integer or None, got {top_k!r}")
-    if top_p is not None and not (0.0 < float(top_p) <= 1.0):
-        raise SamplingError(f"top_p must be in (0, 1] or None, got {top_p!r}")
+    if top_p is not None and not (_is_real(top_p) and 0.0 < float(top_p) <= 1.0):
+        raise SamplingError(f"top_p must be in (0, 1] (a number) or None, got {top_p!r}")
+
+
+def check_seed(seed) -> None:
+    if seed is not None and (isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer))
+                             or seed < 0):
+        raise SamplingError(f"seed must be a non-negative integer or None, got {seed!r}")
 
 
 def _check_logits(logits: np.ndarray) -> np.ndarray:
@@ -92,11 +113,12 @@ def _nucleus(p: np.ndarray, top_p: float) -> np.ndarray:
 def _candidates(logits: np.ndarray, temperature: float, top_k: Optional[int],
                 top_p: Optional[float]) -> tuple[np.ndarray, np.ndarray]:
     """(ids ascending, probabilities) of the tokens that survive the filters."""
-    z = _check_logits(logits) / temperature
+    z = _check_logits(logits)
+    # top-k on the raw logits: dividing by T > 0 does not change their order.
     ids = _top_k_ids(z, top_k) if top_k is not None and top_k < z.size else None
-    zk = z if ids is None else z[ids]
-    p = np.exp(zk - zk.max())
-    p = p / p.sum(dtype=np.float64)
+    zk = np.asarray(z if ids is None else z[ids], dtype=np.float64)
+    p = np.exp((zk - zk.max()) / temperature)        # ≤ 0 before the division: no overflow, no NaN
+    p = p / p.sum()
     if top_p is not None and top_p < 1.0:
         keep = _nucleus(p, top_p)
         ids = np.flatnonzero(keep) if ids is None else ids[keep]
@@ -116,6 +138,10 @@ def filtered_probs(logits: np.ndarray, temperature: float, top_k: Optional[int] 
     check_params(temperature, top_k, top_p)
     if temperature == 0:
         raise SamplingError("temperature 0 is greedy decoding: there is no distribution")
+    if temperature < GREEDY_BELOW:                    # the greedy limit: all mass on the argmax
+        full = np.zeros(np.size(logits))
+        full[int(np.argmax(_check_logits(logits)))] = 1.0
+        return full
     ids, p = _candidates(logits, temperature, top_k, top_p)
     full = np.zeros(np.size(logits))
     full[ids] = p
@@ -133,6 +159,7 @@ class Sampler:
     def __init__(self, temperature: float = 0.0, top_k: Optional[int] = None,
                  top_p: Optional[float] = None, seed: Optional[int] = None):
         check_params(temperature, top_k, top_p)
+        check_seed(seed)
         self.temperature = float(temperature)
         self.top_k = None if top_k is None else int(top_k)
         self.top_p = None if top_p is None else float(top_p)
@@ -141,7 +168,8 @@ class Sampler:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0
+        """True for temperature 0 and any temperature below :data:`GREEDY_BELOW`."""
+        return self.temperature < GREEDY_BELOW
 
     def __call__(self, logits: np.ndarray) -> int:
         if self.greedy:

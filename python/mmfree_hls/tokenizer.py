@@ -46,6 +46,30 @@ class Tokenizer(Protocol):
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str: ...
 
 
+def _utf8(text) -> bytes:
+    if not isinstance(text, str):
+        raise TokenizerError(f"text to encode must be a str, got {type(text).__name__}")
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise TokenizerError(f"the text is not valid Unicode: characters {e.start}..{e.end - 1} are "
+                             "undecodable bytes or lone surrogates (is the input UTF-8?)") from None
+
+
+def _token_id(i) -> int:
+    if isinstance(i, bool) or not isinstance(i, (int, _np_integer())):
+        raise TokenizerError(f"token ids must be integers, got {type(i).__name__} {i!r}")
+    return int(i)
+
+
+def _np_integer():
+    try:
+        import numpy as np
+        return np.integer
+    except ImportError:                 # pragma: no cover - numpy is a dependency
+        return int
+
+
 # -------------------------------------------------------------------- bytes
 class ByteTokenizer:
     """UTF-8 bytes as ids 0..255, then optional special tokens from 256 on."""
@@ -54,6 +78,12 @@ class ByteTokenizer:
 
     def __init__(self, special_tokens: Sequence[str] = (), bos_token: str | None = None,
                  eos_token: str | None = None):
+        if isinstance(special_tokens, (str, bytes)) or not isinstance(special_tokens, (list, tuple)) \
+                or not all(isinstance(s, str) and s for s in special_tokens):
+            raise TokenizerError(f"special_tokens must be a list of non-empty strings, got {special_tokens!r}")
+        for role, tok in (("bos_token", bos_token), ("eos_token", eos_token)):
+            if tok is not None and not isinstance(tok, str):
+                raise TokenizerError(f"{role} must be a string or null, got {tok!r}")
         self.special_tokens = tuple(special_tokens)
         if len(set(self.special_tokens)) != len(self.special_tokens):
             raise TokenizerError(f"duplicate special tokens in {list(self.special_tokens)}")
@@ -82,7 +112,7 @@ class ByteTokenizer:
             raise TokenizerError(f"{token!r} is not a special token of this byte tokenizer") from None
 
     def encode(self, text: str, add_bos: bool = False) -> list[int]:
-        ids = list(text.encode("utf-8"))
+        ids = list(_utf8(text))
         if add_bos:
             if self.bos_token_id is None:
                 raise TokenizerError("add_bos=True but this byte tokenizer has no bos_token")
@@ -92,7 +122,7 @@ class ByteTokenizer:
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
         out, pending = [], bytearray()
         for i in ids:
-            i = int(i)
+            i = _token_id(i)
             if 0 <= i < BYTE_VOCAB:
                 pending.append(i)
             elif BYTE_VOCAB <= i < self.vocab_size:
@@ -148,13 +178,14 @@ class HFTokenizer:
             raise TokenizerError(f"{self.path}: not a valid tokenizer.json ({e})") from None
         self.vocab_size = int(self._tok.get_vocab_size(with_added_tokens=True))
         for role, i in (("bos_token_id", bos_token_id), ("eos_token_id", eos_token_id)):
-            if i is not None and not 0 <= i < self.vocab_size:
+            if i is not None and (isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < self.vocab_size):
                 raise TokenizerError(f"{role} {i} is outside the tokenizer's vocabulary "
                                      f"(size {self.vocab_size}) in {self.path}")
         self.bos_token_id, self.eos_token_id = bos_token_id, eos_token_id
 
     def encode(self, text: str, add_bos: bool = False) -> list[int]:
         # The tokenizer's own post-processor is bypassed so BOS handling is the same for every kind.
+        _utf8(text)
         ids = list(self._tok.encode(text, add_special_tokens=False).ids)
         if add_bos:
             if self.bos_token_id is None:
@@ -163,7 +194,7 @@ class HFTokenizer:
         return ids
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
-        ids = [int(i) for i in ids]
+        ids = [_token_id(i) for i in ids]
         bad = [i for i in ids if not 0 <= i < self.vocab_size]
         if bad:
             raise TokenizerError(f"token id {bad[0]} is out of range for {self.path.name} "
@@ -190,9 +221,11 @@ def load_tokenizer(checkpoint_dir: str | Path) -> Tokenizer:
     config = {}
     if (root / CONFIG_FILE).is_file():
         try:
-            config = json.loads((root / CONFIG_FILE).read_text())
-        except json.JSONDecodeError as e:
-            raise TokenizerError(f"{root / CONFIG_FILE}: not valid JSON ({e})") from None
+            config = json.loads((root / CONFIG_FILE).read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+            raise TokenizerError(f"{root / CONFIG_FILE}: not valid UTF-8 JSON ({e})") from None
+        if not isinstance(config, dict):
+            raise TokenizerError(f"{root / CONFIG_FILE}: expected a JSON object, got {type(config).__name__}")
     if (root / TOKENIZER_FILE).is_file():
         tok: Tokenizer = HFTokenizer(root / TOKENIZER_FILE, config.get("bos_token_id"),
                                      config.get("eos_token_id"))
@@ -205,7 +238,7 @@ def load_tokenizer(checkpoint_dir: str | Path) -> Tokenizer:
         raise TokenizerError(f"{root}: no {TOKENIZER_FILE} and no '{CONFIG_KEY}' record in {CONFIG_FILE}"
                              f"{hint}; copy the model's tokenizer.json next to its config.json")
     model_vocab = config.get("vocab_size")
-    if isinstance(model_vocab, int) and tok.vocab_size > model_vocab:
+    if isinstance(model_vocab, int) and not isinstance(model_vocab, bool) and tok.vocab_size > model_vocab:
         raise TokenizerError(f"{root}: the tokenizer has {tok.vocab_size} ids but the model only "
                              f"{model_vocab} (vocab_size in config.json); they do not belong together")
     return tok
@@ -230,7 +263,7 @@ class StreamDecoder:
         self._read = 0        # ids up to here are already emitted
 
     def feed(self, token_id: int) -> str:
-        self.ids.append(int(token_id))
+        self.ids.append(_token_id(token_id))
         return self._advance(final=False)
 
     def flush(self) -> str:

@@ -117,6 +117,7 @@ class Accelerator:
         self._closed = False
         self._history: list[int] = []          # token ids fed since reset(): replayed after a fault
         self._needs_recovery = False
+        self._stream: Optional[object] = None  # the live generate() stream, which owns the state
         # The embedding table stays on the host; float32 rows are copied straight into x_in.
         self._embeddings = np.ascontiguousarray(manifest.embeddings(mmap=False), dtype=np.float32)
         self._buffers: DeviceBuffers = backend.allocate(self.layout)
@@ -215,8 +216,20 @@ class Accelerator:
         self._buffers.clear_state()
         self.backend.reset_state()          # on-chip state: the next start carries reset = 1
 
+    def _check_no_stream(self, what: str) -> None:
+        if self._stream is not None:
+            raise AcceleratorError(
+                f"{what} while a generate() stream is running on this accelerator would change the "
+                "recurrent state that stream continues from; finish the stream or close it first "
+                "(stream.close()), or open a second Accelerator for a second sequence")
+
     def reset(self) -> None:
         """Zero the recurrent state: the next step starts a new sequence."""
+        self._check_open()
+        self._check_no_stream("reset()")
+        self._reset()
+
+    def _reset(self) -> None:
         self._check_open()
         if self._needs_recovery:
             # A step abandoned by a timeout may still write the state buffer: let it finish first.
@@ -291,7 +304,15 @@ class Accelerator:
         self._needs_recovery = False
 
     def step(self, token_id: int) -> np.ndarray:
-        """Feed one token; return its logits (float32, (V,)). The state advances by one."""
+        """Feed one token; return its logits (float32, (V,)). The state advances by one.
+
+        Refused while a :meth:`generate` stream is running (it owns the state).
+        """
+        self._check_open()
+        self._check_no_stream("step()")
+        return self._step(token_id)
+
+    def _step(self, token_id: int) -> np.ndarray:
         self._check_open()
         tok = self._check_token(token_id)
         if self._needs_recovery:
@@ -382,6 +403,9 @@ class Accelerator:
 
         Greedy when temperature is 0. ``stop``: a token id or ids that end the
         stream (not yielded). Arguments are checked here, before anything runs.
+        One stream at a time owns the accelerator's state: while it runs (from its
+        first token until it ends or is closed), a second stream, ``step()`` and
+        ``reset()`` raise AcceleratorError instead of silently sharing the state.
         """
         self._check_open()
         prompt = [self._check_token(t) for t in prompt_ids]
@@ -397,21 +421,31 @@ class Accelerator:
         return self._generate(prompt, int(max_new_tokens), sampler, stops)
 
     def _generate(self, prompt: list[int], max_new: int, sampler: Sampler, stops: set) -> Iterator[int]:
-        self.reset()
-        self.stats.reset()          # stats describe this generation (step() alone accumulates)
-        for tok in prompt:
-            logits = self.step(tok)
-            self.stats.prompt_tokens += 1
-        for i in range(max_new):
-            t0 = clock()
-            tok = sampler(logits)
-            self.stats.add_host_time(clock() - t0)
-            if tok in stops:
-                return
-            self.stats.new_tokens += 1
-            yield tok
-            if i + 1 < max_new:            # the last token's logits are never needed
-                logits = self.step(tok)
+        self._check_open()
+        if self._stream is not None:
+            raise AcceleratorError(
+                "another generate() stream is still running on this accelerator and owns its recurrent "
+                "state; finish it or close it first (stream.close()), or open a second Accelerator")
+        owner = self._stream = object()
+        try:
+            self._reset()
+            self.stats.reset()          # stats describe this generation (step() alone accumulates)
+            for tok in prompt:
+                logits = self._step(tok)
+                self.stats.prompt_tokens += 1
+            for i in range(max_new):
+                t0 = clock()
+                tok = sampler(logits)
+                self.stats.add_host_time(clock() - t0)
+                if tok in stops:
+                    return
+                self.stats.new_tokens += 1
+                yield tok
+                if i + 1 < max_new:            # the last token's logits are never needed
+                    logits = self._step(tok)
+        finally:
+            if self._stream is owner:
+                self._stream = None
 
     @property
     def tokenizer(self):
