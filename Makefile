@@ -11,6 +11,7 @@ MODEL   ?= demo
 BOARD   ?= pynq-z2
 CKPT    ?= python/mmfree_hls/data/demo_model
 SWEEP   ?= design/configs/sweep_demo.yaml
+TIER    ?= on-chip
 FORCE   ?=
 OVERLAY  = overlays/$(BOARD)/$(MODEL)
 # `make train` writes a new checkpoint under runs/train/; CKPT=DIR on the command line trains into DIR,
@@ -45,11 +46,11 @@ train: $(STAMP)      ## train the demo-sized model into runs/train/ (seeded, res
 convert: $(STAMP)    ## hls4ml project for CKPT under hls_project/MODEL (cached; FORCE=1 replaces another model's)
 	$(MMFREE) convert $(CKPT) --out hls_project/$(MODEL)$(if $(FORCE), --force)
 
-hls: $(STAMP)        ## Vitis HLS csynth + IP export (needs vitis_hls)
-	$(MMFREE) synth hls hls_project/$(MODEL) --board $(BOARD)
+hls: $(STAMP)        ## Vitis HLS csim + csynth (+ cosim with COSIM=1) + IP export, TIER=on-chip|streamed (needs vitis_hls)
+	$(MMFREE) synth hls hls_project/$(MODEL) --board $(BOARD) --tier $(TIER) $(if $(filter 1,$(COSIM)),--cosim)
 
-overlay: $(STAMP)    ## Vivado block design -> bitstream -> overlay package (needs vivado)
-	$(MMFREE) synth overlay hls_project/$(MODEL) --board $(BOARD)
+overlay: $(STAMP)    ## Vivado block design -> bitstream (timing-gated) -> overlay package, TIER=..., PART_ONLY=1 (needs vivado)
+	$(MMFREE) synth overlay hls_project/$(MODEL) --board $(BOARD) --tier $(TIER) $(if $(filter 1,$(PART_ONLY)),--part-only)
 
 package: $(STAMP)    ## overlays/BOARD/MODEL from hls_project/MODEL: up to date, else (re)built (FORCE=1: rebuild)
 	@if [ -z "$(FORCE)" ] && [ -f $(OVERLAY)/manifest.json ] && \
