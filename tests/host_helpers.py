@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -252,3 +253,420 @@ class StreamedReferenceDevice:
         logits, self.state = self.model.decode_step(np.asarray(buf["x_in"], dtype=np.float64), self.state)
         buf["logits"][:] = logits
         mmio.regs[ret] = 0
+
+
+# ------------------------------------------------------------------ the real pynq package, faked below it
+# Used by tests/test_*real_pynq*.py in the board-side venv (.venv-board: numpy + pynq 4.0.0).
+# pynq's own Overlay (metadata parser), MMIO, allocate and PynqBuffer run unchanged; what is
+# replaced is what a PYNQ image provides underneath them: XRT (pyxrt buffer objects and the
+# xclbinutil tool), the FPGA manager, /dev/mem and munmap. The DDR behind the buffers has a
+# write-back CPU cache that is NOT coherent with the IP's masters: host writes stay in the cache
+# until a flush (bo.sync to device), an invalidate (bo.sync from device) discards the cached
+# lines — dirty ones included, as Arm's invalidate-by-range does — and the IP reads and writes
+# DRAM only. The IP is a register file with ap_ctrl_hs semantics whose start runs the C-simulation
+# step (through the project's CSimBackend) on the buffers its pointer registers address.
+
+CACHE_LINE = 64                 # bytes (Cortex-A53); invalidation works on whole lines
+_BO_CACHEABLE = 1 << 24         # pyxrt.bo.flags.cacheable (XRT's XCL_BO_FLAGS_CACHEABLE)
+
+
+class PhysicalMemory:
+    """DDR as the IP sees it: allocations from a CMA window, and every access checked."""
+
+    def __init__(self, base: int = 0x6000_0000, page: int = 4096):
+        self.next, self.page = base, page
+        self.live: dict[int, np.ndarray] = {}         # phys address → bytes (uint8)
+        self.freed: dict[int, int] = {}               # phys address → size
+        self.violations: list[str] = []               # DMA outside live allocations
+
+    def alloc(self, size: int) -> tuple[int, np.ndarray]:
+        addr = self.next
+        self.next += -(-size // self.page) * self.page
+        self.live[addr] = np.zeros(size, np.uint8)
+        return addr, self.live[addr]
+
+    def free(self, addr: int) -> None:
+        self.freed[addr] = self.live.pop(addr).size
+
+    def _find(self, addr: int, nbytes: int, what: str) -> Optional[np.ndarray]:
+        for base, mem in self.live.items():
+            if base <= addr and addr + nbytes <= base + mem.size:
+                return mem[addr - base: addr - base + nbytes]
+        state = "freed" if any(b <= addr < b + n for b, n in self.freed.items()) else "unallocated"
+        self.violations.append(f"{what} of {nbytes} bytes at 0x{addr:x}: {state} memory")
+        return None
+
+    def read(self, addr: int, nbytes: int) -> np.ndarray:
+        mem = self._find(addr, nbytes, "IP read")
+        return np.zeros(nbytes, np.uint8) if mem is None else mem.copy()
+
+    def write(self, addr: int, data: np.ndarray) -> None:
+        mem = self._find(addr, data.nbytes, "IP write")
+        if mem is not None:
+            mem[:] = np.frombuffer(np.ascontiguousarray(data).tobytes(), np.uint8)
+
+
+class CachedBo:
+    """pyxrt.bo: one XRT buffer object; a cacheable one has a write-back cache in front."""
+
+    def __init__(self, board: "FakeBoard", size: int, flags: int, memidx: int):
+        self.board, self.flags, self.memidx = board, flags, memidx
+        self.cacheable = bool(flags & _BO_CACHEABLE)
+        self.paddr, self.dram = board.memory.alloc(size)
+        # The CPU's view: a cached copy (cacheable), or DRAM itself (uncached mapping).
+        self.cpu = self.dram.copy() if self.cacheable else self.dram
+        self.clean = self.dram.copy()                 # what the cached lines held when last clean
+        self.vaddr = self.cpu.__array_interface__["data"][0]     # where pynq maps it
+        self.released = False
+        board.bos.append(self)
+
+    # pyxrt.bo methods pynq calls
+    def map(self):
+        return memoryview(self.cpu)
+
+    def size(self) -> int:
+        return int(self.dram.size)
+
+    def address(self) -> int:
+        return self.paddr
+
+    def _dirty_lines(self) -> np.ndarray:
+        n = -(-self.cpu.size // CACHE_LINE) * CACHE_LINE
+        diff = np.zeros(n, bool)
+        diff[:self.cpu.size] = self.cpu != self.clean
+        return np.flatnonzero(diff.reshape(-1, CACHE_LINE).any(axis=1))
+
+    def sync(self, direction) -> None:
+        self.board.log.append(("sync", direction, self.paddr))
+        if not self.cacheable:
+            return
+        lines = self._dirty_lines()
+        if direction == FakePyxrt.xclBOSyncDirection.XCL_BO_SYNC_BO_TO_DEVICE:      # clean
+            for i in lines:
+                s = slice(i * CACHE_LINE, (i + 1) * CACHE_LINE)
+                self.dram[s] = self.cpu[s]
+            self.clean[:] = self.cpu
+        else:                                                                      # invalidate
+            if len(lines):
+                self.board.lost_writes.append((self.paddr, len(lines)))
+            self.cpu[:] = self.dram
+            self.clean[:] = self.dram
+
+    def dirty(self) -> bool:
+        return self.cacheable and len(self._dirty_lines()) > 0
+
+
+class FakePyxrt:
+    """The pyxrt module as pynq's XRT device uses it."""
+
+    class xclBOSyncDirection:
+        XCL_BO_SYNC_BO_TO_DEVICE = "to_device"
+        XCL_BO_SYNC_BO_FROM_DEVICE = "from_device"
+
+    class xrt_info_device:
+        bdf = "bdf"; dynamic_regions = "dynamic_regions"; electrical = "electrical"; host = "host"
+        m2m = "m2m"; max_clock_frequency_mhz = "max_clock_frequency_mhz"; mechanical = "mechanical"
+        memory = "memory"; name = "name"; pcie_info = "pcie_info"; thermal = "thermal"; vmr = "vmr"
+
+    def __init__(self, board: "FakeBoard"):
+        self.board = board
+        outer = self
+
+        class bo(CachedBo):
+            class flags:
+                normal = 0
+                cacheable = _BO_CACHEABLE
+
+            def __init__(self, handle, size, flags, memidx):
+                super().__init__(outer.board, size, flags, memidx)
+
+        class device:
+            def __init__(self, index):
+                self.index = index
+
+            def get_info(self, key):
+                return {"name": "edge", "max_clock_frequency_mhz": [250, 0, 0, 0]}.get(key, 0)
+
+            def load_xclbin(self, path):
+                outer.board.log.append(("load_xclbin", path))
+
+        self.bo, self.device = bo, device
+
+
+class FakeLibc:
+    """libc as pynq's buffer code uses it: munmap of a buffer's mapping (and the BO release).
+    Installed once for the process: a PynqBuffer may be garbage-collected after its test."""
+
+    boards: list = []
+
+    def munmap(self, ptr, length) -> int:
+        addr = ptr.value if hasattr(ptr, "value") else int(ptr)
+        for board in self.boards:
+            for bo in board.bos:
+                if not bo.released and bo.vaddr == addr:
+                    bo.released = True
+                    board.memory.free(bo.paddr)
+                    board.log.append(("munmap", bo.paddr))
+                    return 0
+        raise AssertionError(f"munmap of 0x{addr:x}: not a mapped buffer")
+
+
+class EngineRegisters:
+    """/dev/mem over the IP's AXI-Lite slave: Vitis HLS ap_ctrl_hs registers whose ap_start
+    runs one step of the engine model. Indexed in 32-bit words, as pynq.MMIO indexes it."""
+
+    def __init__(self, board: "FakeBoard"):
+        self.board, self.regs = board, {0: AP_IDLE}
+        self.hang = 0                # starts that stay busy until finish_hung_step()
+        self.finish_after_reads = None   # a hung step ends after this many CTRL reads (slow device)
+        self.busy = False
+
+    def __len__(self):
+        return 0x10000 // 4
+
+    def __getitem__(self, idx: int) -> np.uint32:
+        off = int(idx) * 4
+        if off == 0 and self.busy and self.finish_after_reads is not None:
+            self.finish_after_reads -= 1
+            if self.finish_after_reads <= 0:
+                self.finish_after_reads = None
+                self.finish()
+        v = self.regs.get(off, 0)
+        self.board.log.append(("read", off))
+        if off == 0:
+            self.regs[0] = v & ~AP_DONE                     # ap_done is clear-on-read
+        return np.uint32(v)
+
+    def __setitem__(self, idx: int, value) -> None:
+        off, value = int(idx) * 4, int(value)
+        self.board.log.append(("write", off, value))
+        if off == 0:
+            if value & AP_START and not self.busy:
+                self.regs[0] = 0                             # busy: not idle, not done
+                self.busy = True
+                if self.hang:
+                    self.hang -= 1
+                    return
+                self.finish()
+            return
+        self.regs[off] = value & 0xFFFFFFFF
+
+    def pointer(self, off: int) -> int:
+        return self.regs.get(off, 0) | (self.regs.get(off + 4, 0) << 32)
+
+    def finish(self) -> None:
+        """The started step runs to its end: DMA in, C-simulation step, DMA out, ap_done."""
+        rc = self.board.engine(self)
+        ret = self.board.ip.get("ap_return")
+        if ret:
+            self.regs[int(ret["offset"])] = rc & 0xFFFFFFFF
+        self.regs[0] = AP_DONE | AP_IDLE | 0x8              # done, idle, ready
+        self.busy = False
+
+    def finish_hung_step(self) -> None:
+        assert self.busy
+        self.finish()
+
+
+class EngineModel:
+    """The IP's datapath: its masters read x_in/state/weights from DRAM at the addresses in its
+    pointer registers, one C-simulation step runs on them, state/logits go back to DRAM."""
+
+    def __init__(self, board: "FakeBoard", csim, layout, ip: dict, region_bytes: Optional[int]):
+        self.board, self.csim, self.layout, self.ip = board, csim, layout, ip
+        self.buffers = csim.allocate(layout)
+        self.region_bytes = region_bytes
+        self.steps = 0
+        self.weights_seen: Optional[np.ndarray] = None
+
+    def __call__(self, regs: EngineRegisters) -> int:
+        mem, R = self.board.memory, self.ip["registers"]
+        for spec in self.layout:
+            if spec.name in R:
+                raw = mem.read(regs.pointer(int(R[spec.name]["offset"])), spec.nbytes)
+                if spec.direction != "out":
+                    self.buffers[spec.name][...] = raw.view(spec.dtype).reshape(spec.shape)
+        ports = sorted((n for n in R if n[:1] == "w" and n[1:].isdigit()), key=lambda n: int(n[1:]))
+        if ports:
+            total, parts = self.layout.weight_bytes, []
+            for k, p in enumerate(ports):
+                n = min(self.region_bytes, total - k * self.region_bytes)
+                if n > 0:
+                    parts.append(mem.read(regs.pointer(int(R[p]["offset"])), n))
+            self.weights_seen = np.concatenate(parts)
+            self.buffers["weights"][...] = self.weights_seen
+        try:
+            self.csim.run()
+            rc = 0
+        except Exception:          # a non-zero return of the step: ap_return carries it
+            rc = 1
+        for spec in self.layout:
+            if spec.name in R and spec.direction in ("out", "inout"):
+                mem.write(regs.pointer(int(R[spec.name]["offset"])), self.buffers[spec.name])
+        self.steps += 1
+        return rc
+
+
+def bitstream_bytes(design: str, part: str, payload: bytes = b"\x00" * 64) -> bytes:
+    """A .bit file: Xilinx's header (design, part, date, time) and a payload. The FPGA
+    manager is faked, so the payload is never configured; pynq parses the header."""
+    import struct
+
+    def field(tag: bytes, text: str) -> bytes:
+        b = text.encode() + b"\x00"
+        return tag + struct.pack(">h", len(b)) + b
+    head = struct.pack(">h", 9) + bytes.fromhex("0ff00ff00ff00ff000") + struct.pack(">h", 1)
+    return (head + field(b"a", f"{design};UserID=0XFFFFFFFF;Version=2024.2") + field(b"b", part)
+            + field(b"c", "2026/12/04") + field(b"d", "12:00:00") + b"e"
+            + struct.pack(">i", len(payload)) + payload)
+
+
+XCLBINUTIL = r'''#!{python}
+"""xclbinutil stand-in: --add-section=KIND:FORMAT:FILE ... --output OUT (RAW metadata, JSON mem topology)."""
+import ctypes, json, sys
+from pynq._3rdparty import xclbin as X
+args = sys.argv[1:]
+sections, out = [], None
+for i, a in enumerate(args):
+    if a.startswith("--add-section="):
+        kind, fmt, path = a.split("=", 1)[1].split(":")
+        sections.append((kind, fmt, path))
+    elif a == "--output":
+        out = args[i + 1]
+blobs = []
+for kind, fmt, path in sections:
+    if kind == "EMBEDDED_METADATA":
+        blobs.append((X.AXLF_SECTION_KIND.EMBEDDED_METADATA, open(path, "rb").read()))
+    elif kind == "MEM_TOPOLOGY":
+        mems = json.load(open(path))["mem_topology"]["m_mem_data"]
+        class Topo(ctypes.Structure):
+            _fields_ = [("m_count", ctypes.c_int32), ("m_mem_data", X.mem_data * len(mems))]
+        t = Topo(); t.m_count = len(mems)
+        for m, d in zip(t.m_mem_data, mems):
+            m.m_type, m.m_used = 1, int(d["m_used"])
+            m.m_size, m.m_base_address = int(d["m_sizeKB"]), int(d["m_base_address"])
+            m.m_tag = d["m_tag"].encode()
+        blobs.append((X.AXLF_SECTION_KIND.MEM_TOPOLOGY, bytes(t)))
+    else:
+        sys.exit(f"unsupported section {{kind}}")
+class Axlf(ctypes.Structure):
+    _fields_ = [("m_magic", ctypes.c_char * 8), ("m_cipher", ctypes.c_ubyte * 32),
+                ("m_keyBlock", ctypes.c_ubyte * 256), ("m_uniqueId", ctypes.c_uint64),
+                ("m_header", X.axlf_header), ("m_sections", X.axlf_section_header * len(blobs))]
+head = Axlf(); head.m_magic = b"xclbin2"; head.m_header.m_numSections = len(blobs)
+offset, data = ctypes.sizeof(Axlf), b""
+for s, (kind, blob) in zip(head.m_sections, blobs):
+    s.m_sectionKind, s.m_sectionOffset, s.m_sectionSize = kind, offset + len(data), len(blob)
+    data += blob
+head.m_header.m_length = offset + len(data)
+open(out, "wb").write(bytes(head) + data)
+'''
+
+
+class FakeBoard:
+    """A ZynqMP board under the real pynq package (see the section comment above).
+
+    ``install(monkeypatch)`` makes it pynq's active device; ``attach_engine`` wires the IP model
+    once the overlay package (and so the C-simulation library) is known."""
+
+    IP_BASE = 0xA000_0000
+
+    def __init__(self, tmp: Path):
+        self.tmp = Path(tmp)
+        self.memory = PhysicalMemory()
+        self.bos: list[CachedBo] = []
+        self.log: list = []
+        self.lost_writes: list = []          # (phys address, dirty lines an invalidate discarded)
+        self.fpga_manager: list = []
+        self.regs = EngineRegisters(self)
+        self.ps_pages: dict[int, np.ndarray] = {}
+        self.engine = None
+        self.ip: dict = {}
+        self.device = None
+
+    def install(self, monkeypatch) -> "FakeBoard":
+        import sys
+
+        import pynq.buffer
+        from pynq.pl_server import device as pdevice
+        from pynq.pl_server import embedded_device, xrt_device
+
+        import ctypes
+
+        board = self
+        pyxrt = FakePyxrt(self)
+        monkeypatch.setattr(xrt_device, "pyxrt", pyxrt, raising=False)
+        monkeypatch.setattr(embedded_device, "pyxrt", pyxrt, raising=False)
+        FakeLibc.boards.append(self)
+        for mod in (pynq.buffer, xrt_device):        # what pynq imports only on a board
+            if not isinstance(getattr(mod, "libc", None), FakeLibc):
+                mod.libc, mod.ctypes = FakeLibc(), ctypes
+        tool = self.tmp / "bin" / "xclbinutil"
+        tool.parent.mkdir(parents=True, exist_ok=True)
+        tool.write_text(XCLBINUTIL.format(python=sys.executable))
+        tool.chmod(0o755)
+        monkeypatch.setenv("PATH", f"{tool.parent}:{__import__('os').environ['PATH']}")
+
+        class BoardDevice(embedded_device.EmbeddedDevice):
+            """pynq's EmbeddedDevice with the kernel interfaces it touches replaced."""
+
+            def _find_sysfs(self):
+                self.sysfs_path = None
+
+            def mmap(self, base_addr, length):              # /dev/mem
+                if base_addr == board.IP_BASE:
+                    return board.regs
+                page = base_addr & ~0xFFF
+                if page not in board.ps_pages:
+                    board.ps_pages[page] = np.zeros(0x1000 // 4, np.uint32)
+                return board.ps_pages[page][(base_addr - page) // 4:][: length // 4]
+
+            def write_fpga_manager(self, attribute, value):
+                board.fpga_manager.append((attribute, value))
+
+            def _xrt_download(self, data):
+                board.log.append(("xclbin", len(data)))
+
+            def download(self, bitstream, parser=None):
+                # EmbeddedDevice.download without the firmware file and the metadata cache
+                # (both written into system directories); the rest runs as on a board.
+                bitstream.binfile_name = Path(bitstream.bitfile_name).stem + ".bin"
+                board.fpga_manager.append(("bin", len(parser.bin_data)))
+                self.write_fpga_manager(self.BS_FPGA_MAN_FLAGS, "0")
+                self.write_fpga_manager(self.BS_FPGA_MAN, bitstream.binfile_name)
+                self.set_axi_port_width(parser)
+                self._xrt_download(parser.xclbin_data)
+                pdevice.Device.post_download(self, bitstream, parser, self.name)
+
+        dev = BoardDevice()
+        dev.arch = "aarch64"                      # a ZynqMP's Cortex-A53
+        self._boot_clocks()
+        monkeypatch.setattr(pdevice.Device, "_active_device", dev, raising=False)
+        from pynq.ps import Clocks
+        for attr in ("_real_instance", "device"):
+            if attr in vars(Clocks):
+                monkeypatch.delattr(Clocks, attr)
+        self.device = dev
+        return self
+
+    def _boot_clocks(self) -> None:
+        """The PLL settings a ZynqMP boots with (IOPLL 1500 MHz from a 33.3 MHz reference)."""
+        from pynq.ps import ZU_CRF_REGISTERS, ZU_CRL_REGISTERS
+        from pynq.registers import RegisterMap
+        crl = np.zeros(0x1000 // 4, np.uint32)
+        crf = np.zeros(0x1000 // 4, np.uint32)
+        self.ps_pages[0xFF5E0000], self.ps_pages[0xFD1A0000] = crl, crf
+        crl_map = RegisterMap.create_subclass("CRL", ZU_CRL_REGISTERS)(crl)
+        crf_map = RegisterMap.create_subclass("CRF", ZU_CRF_REGISTERS)(crf)
+        crl_map.IOPLL_CTRL.FBDIV, crl_map.IOPLL_CTRL.DIV2 = 90, 1
+        crl_map.RPLL_CTRL.FBDIV, crl_map.RPLL_CTRL.DIV2 = 72, 1
+        crf_map.DPLL_CTRL.FBDIV, crf_map.DPLL_CTRL.DIV2 = 64, 1
+
+    def attach_engine(self, manifest, csim, region_bytes: Optional[int] = None) -> EngineModel:
+        self.ip = manifest.data["ip"]
+        self.engine = EngineModel(self, csim, manifest.layout, self.ip, region_bytes)
+        return self.engine
+
+    def pl_clock_mhz(self, idx: int = 0) -> float:
+        from pynq.ps import Clocks
+        return Clocks._instance.get_pl_clk(idx)

@@ -408,6 +408,8 @@ def _check_ip(chk: _Checker, data: dict, layout: BufferLayout) -> None:
         chk.fail("ip.registers must map register names to {offset, bits}")
     # The streamed top keeps the recurrent state on chip: no pointer for it on the board.
     host_only = {"state"} if ip.get("state_on_chip") else set()
+    if "w0" in regs:
+        host_only.add(WEIGHTS_PORT)     # the weight ports w0..w{K-1} point into the one weight buffer
     missing = [p for p in layout.ports if p not in regs and p not in host_only]
     if missing:
         chk.fail(f"ip.registers has no pointer register for {missing}")

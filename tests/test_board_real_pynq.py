@@ -1,0 +1,407 @@
+"""The board path through the real ``pynq`` package (4.0.0), with a cache that is not coherent.
+
+``PynqBackend`` and ``Accelerator`` run through pynq's own ``Overlay`` (the pynqmetadata
+parser reading ``tests/data/mmfree_engine_zcu104.hwh``), ``MMIO``, ``allocate`` and
+``PynqBuffer``. Only what a PYNQ image provides below pynq is faked (``host_helpers.FakeBoard``):
+XRT buffer objects behind a write-back CPU cache that the IP's masters do not see, the FPGA
+manager, ``/dev/mem`` (the IP's registers run the C-simulation step) and ``munmap``.
+
+Truth is the C-simulation backend on the same package and library: every scenario runs on
+both, and the board must return exactly the same numbers, lose no host write to an
+invalidate, and never let the IP touch memory outside a live buffer.
+
+These tests need pynq, which cannot share ``.venv`` with TensorFlow: ``make test`` runs them
+with ``.venv-board`` (``MMFREE_REAL_PYNQ=1`` makes a missing pynq an error, not a skip).
+"""
+
+import json
+import os
+import shutil
+import warnings
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+if os.environ.get("MMFREE_REAL_PYNQ"):
+    import pynq  # noqa: F401  (the board-side venv must have it)
+else:
+    pytest.importorskip("pynq", reason="needs pynq 4.0.0: run with .venv-board (make test does)")
+
+from host_helpers import STUB_FAIL_MARK, FakeBoard, FakeMMIO, bitstream_bytes, build_abi_stub, tiny_model
+from mmfree_hls.commands.package import build_overlay
+from mmfree_hls.runtime import Accelerator, AcceleratorError, DeviceTimeoutError, ManifestError, load_manifest
+from mmfree_hls.runtime.backend_csim import CSimBackend
+from mmfree_hls.runtime.backend_pynq import BufferLeakWarning, PynqBackend, expected_hwh_registers
+from mmfree_hls.runtime.buffers import DeviceBuffers
+from mmfree_hls.runtime.manifest import vitis_register_map, write_manifest
+
+HWH = Path(__file__).parent / "data" / "mmfree_engine_zcu104.hwh"
+K = 4                       # weight ports of the zcu104 streamed preset (HP0..3_FPD)
+FAIL_TOKEN = 4              # its embedding makes the C-simulation step fail
+
+
+@pytest.fixture(scope="module")
+def engine_package(tmp_path_factory):
+    """A streamed-tier package for the engine interface: x_in, state, logits and w0..w3 pointers,
+    ap_return; the .hwh of the fixture and a .bit pynq can parse."""
+    tmp = tmp_path_factory.mktemp("engine")
+    model = tiny_model(seed=5)
+    model.params["model.embeddings.weight"][FAIL_TOKEN, 0] = STUB_FAIL_MARK
+    c = model.config
+    lib = build_abi_stub(tmp / "lib", c.d, c.num_hidden_layers, c.state_size, c.vocab_size)
+    (tmp / "hw").mkdir()
+    bit = tmp / "hw" / "engine.bit"
+    bit.write_bytes(bitstream_bytes("mmfree_engine_zcu104", "xczu7ev-ffvc1156-2-e"))
+    root = tmp / "overlay"
+    build_overlay(root, model=model, board="zcu104", name="engine", csim_library=lib,
+                  tier="streamed", bitstream=bit, hwh=HWH)
+    data = json.loads((root / "manifest.json").read_text())
+    total = data["packing"]["total_bytes"]
+    region = -(-total // K // 64) * 64                          # burst-aligned weight regions
+    assert (K - 1) * region < total, "every port must get part of the weights"
+    ip = vitis_register_map(["x_in", "state", "logits"] + [f"w{k}" for k in range(K)], return_bits=32)
+    ip.update({"top": "mmfree_engine", "instance": "mmfree_0", "region_bytes": region,
+               "vlnv": "xilinx.com:hls:mmfree_engine:1.0"})
+    data["ip"] = ip
+    write_manifest(root, data)
+    return root, model
+
+
+@pytest.fixture
+def board(tmp_path, monkeypatch):
+    return FakeBoard(tmp_path).install(monkeypatch)
+
+
+def _device_model(path, board):
+    """The IP's datapath: the package's C-simulation step, bound by the project's CSimBackend."""
+    m = load_manifest(path)
+    csim = m.data["csim"]
+    backend = CSimBackend(m.csim_library, m.layout, step_symbol=csim.get("step_symbol", "mmfree_step"),
+                          args=csim.get("args", m.layout.ports))
+    return board.attach_engine(m, backend, m.data["ip"].get("region_bytes"))
+
+
+def _open_board(path, board, timeout_s=0.2) -> Accelerator:
+    _device_model(path, board)
+    return Accelerator.open(path, backend="pynq", timeout_s=timeout_s)
+
+
+def _bos(board, acc):
+    """name → the XRT buffer object behind each of the session's buffers."""
+    by_addr = {bo.paddr: bo for bo in board.bos}
+    return {n: by_addr[int(a.device_address)] for n, a in acc._buffers.arrays.items()}
+
+
+# ------------------------------------------------------------------ the write-back-cache scenarios
+def _x(model, tok=9):
+    return model.embed(tok).astype(np.float32)
+
+
+def _steps_then_reset_then_state(a, m):
+    a.step(5), a.step(6)
+    a.reset()
+    return [a.state]
+
+
+def _reset_state_step(a, m):
+    a.step(5), a.step(6)
+    a.reset()
+    return [a.state, a.step(9)]
+
+
+def _reset_execute_step(a, m):
+    a.step(5)
+    a.reset()
+    return [*a.execute(_x(m)), a.step(9)]
+
+
+def _execute_then_state(a, m):
+    return [a.step(5), a.step(6), *a.execute(_x(m)), a.state]
+
+
+def _execute_state_step(a, m):
+    return [a.step(5), a.step(6), *a.execute(_x(m)), a.state, a.step(7)]
+
+
+def _execute_step(a, m):
+    return [a.step(5), a.step(6), *a.execute(_x(m)), a.step(7)]
+
+
+def _execute_from_given_state(a, m):
+    given = np.full((m.config.num_hidden_layers, m.config.state_size), 0.25)
+    return [a.step(5), *a.execute(_x(m), given), a.state, a.step(6)]
+
+
+def _throughput_then_state(a, m):
+    a.step(5)
+    a.throughput_test(3, token_id=2)
+    return [a.state, a.step(6)]
+
+
+def _generate_twice(a, m):
+    first = np.array(list(a.generate([1, 17, 42], 12)))
+    s1 = a.state
+    return [first, s1, np.array(list(a.generate([3], 8))), a.state]
+
+
+#: name → what the user does; every value returned is compared with the C-simulation.
+#: The first seven are the review's scenarios (pynq_check.md §4a), in its order.
+SCENARIOS = {
+    "step_step": lambda a, m: [a.step(5), a.step(6)],
+    "reset_then_state": _steps_then_reset_then_state,
+    "reset_state_step": _reset_state_step,
+    "reset_execute_step": _reset_execute_step,
+    "execute_then_state": _execute_then_state,
+    "execute_state_step": _execute_state_step,
+    "execute_step": _execute_step,
+    "execute_from_given_state": _execute_from_given_state,
+    "throughput_then_state": _throughput_then_state,
+    "generate_twice": _generate_twice,
+}
+
+
+def _run(acc, model, scenario):
+    with acc:
+        return [np.asarray(v) for v in SCENARIOS[scenario](acc, model)]
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_write_back_cache_scenario_matches_csim(engine_package, board, scenario):
+    path, model = engine_package
+    want = _run(Accelerator.open(path, backend="csim"), model, scenario)
+    got = _run(_open_board(path, board), model, scenario)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    assert board.lost_writes == [], "an invalidate discarded host writes that were never flushed"
+    assert board.memory.violations == []
+    assert all(bo.cacheable for bo in board.bos) and len(board.bos) == 4
+
+
+def test_the_cache_model_catches_an_invalidate_of_host_writes(engine_package, board, monkeypatch):
+    """Strength of the fake: with the old discipline (invalidate without flushing host writes
+    first) the review's failing scenarios fail here too."""
+    path, model = engine_package
+
+    def naive_invalidate(self, names):
+        return [n for n in names if getattr(self.arrays[n], "invalidate", None) and
+                (self.arrays[n].invalidate() or True)]
+    monkeypatch.setattr(DeviceBuffers, "invalidate", naive_invalidate)
+    failed = []
+    for scenario in ("reset_then_state", "reset_state_step", "reset_execute_step",
+                     "execute_then_state", "execute_state_step"):
+        board.lost_writes.clear()
+        want = _run(Accelerator.open(path, backend="csim"), model, scenario)
+        got = _run(_open_board(path, board), model, scenario)
+        if any(not np.array_equal(g, w) for g, w in zip(got, want)):
+            failed.append(scenario)
+            assert board.lost_writes, scenario
+    assert failed == ["reset_then_state", "reset_state_step", "reset_execute_step",
+                      "execute_then_state", "execute_state_step"]
+
+
+# ------------------------------------------------------------------ overlay, registers, buffers
+def test_overlay_loads_through_pynq_and_the_register_map_agrees(engine_package, board):
+    path, _ = engine_package
+    acc = _open_board(path, board)
+    with acc:
+        overlay = acc.backend.overlay
+        regs = overlay.ip_dict["mmfree_0"]["registers"]
+        ip = acc.manifest.data["ip"]
+        got = {n: r["address_offset"] for n, r in regs.items()}
+        assert got == expected_hwh_registers(ip)                 # all 19, by pynq's own parser
+        assert got["ap_return"] == 0x10 and got["w3_2"] == 0x64
+        assert overlay.ip_dict["mmfree_0"]["phys_addr"] == FakeBoard.IP_BASE
+        assert ("/sys/class/fpga_manager/fpga0/firmware", "engine.bin") in board.fpga_manager
+        assert board.pl_clock_mhz(0) == pytest.approx(250.0, abs=0.01)   # set from the .hwh
+        assert isinstance(acc.backend.mmio, pynq.MMIO)
+        assert type(acc._buffers["logits"]).__name__ == "PynqBuffer"
+
+
+def test_buffers_are_cacheable_and_every_pointer_is_written(engine_package, board):
+    path, model = engine_package
+    acc = _open_board(path, board)
+    with acc:
+        bos = _bos(board, acc)
+        assert {n: bo.cacheable for n, bo in bos.items()} == dict.fromkeys(bos, True)
+        r = acc.manifest.data["ip"]["registers"]
+        for name in ("x_in", "state", "logits"):
+            assert board.regs.pointer(r[name]["offset"]) == bos[name].paddr
+        region = acc.manifest.data["ip"]["region_bytes"]
+        for k in range(K):
+            assert board.regs.pointer(r[f"w{k}"]["offset"]) == bos["weights"].paddr + k * region
+        acc.step(3)
+        # The IP gathered the weight image from its K regions: flushed, and addressed right.
+        np.testing.assert_array_equal(board.engine.weights_seen, acc.manifest.packed_weights())
+        # What the user gets are plain arrays, not views that claim a physical address.
+        assert type(acc.step(5)) is np.ndarray and type(acc.state) is np.ndarray
+
+
+def test_per_token_host_actions(engine_package, board):
+    """One token = 2 flushes, 1 CTRL write, CTRL reads until done, 1 ap_return read, 2 invalidates."""
+    path, _ = engine_package
+    acc = _open_board(path, board)
+    with acc:
+        acc.step(5)
+        names = {bo.paddr: n for n, bo in _bos(board, acc).items()}
+        board.log.clear()
+        acc.step(6)
+        events = [(e[0], names.get(e[2], e[2]) if e[0] == "sync" else e[1:]) for e in board.log]
+    to, back = "to_device", "from_device"
+    assert [e for e in events if e[0] == "sync"] == [("sync", "x_in"), ("sync", "state"),
+                                                      ("sync", "state"), ("sync", "logits")]
+    assert [board.log[i][1] for i, e in enumerate(events) if e[0] == "sync"] == [to, to, back, back]
+    regs = [e for e in events if e[0] in ("read", "write")]
+    assert regs == [("read", (0,)), ("write", (0, 1)), ("read", (0,)), ("read", (0x10,))]
+    assert not any(e[0] == "write" and e[1][0] != 0 for e in regs)   # no pointer rewrites per token
+
+
+def test_mmio_refuses_numpy_integers_like_the_fake(board):
+    from pynq import MMIO
+    mmio = MMIO(FakeBoard.IP_BASE, 0x10000)
+    with pytest.raises(ValueError, match="int or bytes"):
+        mmio.write(0x18, np.uint32(5))
+    with pytest.raises(ValueError, match="int or bytes"):
+        FakeMMIO().write(0x18, np.uint32(5))
+    with pytest.raises(MemoryError):
+        FakeMMIO().write(0x1a, 5)
+    mmio.write(0x18, 5)
+    assert mmio.read(0x18) == 5 and type(mmio.read(0x18)) is int
+
+
+# ------------------------------------------------------------------ the register map check fails loudly
+def _mutated_registers(tmp_path, edit):
+    """pynq's parser on a copy of the fixture .hwh with one register edited."""
+    from pynqmetadata.frontends import Metadata
+    from pynqmetadata.views.runtime import RuntimeMetadataParser
+
+    tree = ET.parse(HWH)
+    regs = next(m for m in tree.iter("MODULE") if m.get("INSTANCE") == "mmfree_0").find(".//REGISTERS")
+    edit(regs)
+    out = tmp_path / "mutated.hwh"
+    tree.write(out, encoding="UTF-8", xml_declaration=True)
+    return RuntimeMetadataParser(Metadata(input=str(out))).ip_dict["mmfree_0"]["registers"]
+
+
+def _offset(regs, name, value):
+    reg = next(r for r in regs if r.get("NAME") == name)
+    next(p for p in reg.findall("PROPERTY") if p.get("NAME") == "ADDRESS_OFFSET").set("VALUE", str(value))
+
+
+def _drop(regs, name):
+    regs.remove(next(r for r in regs if r.get("NAME") == name))
+
+
+def _add_w4(regs):
+    for half, off in (("w4_1", 0x6C), ("w4_2", 0x70)):
+        reg = ET.SubElement(regs, "REGISTER", NAME=half)
+        ET.SubElement(reg, "PROPERTY", NAME="ADDRESS_OFFSET", VALUE=str(off))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda r: _drop(r, "w3_2"), r"w3_2 missing \(expected at 0x64\)"),
+    (lambda r: _drop(r, "state_2"), r"state_2 missing"),
+    (lambda r: _offset(r, "CTRL", 4), r"CTRL at 0x4, the manifest says 0x0"),
+    (lambda r: _drop(r, "ap_return"), r"ap_return missing \(expected at 0x10\)"),
+    (lambda r: _offset(r, "logits_1", 0x2c), r"logits_1 at 0x2c, the manifest says 0x30"),
+    (lambda r: _offset(r, "GIER", 0x8), r"GIER at 0x8"),
+    (_add_w4, r"w4_1 at 0x6c is not in the manifest.*w4_2 at 0x70 is not in the manifest"),
+])
+def test_register_map_check_fails_on_every_mismatch(engine_package, tmp_path, edit, message):
+    path, _ = engine_package
+    m = load_manifest(path)
+    registers = _mutated_registers(tmp_path, edit)
+    with pytest.raises(ManifestError, match=message):
+        PynqBackend(m.data["ip"], m.layout, mmio=FakeMMIO()).check_register_map(registers)
+    PynqBackend(m.data["ip"], m.layout, mmio=FakeMMIO()).check_register_map(
+        _mutated_registers(tmp_path, lambda r: None))          # the fixture itself passes
+
+
+def test_open_refuses_a_bitstream_whose_hwh_disagrees(engine_package, board, tmp_path):
+    path, _ = engine_package
+    bad = tmp_path / "bad"
+    shutil.copytree(path, bad)
+    text = (bad / "engine.hwh").read_text().replace('NAME="w1_2"', 'NAME="w1_hi"')
+    (bad / "engine.hwh").write_text(text)
+    data = json.loads((bad / "manifest.json").read_text())
+    write_manifest(bad, data)                 # re-hash: the package is consistent, the IP is not
+    _device_model(bad, board)
+    with pytest.raises(ManifestError, match="w1_2 missing.*w1_hi at 0x4c is not in the manifest"):
+        Accelerator.open(bad, backend="pynq")
+
+
+# ------------------------------------------------------------------ timeouts, ap_return, close()
+def test_timeout_then_recovery_matches_csim(engine_package, board):
+    path, model = engine_package
+    with Accelerator.open(path, backend="csim") as ref:
+        want = [ref.step(5), ref.step(6), ref.step(7)]
+    acc = _open_board(path, board, timeout_s=0.05)
+    with acc:
+        acc.step(5)
+        acc.step(6)
+        board.regs.hang = 1
+        with pytest.raises(DeviceTimeoutError, match="did not finish"):
+            acc.step(7)
+        board.regs.finish_hung_step()           # the slow step ends; its writes are replaced
+        np.testing.assert_array_equal(acc.step(7), want[2])
+        np.testing.assert_array_equal(acc.state, _csim_state(path, [5, 6, 7]))
+    assert board.lost_writes == [] and board.memory.violations == []
+
+
+def _csim_state(path, tokens):
+    with Accelerator.open(path, backend="csim") as ref:
+        for t in tokens:
+            ref.step(t)
+        return ref.state
+
+
+def test_nonzero_ap_return_is_reported(engine_package, board):
+    path, _ = engine_package
+    acc = _open_board(path, board)
+    with acc:
+        with pytest.raises(AcceleratorError, match="returned 1"):
+            acc.step(FAIL_TOKEN)
+        acc.reset()
+        np.testing.assert_array_equal(acc.step(5), Accelerator.open(path, backend="csim").step(5))
+
+
+def test_close_frees_every_buffer_when_idle(engine_package, board):
+    path, _ = engine_package
+    acc = _open_board(path, board)
+    acc.step(5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        acc.close()
+    assert all(bo.released for bo in board.bos)
+    assert board.memory.live == {}
+
+
+def test_close_waits_for_a_slow_step_then_frees(engine_package, board):
+    path, _ = engine_package
+    acc = _open_board(path, board, timeout_s=0.05)
+    acc.step(5)
+    board.regs.hang = 1
+    with pytest.raises(DeviceTimeoutError):
+        acc.step(6)
+    board.regs.finish_after_reads = 50          # the IP finishes while close() waits
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        acc.close()
+    assert all(bo.released for bo in board.bos)
+    assert board.memory.violations == []
+
+
+def test_close_after_a_hang_leaks_the_buffers_and_says_so(engine_package, board):
+    path, _ = engine_package
+    acc = _open_board(path, board, timeout_s=0.05)
+    acc.step(5)
+    board.regs.hang = 1
+    with pytest.raises(DeviceTimeoutError):
+        acc.step(6)
+    with pytest.warns(BufferLeakWarning, match="still running.*4 buffers.*stay allocated"):
+        acc.close()
+    assert not any(bo.released for bo in board.bos)      # nothing handed back to the kernel
+    board.regs.finish_hung_step()                         # the IP's late writes land in its own buffers
+    assert board.memory.violations == []
