@@ -518,8 +518,7 @@ proc reach {pin} {
         set peer [dict get $::intf $pin]
         set cell [lindex [split [string trimleft $peer /] /] 0]
         if {[dict get $::cells $cell] ne $::SC} { return $peer }
-        set pin [string map {S00_AXI M00_AXI} $peer]
-        if {$pin eq $peer} { set pin [string map {M00_AXI S00_AXI} $peer] }
+        if {[regsub {/S\d\d_AXI$} $peer /M00_AXI pin] == 0} { set pin [string map {M00_AXI S00_AXI} $peer] }
     }
     return ""
 }

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -30,11 +31,12 @@ pytestmark = pytest.mark.skipif(TCLSH is None or shutil.which("g++") is None,
 
 
 def engine_source(n_weight_ports: int, port_bits: int) -> str:
-    """A trivial top with the engine's interface: gmem_io for x_in/state/logits, one bundle per weight port."""
+    """A trivial top with the engine's interface: x_in/state on gmem_io, logits on gmem_out, one bundle per
+    weight port (as mmfree_hls.engine.codegen writes it)."""
     weights = "".join(f", const unsigned long long* w{k}" for k in range(n_weight_ports))
     pragmas = "\n".join(
-        [f"#pragma HLS INTERFACE mode=m_axi port={p} bundle=gmem_io offset=slave depth=16"
-         for p in ("x_in", "state", "logits")]
+        [f"#pragma HLS INTERFACE mode=m_axi port={p} bundle={b} offset=slave depth=16"
+         for p, b in (("x_in", "gmem_io"), ("state", "gmem_io"), ("logits", "gmem_out"))]
         + [f"#pragma HLS INTERFACE m_axi port=w{k} bundle=gmem_w{k} offset=slave depth=16 "
            f"max_read_burst_length=16" for k in range(n_weight_ports)]
         + ["#pragma HLS INTERFACE mode=s_axilite port=return bundle=control"])
@@ -111,7 +113,7 @@ class Design:
             cell = peer.strip("/").split("/")[0]
             if not self.cells.get(cell, "").startswith("xilinx.com:ip:smartconnect"):
                 return peer
-            pin = peer.replace("S00_AXI", "M00_AXI") if "S00_AXI" in peer else peer.replace("M00_AXI", "S00_AXI")
+            pin = re.sub(r"/S\d\d_AXI$", "/M00_AXI", peer) if "/S" in peer else peer.replace("M00_AXI", "S00_AXI")
         return None
 
 
@@ -148,7 +150,7 @@ def test_dry_run_hls_and_block_design(tmp_path, board, tier):
     assert exported == "xilinx.com:hls:mmfree_engine:1.0"
     k = len(preset["ports"]) if tier == "streamed" else 0
     seen = next(c for c in hls if c["cmd"] == "__interfaces__")
-    assert seen["masters"] == sorted(["m_axi_gmem_io"] + [f"m_axi_gmem_w{i}" for i in range(k)])
+    assert seen["masters"] == sorted(["m_axi_gmem_io", "m_axi_gmem_out"] + [f"m_axi_gmem_w{i}" for i in range(k)])
 
     # ---- Vivado, on the IP the HLS run exported.
     rc, calls, out = dry_run(bd_script, tmp_path / "bd.jsonl", vivado=True,
@@ -169,17 +171,23 @@ def test_dry_run_hls_and_block_design(tmp_path, board, tier):
     ps = d.props["ps"]
     clk = f"/ps/{fam['pl_clock_pin']}"
     enabled = {p for p, s in fam["slaves"].items() if ps.get(s["enable"]) == "1"}
-    plan = synth.port_plan(json.loads((project / "mmfree_project.json").read_text()), preset, facts)
-    assert enabled == set(plan.values()), "exactly one enabled PS slave port per m_axi master"
-    assert len(enabled) == len(masters)
+    names = [m.split("/")[-1] for m in masters]
+    plan = synth.port_plan(names, preset, facts)
+    assert enabled == set(plan.values()), "exactly the PS slave ports the IP's masters use are enabled"
+    assert len(enabled) == k + 1, "one port per weight bundle, one for the I/O bundles"
     if tier == "streamed":
         assert [plan[f"m_axi_gmem_w{i}"] for i in range(k)] == preset["ports"]
-    # Every enabled PS slave port: a master behind it, its clock pin on the PL clock, the preset width.
+    assert plan["m_axi_gmem_io"] == plan["m_axi_gmem_out"] == fam["io_port_preference"][
+        0 if fam["io_port_preference"][0] not in preset["ports"] else 1]
+    # Every master reaches its port; every enabled PS slave port has a master behind it, its clock pin
+    # on the PL clock and the preset's width.
+    for name in names:
+        assert d.reach(f"/mmfree_0/{name}") == f"/ps/{plan[name]}", name
     for port in enabled:
         s = fam["slaves"][port]
-        master = d.reach(f"/ps/{port}")
-        assert master is not None and master.startswith("/mmfree_0/m_axi_"), port
-        assert plan[master.split("/")[-1]] == port
+        assert d.reach(f"/ps/{port}", ) is not None and any(p == port for p in plan.values()), port
+        sc = d.links[f"/ps/{port}"].split("/")[1]
+        assert int(d.props[sc]["CONFIG.NUM_SI"]) == sum(p == port for p in plan.values())
         assert d.net(f"/ps/{s['clock_pin']}") == d.net(clk) is not None, f"{port} clock"
         assert ps[s["width"]] == str(preset["port_bits"])
     # Every m_axi master is address-mapped onto DDR through the port it is wired to.
@@ -280,3 +288,16 @@ def test_dry_run_cosim_on_request(tmp_path):
         synth.write_hls_tcl(bare, "zcu104", cosim=True)
     calls = dry_run(synth.write_hls_tcl(bare, "zcu104"), tmp_path / "h2.jsonl", vivado=False)[1]
     assert "csim_design" not in [c["cmd"] for c in calls]
+
+
+def test_dry_run_refuses_an_ip_built_for_other_weight_ports(tmp_path):
+    """An IP synthesised for 2 weight ports cannot go into a block design for a 4-port preset."""
+    project, _, bd_script = build(tmp_path, "zcu104", "streamed")
+    (project / "src" / "engine.cpp").write_text(engine_source(2, 128))
+    rc, _, out = dry_run(synth.write_hls_tcl(project, "zcu104"), tmp_path / "h2.jsonl", vivado=False)
+    assert rc == 0, out
+    rc, calls, out = dry_run(bd_script, tmp_path / "bd.jsonl", vivado=True,
+                             MMFREE_STUB_BOARD_PARTS=known_boards()["zcu104"]["board_part"])
+    assert rc == 1 and "2 weight bundles where the streamed preset" in out and "make hls" in out
+    assert not any(c["cmd"] == "set_property" and c.get("object") == "ps" and "props" in c
+                   and any(k.startswith("CONFIG.PSU__USE__S_AXI") for k in c["props"]) for c in calls)

@@ -100,15 +100,18 @@ def test_scripts_are_complete_tcl_with_the_preset_values(tmp_path, board, tier):
 
 def test_io_bundle_port_and_weight_ports():
     facts = known_boards()["pynq-z2"]
-    rec = {"top": "mmfree_engine", "tier": "streamed"}
-    plan = synth.port_plan(rec, synth.board_preset("pynq-z2", "streamed"), facts)
-    assert plan == {"m_axi_gmem_io": "S_AXI_HP1", "m_axi_gmem_w0": "S_AXI_HP0", "m_axi_gmem_w1": "S_AXI_HP2"}
-    on_chip = synth.port_plan({"top": "mmfree_engine"}, synth.board_preset("pynq-z2", "on-chip"), facts)
+    streamed = synth.board_preset("pynq-z2", "streamed")
+    masters = ["m_axi_gmem_io", "m_axi_gmem_out", "m_axi_gmem_w0", "m_axi_gmem_w1"]
+    assert synth.port_plan(masters, streamed, facts) == {
+        "m_axi_gmem_io": "S_AXI_HP1", "m_axi_gmem_out": "S_AXI_HP1",
+        "m_axi_gmem_w0": "S_AXI_HP0", "m_axi_gmem_w1": "S_AXI_HP2"}
+    on_chip = synth.port_plan(["m_axi_gmem_io"], synth.board_preset("pynq-z2", "on-chip"), facts)
     assert on_chip == {"m_axi_gmem_io": "S_AXI_HP1"}
-    kv = synth.port_plan(rec, synth.board_preset("kv260", "streamed"), known_boards()["kv260"])
-    assert kv["m_axi_gmem_io"] == "S_AXI_HPC1_FPD" and kv["m_axi_gmem_w4"] == "S_AXI_HPC0_FPD"
+    kv = synth.port_plan(["m_axi_gmem_io", "m_axi_gmem_w4"], synth.board_preset("kv260", "streamed"),
+                         known_boards()["kv260"])
+    assert kv == {"m_axi_gmem_io": "S_AXI_HPC1_FPD", "m_axi_gmem_w4": "S_AXI_HPC0_FPD"}
     with pytest.raises(ValueError, match="gmem_w2"):
-        synth.port_plan({"top": "t", "m_axi_bundles": ["gmem_w2"]}, synth.board_preset("pynq-z2", "streamed"), facts)
+        synth.port_plan(["m_axi_gmem_w2"], streamed, facts)
 
 
 def test_project_record_must_match_the_requested_tier_and_board(tmp_path):

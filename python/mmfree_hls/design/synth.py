@@ -43,7 +43,6 @@ _TOOLCHAIN_JSON = Path(__file__).resolve().parent.parent / "data" / "toolchain.j
 _PS_PORTS_JSON = TEMPLATE_DIR / "ps_ports.json"
 _PLACEHOLDER = re.compile(r"@@([A-Z0-9_]+)@@")
 TIERS = ("on-chip", "streamed")
-IO_BUNDLE = "gmem_io"
 
 
 class ToolMissingError(RuntimeError):
@@ -145,49 +144,34 @@ def record_tier(record: Mapping) -> str:
     return tier
 
 
-def m_axi_bundles(record: Mapping, preset: Mapping) -> list[str]:
-    """The IP's m_axi bundles: gmem_io, plus gmem_w0..w{K-1} on the streamed tier.
-
-    A record may state them (``m_axi_bundles``), as the bandwidth probe's does.
-    """
-    if record.get("m_axi_bundles"):
-        return list(record["m_axi_bundles"])
-    if record_tier(record) == "streamed":
-        if not preset.get("ports"):
-            raise ValueError("the streamed tier needs weight ports in the board preset ('ports')")
-        return [IO_BUNDLE] + [f"gmem_w{k}" for k in range(len(preset["ports"]))]
-    return [IO_BUNDLE]
+def io_port(preset: Mapping, facts: Mapping) -> str:
+    """The PS slave port of the per-token I/O bundles (gmem_io, gmem_out): the first port of the PS
+    family's ``io_port_preference`` that no weight bundle uses (why: ps_ports.json ``io_port_why``)."""
+    weights = list(preset.get("ports") or [])
+    free = [p for p in ps_ports()[facts["ps"]]["io_port_preference"] if p not in weights]
+    if not free:
+        raise ValueError(f"no PS port left for the I/O bundles: the preset's weight ports are {weights}")
+    return free[0]
 
 
-def port_plan(record: Mapping, preset: Mapping, facts: Mapping) -> dict[str, str]:
+def port_plan(masters: Sequence[str], preset: Mapping, facts: Mapping) -> dict[str, str]:
     """m_axi master pin (``m_axi_<bundle>``) → the PS slave port it is wired to.
 
-    Weight bundle gmem_wk goes to the preset's k-th port (the preset chose ports on distinct
-    DDR-controller ports); gmem_io goes to the PS family's I/O port (see ps_ports.json
-    ``io_port_why``): the first port of ``io_port_preference`` no weight bundle uses.
+    The rule the Vivado script applies once it has counted the IP's masters: weight bundle
+    ``gmem_w<k>`` goes to the preset's k-th port (the preset chose ports on distinct DDR-controller
+    ports), every other bundle (gmem_io, gmem_out) to :func:`io_port`, shared through one SmartConnect.
     """
-    fam = ps_ports()[facts["ps"]]
     weights = list(preset.get("ports") or [])
     plan: dict[str, str] = {}
-    for bundle in m_axi_bundles(record, preset):
-        if bundle == IO_BUNDLE:
-            free = [p for p in fam["io_port_preference"] if p not in weights]
-            if not free:
-                raise ValueError(f"no PS port left for {IO_BUNDLE}: the preset uses {weights}")
-            port = free[0]
+    for master in masters:
+        m = re.fullmatch(r"m_axi_gmem_w(\d+)", master)
+        if m is None:
+            plan[master] = io_port(preset, facts)
+        elif int(m.group(1)) < len(weights):
+            plan[master] = weights[int(m.group(1))]
         else:
-            m = re.fullmatch(r"gmem_w(\d+)", bundle)
-            if not m or int(m.group(1)) >= len(weights):
-                raise ValueError(f"m_axi bundle {bundle!r} has no PS port in the board preset "
-                                 f"(ports {weights}); weight bundles are gmem_w0..gmem_w{len(weights) - 1}")
-            port = weights[int(m.group(1))]
-        plan[f"m_axi_{bundle}"] = port
-    unknown = sorted(set(plan.values()) - set(fam["slaves"]))
-    if unknown:
-        raise ValueError(f"data/boards.json: PS ports {unknown} are not {facts['ps']} slave ports "
-                         f"({sorted(p for p, s in fam['slaves'].items() if 'width' in s)})")
-    if len(set(plan.values())) != len(plan):
-        raise ValueError(f"two m_axi bundles on one PS port: {plan}")
+            raise ValueError(f"m_axi bundle {master!r} has no PS port in the board preset "
+                             f"(ports {weights}); weight bundles are gmem_w0..gmem_w{len(weights) - 1}")
     return plan
 
 
@@ -262,8 +246,12 @@ def bd_tcl(record: Mapping, preset: Mapping, facts: Mapping, *, name: str, board
     if control not in fam["masters"]:
         raise ValueError(f"data/boards.json: board {board!r} control_port {control!r} is not a "
                          f"{facts['ps']} master port ({sorted(fam['masters'])})")
-    plan = port_plan(record, preset, facts)
-    used = sorted(set(plan.values()))
+    weights = list(preset.get("ports") or []) if record_tier(record) != "on-chip" else []
+    used = sorted(set(weights) | ({io_port(preset, facts)} if record_tier(record) != "probe" else set()))
+    unknown = [p for p in used if p not in fam["slaves"]]
+    if unknown:
+        raise ValueError(f"data/boards.json: PS ports {unknown} are not {facts['ps']} slave ports "
+                         f"({sorted(p for p, s in fam['slaves'].items() if 'width' in s)})")
     widthless = [p for p in used if "width" not in fam["slaves"][p]]
     if widthless:
         raise ValueError(f"PS ports {widthless} cannot carry an m_axi bundle (use HP/HPC ports)")
@@ -286,7 +274,7 @@ def bd_tcl(record: Mapping, preset: Mapping, facts: Mapping, *, name: str, board
         "PS_BASE_PROPS": base, "PS_CLOCK_ACTUAL": fam["pl_clock_actual_property"],
         "PL_CLOCK_PIN": fam["pl_clock_pin"], "PL_RESET_PIN": fam["pl_reset_pin"],
         "CONTROL_PORT": control, "CONTROL_CLOCK_PIN": fam["masters"][control]["clock_pin"],
-        "PORT_OF": plan,
+        "WEIGHT_PORTS": weights, "IO_PORT": io_port(preset, facts),
         "PORT_ENABLE": {p: fam["slaves"][p]["enable"] for p in used},
         "PORT_WIDTH": {p: fam["slaves"][p]["width"] for p in used},
         "PORT_CLOCK": {p: fam["slaves"][p]["clock_pin"] for p in used},
