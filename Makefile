@@ -6,6 +6,11 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 MMFREE  := $(VENV)/bin/mmfree
 STAMP   := $(VENV)/.installed
+# The board side: the runtime (numpy only) with the real pynq, as on a PYNQ image. pynq's pins
+# clash with TensorFlow 2.14, so it gets its own venv; `make test` runs the real-pynq tests in it.
+BOARD_VENV  ?= .venv-board
+BOARD_STAMP := $(BOARD_VENV)/.installed
+PYNQ_VERSION ?= 4.0.0
 
 MODEL   ?= demo
 BOARD   ?= pynq-z2
@@ -18,7 +23,7 @@ OVERLAY  = overlays/$(BOARD)/$(MODEL)
 # and replacing a checkpoint already there (the shipped one included) also takes FORCE=1.
 TRAIN_OUT = $(if $(filter command line environment,$(origin CKPT)),$(CKPT),runs/train)
 
-.PHONY: help setup test demo train convert hls overlay package sweep perf bench readme-figures clean
+.PHONY: help setup board-venv test demo train convert hls overlay package sweep perf bench readme-figures clean
 
 help:                ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -33,8 +38,17 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)      ## create .venv and install the package with the design and dev extras
 
-test: $(STAMP)       ## run the test suite (C-simulation included), then the notebooks top to bottom
-	$(VENV)/bin/pytest -n 2 tests
+$(BOARD_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(BOARD_VENV)
+	$(BOARD_VENV)/bin/pip install --quiet --upgrade pip
+	$(BOARD_VENV)/bin/pip install --quiet -e . pynq==$(PYNQ_VERSION) pytest
+	touch $(BOARD_STAMP)
+
+board-venv: $(BOARD_STAMP)  ## create .venv-board: the runtime (numpy only) + pynq==PYNQ_VERSION (4.0.0), no TensorFlow
+
+test: $(STAMP) $(BOARD_STAMP)  ## run the test suite (C-simulation included), the board tests with the real pynq, then the notebooks
+	$(VENV)/bin/pytest -n 2 tests --ignore-glob='tests/test_*real_pynq*'
+	MMFREE_REAL_PYNQ=1 $(BOARD_VENV)/bin/pytest tests/test_*real_pynq*.py
 	$(VENV)/bin/pytest --nbmake --nbmake-timeout=1200 -p no:cacheprovider notebooks
 
 demo: $(STAMP)       ## convert the shipped model, compile the C-sim, stream generated text

@@ -42,11 +42,19 @@ scheduler; the workers must see the output and cache directories and the
 checkpoints, e.g. on a shared file system). A separate process per group
 gives each point a hard timeout (the process group is killed) and keeps a
 crashing C-simulation from taking the sweep down.
+
+Interrupted and concurrent runs: local workers are killed with the driver
+(Linux parent-death signal; Ctrl-C kills them too), so nothing keeps writing
+into the output directory after it; a lock file refuses a second sweep into
+the same output directory while one runs; a ``results.jsonl`` line cut short
+by a killed writer (or otherwise damaged, or lacking a status) is skipped with
+a warning, and its point runs again.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import itertools
 import json
@@ -56,6 +64,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional
@@ -81,6 +90,17 @@ RETRYABLE = ("failed", "timeout", "crashed")
 
 class SweepConfigError(ValueError):
     """A sweep file entry that cannot be expanded into points."""
+
+
+class SweepLockedError(RuntimeError):
+    """Another sweep is writing into the same output directory."""
+
+
+class DamagedResultsWarning(UserWarning):
+    """A results.jsonl line could not be used; its point runs again."""
+
+
+LOCK_FILE = ".sweep.lock"
 
 
 # ===================================================================== hashing
@@ -415,43 +435,110 @@ def expand(spec: SweepSpec, random_k: Optional[int] = None, seed: Optional[int] 
 
 # ===================================================================== results
 class ResultsStore:
-    """``results.jsonl`` of an output directory: one JSON line per finished point, append-only."""
+    """``results.jsonl`` of an output directory: one JSON line per finished point, append-only.
+
+    A line that is not a JSON object with a ``point_hash`` and a known ``status``
+    (cut short by a killed writer, edited, not UTF-8) is skipped with a
+    :class:`DamagedResultsWarning` naming the file and line; its point is then
+    not "done" and runs again.
+    """
 
     def __init__(self, out_dir: str | Path):
         self.dir = Path(out_dir)
         self.path = self.dir / RESULTS_FILE
         self._lock = threading.Lock()
+        self._warned: set[tuple[int, bytes]] = set()
+
+    def _damaged(self, lineno: int, raw: bytes, why: str) -> None:
+        if (lineno, raw) in self._warned:
+            return
+        self._warned.add((lineno, raw))
+        warnings.warn(f"{self.path}:{lineno}: skipped a damaged line ({why}); its point runs again",
+                      DamagedResultsWarning, stacklevel=3)
 
     def read(self) -> list[dict]:
         if not self.path.is_file():
             return []
         rows = []
-        with open(self.path) as f:
-            for line in f:
-                line = line.strip()
-                if not line:
+        with open(self.path, "rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                if not raw.strip():
                     continue
                 try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue          # a line cut short by a killed run; that point runs again
+                    row = json.loads(raw.decode("utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+                    self._damaged(lineno, raw, "not a complete JSON line: a run was killed while writing it?")
+                    continue
+                if not isinstance(row, dict) or not isinstance(row.get("point_hash"), str):
+                    self._damaged(lineno, raw, "not a result row with a point_hash")
+                    continue
+                if row.get("status") not in STATUSES:
+                    self._damaged(lineno, raw, f"status {row.get('status')!r} is not one of {list(STATUSES)}")
+                    continue
+                rows.append(row)
         return rows
 
     def latest(self) -> dict[str, dict]:
         """The last row of every point hash (a retried point's newer row wins)."""
-        return {r["point_hash"]: r for r in self.read() if "point_hash" in r}
+        return {r["point_hash"]: r for r in self.read()}
 
     def done(self, retry_failed: bool = False) -> set[str]:
         return {h for h, r in self.latest().items()
                 if not (retry_failed and r.get("status") in RETRYABLE)}
 
     def append(self, rows: Iterable[dict]) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with self._lock, open(self.path, "a") as f:
-            for r in rows:
-                f.write(json.dumps(r, sort_keys=True, default=str) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        from ..fsio import io_errors
+
+        blob = "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows).encode()
+        with io_errors(self.path):
+            self.dir.mkdir(parents=True, exist_ok=True)
+            with self._lock, open(self.path, "ab+") as f:
+                f.seek(0, os.SEEK_END)
+                if f.tell():
+                    f.seek(-1, os.SEEK_END)
+                    if f.read(1) != b"\n":
+                        blob = b"\n" + blob       # end a line cut short by a killed run first
+                f.seek(0, os.SEEK_END)
+                f.write(blob)
+                f.flush()
+                os.fsync(f.fileno())
+
+
+class SweepLock:
+    """An exclusive lock on an output directory for the lifetime of one sweep.
+
+    ``flock`` on ``OUT/.sweep.lock``: released by the kernel when the holder
+    exits, however it exits, so a killed sweep never leaves a stale lock.
+    """
+
+    def __init__(self, out_dir: Path):
+        self.path = Path(out_dir) / LOCK_FILE
+        self._fd: Optional[int] = None
+
+    def __enter__(self) -> "SweepLock":
+        import fcntl
+        from ..fsio import io_errors
+
+        with io_errors(self.path):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+            finally:
+                os.close(fd)
+            raise SweepLockedError(f"another sweep (pid {holder}) is writing into {self.path.parent}; wait "
+                                   "for it to finish, or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.close(self._fd)              # releases the lock
+            self._fd = None
 
 
 # ===================================================================== tasks
@@ -486,6 +573,35 @@ def _tail(path: Path, n: int = 2000) -> str:
         return path.read_text(errors="replace")[-n:]
     except OSError:
         return ""
+
+
+#: Set when the driver is interrupted: every run_task kills its worker and returns.
+_STOP = threading.Event()
+_PR_SET_PDEATHSIG = 1
+
+
+def _load_prctl():
+    """libc's prctl, resolved in the parent (nothing may be imported between fork and exec)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()
+
+
+def _worker_preexec(parent_pid: int) -> None:
+    """In the worker, before exec: its own process group (so a timeout kills g++ too), and
+    SIGKILL when the driver dies -- even by SIGKILL -- so no orphan keeps writing into OUT."""
+    os.setsid()
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent_pid:      # the driver died before prctl took effect
+            os._exit(1)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -524,10 +640,14 @@ def run_task(task: Mapping, poll_s: float = 0.2) -> list[dict]:
         task_file.write_text(json.dumps({**task, "points": remaining, "shared_metrics": str(leader_metrics_file)}))
         with open(task["log"], "a") as log:
             proc = subprocess.Popen([sys.executable, "-m", "mmfree_hls.design.sweep_eval", str(task_file)],
-                                    stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                                    stdout=log, stderr=subprocess.STDOUT, env=env,
+                                    preexec_fn=functools.partial(_worker_preexec, os.getpid()))
             killed_for: Optional[dict] = None
             while True:
                 rc = proc.poll()
+                if _STOP.is_set():
+                    _kill_group(proc)
+                    raise KeyboardInterrupt("sweep interrupted: worker stopped")
                 now = time.time()
                 for p in remaining:
                     h = p["point_hash"]
@@ -597,6 +717,7 @@ def parse_scheduler(text: str) -> tuple[str, Optional[str]]:
 def _run_local(tasks: list[dict], workers: int, on_done: Callable[[dict, list[dict]], None]) -> None:
     from concurrent.futures import ThreadPoolExecutor, as_completed
     # Threads only drive the worker processes (run_task): the work happens in those.
+    _STOP.clear()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {pool.submit(run_task, t): t for t in tasks}
         try:
@@ -608,6 +729,7 @@ def _run_local(tasks: list[dict], workers: int, on_done: Callable[[dict, list[di
                     rows = [_scheduler_failure(task, p, e) for p in task["points"]]
                 on_done(task, rows)
         except BaseException:
+            _STOP.set()                       # running tasks kill their workers and return
             for f in futures:
                 f.cancel()
             raise
@@ -676,13 +798,26 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path | None = None, *, workers: in
     if workers < 1:
         raise SweepConfigError("workers must be ≥ 1")
     out = Path(out_dir) if out_dir else default_out_dir(spec)
-    out.mkdir(parents=True, exist_ok=True)
+    from ..fsio import SWEEP_KIND, make_output_dir
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a directory; choose another --out")
+    if not out.exists() or not any(out.iterdir()):
+        make_output_dir(out, SWEEP_KIND)
+    with SweepLock(out):
+        return _run_sweep_locked(spec, out, kind, address, workers, scheduler, limit, random_k, seed,
+                                 retry_failed, progress)
+
+
+def _run_sweep_locked(spec: SweepSpec, out: Path, kind: str, address: Optional[str], workers: int,
+                      scheduler: str, limit: Optional[int], random_k: Optional[int], seed: Optional[int],
+                      retry_failed: bool, progress: bool) -> SweepRun:
+    from ..fsio import append_line, atomic_write
     cache = Path(spec.cache_dir) if spec.cache_dir else out / "projects"
     points = expand(spec, random_k, seed, limit)
     store = ResultsStore(out)
     done = store.done(retry_failed)
     todo = [p for p in points if p.point_hash not in done]
-    (out / "sweep_spec.json").write_text(json.dumps(spec.raw, indent=2, sort_keys=True, default=str) + "\n")
+    atomic_write(out / "sweep_spec.json", json.dumps(spec.raw, indent=2, sort_keys=True, default=str) + "\n")
     tasks = make_tasks(spec, todo, out, cache)
     statuses: dict[str, int] = {}
     bar = None
@@ -710,9 +845,9 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path | None = None, *, workers: in
             bar.close()
     wall = time.time() - t0
     run = SweepRun(out, points, skipped=len(points) - len(todo), ran=len(todo), wall_s=wall, statuses=statuses)
-    with open(out / RUNS_FILE, "a") as f:
-        f.write(json.dumps({"started": t0, "wall_s": wall, "scheduler": scheduler, "workers": workers,
-                            "points": len(points), "ran": len(todo), "skipped": run.skipped,
-                            "statuses": statuses, "groups": len(tasks), "spec_digest": spec.digest(),
-                            "point_hashes": [p.point_hash for p in points]}) + "\n")
+    append_line(out / RUNS_FILE, json.dumps({"started": t0, "wall_s": wall, "scheduler": scheduler,
+                                             "workers": workers, "points": len(points), "ran": len(todo),
+                                             "skipped": run.skipped, "statuses": statuses, "groups": len(tasks),
+                                             "spec_digest": spec.digest(),
+                                             "point_hashes": [p.point_hash for p in points]}))
     return run
