@@ -195,3 +195,13 @@ def test_fuzz_manifest_edits_raise_only_manifest_errors(pristine, tmp_path_facto
         assert "manifest.json" in str(e) or str(root) in str(e)
     finally:
         shutil.rmtree(root.parent)
+
+
+def test_a_non_finite_embedding_row_is_named(pkg):
+    import numpy as np
+    emb = np.load(pkg / "embeddings.npy")
+    emb[42, 3] = np.nan
+    np.save(pkg / "embeddings.npy", emb)
+    rehash(pkg)
+    with pytest.raises(ManifestError, match=r"embeddings.npy: row 42 \(token id 42\) holds a non-finite"):
+        load_manifest(pkg)

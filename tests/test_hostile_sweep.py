@@ -171,3 +171,13 @@ def test_workers_die_with_a_killed_driver(tmp_path, stub):
             os.kill(w, signal.SIGKILL)
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_non_numeric_metric_is_recomputed_not_reported(tmp_path, stub):
+    out = tmp_path / "out"
+    run_sweep(spec(), out, workers=1, progress=False)
+    rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    rows[1]["top1_agreement"] = "abc"
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.warns(DamagedResultsWarning, match="top1_agreement = 'abc' is not a number"):
+        assert run_sweep(spec(), out, workers=1, progress=False).ran == 1

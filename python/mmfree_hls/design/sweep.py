@@ -101,6 +101,8 @@ class DamagedResultsWarning(UserWarning):
 
 
 LOCK_FILE = ".sweep.lock"
+#: Metrics a result row must hold as numbers (or null) for the report to use them.
+NUMERIC_METRICS = ("top1_agreement", "greedy_agreement", "perplexity", "max_logit_err")
 
 
 # ===================================================================== hashing
@@ -474,6 +476,11 @@ class ResultsStore:
                     continue
                 if row.get("status") not in STATUSES:
                     self._damaged(lineno, raw, f"status {row.get('status')!r} is not one of {list(STATUSES)}")
+                    continue
+                wrong = [k for k in NUMERIC_METRICS if row.get(k) is not None
+                         and (isinstance(row[k], bool) or not isinstance(row[k], (int, float)))]
+                if wrong:
+                    self._damaged(lineno, raw, f"{wrong[0]} = {row[wrong[0]]!r} is not a number")
                     continue
                 rows.append(row)
         return rows

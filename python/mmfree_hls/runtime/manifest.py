@@ -452,6 +452,14 @@ def _check_embeddings(chk: _Checker, data: dict, cfg: ModelConfig) -> None:
         chk.fail_file(rel, f"is not a readable .npy file ({e})")
     if arr.shape != want or arr.dtype != np.float32:
         chk.fail_file(rel, f"holds {arr.shape} {arr.dtype}, the model needs {want} float32")
+    rows = max(1, (1 << 22) // max(1, cfg.d))         # ~16 MB at a time, however large the table
+    for start in range(0, arr.shape[0], rows):
+        block = np.asarray(arr[start:start + rows])
+        bad = ~np.isfinite(block)
+        if bad.any():
+            r, c = np.argwhere(bad)[0]
+            chk.fail_file(rel, f"row {start + r} (token id {start + r}) holds a non-finite value "
+                               f"({block[r, c]}) at column {c}; the device would compute garbage from it")
 
 
 def load_manifest(root: str | Path, verify_hashes: bool = True) -> Manifest:
