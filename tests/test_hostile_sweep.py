@@ -76,7 +76,8 @@ def test_a_torn_last_line_is_skipped_and_its_point_recomputed(tmp_path, stub):
         again = run_sweep(spec(), out, workers=1, progress=False)
     assert again.ran == 1
     assert hashes(out) == full                       # the recomputed row survived (it used to be swallowed)
-    assert again.ran == 1 and run_sweep(spec(), out, workers=1, progress=False).ran == 0
+    assert run_sweep(spec(), out, workers=1, progress=False).ran == 0
+    assert (out / "results.damaged.jsonl").read_text() == lines[1][: len(lines[1]) // 2] + "\n"   # kept
 
 
 # ------------------------------------------------------------ F5.2 / F5.4

@@ -67,7 +67,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Optional
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
 
 from .precision import PrecisionError, deep_merge, load_precision
 
@@ -81,6 +81,7 @@ DEFAULT_RUNNER = "mmfree_hls.design.sweep_eval:CSimRunner"
 #: change of definition re-runs points instead of mixing old and new numbers in one table.
 MEASURE_VERSION = 3
 RESULTS_FILE = "results.jsonl"
+DAMAGED_FILE = "results.damaged.jsonl"
 RUNS_FILE = "runs.jsonl"
 REPO_ROOT = Path(__file__).resolve().parents[3]
 STATUSES = ("ok", "overflow", "failed", "timeout", "crashed")
@@ -458,10 +459,8 @@ class ResultsStore:
         warnings.warn(f"{self.path}:{lineno}: skipped a damaged line ({why}); its point runs again",
                       DamagedResultsWarning, stacklevel=3)
 
-    def read(self) -> list[dict]:
-        if not self.path.is_file():
-            return []
-        rows = []
+    def _parse(self) -> Iterator[tuple[int, bytes, Optional[dict], str]]:
+        """(line number, raw line, row or None, why it is damaged) for every non-blank line."""
         with open(self.path, "rb") as f:
             for lineno, raw in enumerate(f, 1):
                 if not raw.strip():
@@ -469,21 +468,53 @@ class ResultsStore:
                 try:
                     row = json.loads(raw.decode("utf-8"))
                 except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-                    self._damaged(lineno, raw, "not a complete JSON line: a run was killed while writing it?")
+                    yield lineno, raw, None, "not a complete JSON line: a run was killed while writing it?"
                     continue
                 if not isinstance(row, dict) or not isinstance(row.get("point_hash"), str):
-                    self._damaged(lineno, raw, "not a result row with a point_hash")
+                    yield lineno, raw, None, "not a result row with a point_hash"
                     continue
                 if row.get("status") not in STATUSES:
-                    self._damaged(lineno, raw, f"status {row.get('status')!r} is not one of {list(STATUSES)}")
+                    yield lineno, raw, None, f"status {row.get('status')!r} is not one of {list(STATUSES)}"
                     continue
                 wrong = [k for k in NUMERIC_METRICS if row.get(k) is not None
                          and (isinstance(row[k], bool) or not isinstance(row[k], (int, float)))]
                 if wrong:
-                    self._damaged(lineno, raw, f"{wrong[0]} = {row[wrong[0]]!r} is not a number")
+                    yield lineno, raw, None, f"{wrong[0]} = {row[wrong[0]]!r} is not a number"
                     continue
+                yield lineno, raw, row, ""
+
+    def read(self) -> list[dict]:
+        if not self.path.is_file():
+            return []
+        rows = []
+        for lineno, raw, row, why in self._parse():
+            if row is None:
+                self._damaged(lineno, raw, why)
+            else:
                 rows.append(row)
         return rows
+
+    def set_aside_damaged(self) -> int:
+        """Move damaged lines to ``results.damaged.jsonl`` (kept, not lost) and rewrite the
+        results atomically without them; returns how many were moved. Call under the sweep lock."""
+        from ..fsio import atomic_write, io_errors
+
+        if not self.path.is_file():
+            return 0
+        good, bad = [], []
+        for lineno, raw, row, why in self._parse():
+            if row is None:
+                self._damaged(lineno, raw, why)
+                bad.append(raw if raw.endswith(b"\n") else raw + b"\n")
+            else:
+                good.append(raw if raw.endswith(b"\n") else raw + b"\n")
+        if bad:
+            with io_errors(self.path), open(self.path.with_name(DAMAGED_FILE), "ab") as f:
+                f.write(b"".join(bad))
+                f.flush()
+                os.fsync(f.fileno())
+            atomic_write(self.path, b"".join(good))
+        return len(bad)
 
     def latest(self) -> dict[str, dict]:
         """The last row of every point hash (a retried point's newer row wins)."""
@@ -822,6 +853,7 @@ def _run_sweep_locked(spec: SweepSpec, out: Path, kind: str, address: Optional[s
     cache = Path(spec.cache_dir) if spec.cache_dir else out / "projects"
     points = expand(spec, random_k, seed, limit)
     store = ResultsStore(out)
+    store.set_aside_damaged()              # warned once, kept in results.damaged.jsonl, re-run below
     done = store.done(retry_failed)
     todo = [p for p in points if p.point_hash not in done]
     atomic_write(out / "sweep_spec.json", json.dumps(spec.raw, indent=2, sort_keys=True, default=str) + "\n")
