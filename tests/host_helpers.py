@@ -472,10 +472,11 @@ class EngineModel:
     """The IP's datapath: its masters read x_in/state/weights from DRAM at the addresses in its
     pointer registers, one C-simulation step runs on them, state/logits go back to DRAM."""
 
-    def __init__(self, board: "FakeBoard", csim, layout, ip: dict, region_bytes: Optional[int]):
+    def __init__(self, board: "FakeBoard", csim, layout, ip: dict):
         self.board, self.csim, self.layout, self.ip = board, csim, layout, ip
         self.buffers = csim.allocate(layout)
-        self.region_bytes = region_bytes
+        self.region_bytes = ip.get("region_bytes")
+        self.region_offset = int(ip.get("region_offset", 0))
         self.steps = 0
         self.weights_seen: Optional[np.ndarray] = None
 
@@ -488,13 +489,15 @@ class EngineModel:
                     self.buffers[spec.name][...] = raw.view(spec.dtype).reshape(spec.shape)
         ports = sorted((n for n in R if n[:1] == "w" and n[1:].isdigit()), key=lambda n: int(n[1:]))
         if ports:
-            total, parts = self.layout.weight_bytes, []
-            for k, p in enumerate(ports):
-                n = min(self.region_bytes, total - k * self.region_bytes)
-                if n > 0:
-                    parts.append(mem.read(regs.pointer(int(R[p]["offset"])), n))
-            self.weights_seen = np.concatenate(parts)
-            self.buffers["weights"][...] = self.weights_seen
+            # Each weight master streams its own region; the header (if any) sits before w0's.
+            w0 = regs.pointer(int(R[ports[0]]["offset"]))
+            parts = [mem.read(w0 - self.region_offset, self.region_offset)]
+            parts += [mem.read(regs.pointer(int(R[p]["offset"])), self.region_bytes) for p in ports]
+            image = np.zeros(self.layout.weight_bytes, np.uint8)
+            seen = np.concatenate(parts)[:image.size]
+            image[:seen.size] = seen
+            self.weights_seen = image
+            self.buffers["weights"][...] = image
         try:
             self.csim.run()
             rc = 0
@@ -662,9 +665,9 @@ class FakeBoard:
         crl_map.RPLL_CTRL.FBDIV, crl_map.RPLL_CTRL.DIV2 = 72, 1
         crf_map.DPLL_CTRL.FBDIV, crf_map.DPLL_CTRL.DIV2 = 64, 1
 
-    def attach_engine(self, manifest, csim, region_bytes: Optional[int] = None) -> EngineModel:
+    def attach_engine(self, manifest, csim) -> EngineModel:
         self.ip = manifest.data["ip"]
-        self.engine = EngineModel(self, csim, manifest.layout, self.ip, region_bytes)
+        self.engine = EngineModel(self, csim, manifest.layout, self.ip)
         return self.engine
 
     def pl_clock_mhz(self, idx: int = 0) -> float:

@@ -39,6 +39,7 @@ from mmfree_hls.runtime.manifest import vitis_register_map, write_manifest
 
 HWH = Path(__file__).parent / "data" / "mmfree_engine_zcu104.hwh"
 K = 4                       # weight ports of the zcu104 streamed preset (HP0..3_FPD)
+HEADER = 128                # bytes of the weight buffer before w0's region (the engine's is 4 KiB)
 FAIL_TOKEN = 4              # its embedding makes the C-simulation step fail
 
 
@@ -59,11 +60,11 @@ def engine_package(tmp_path_factory):
                   tier="streamed", bitstream=bit, hwh=HWH)
     data = json.loads((root / "manifest.json").read_text())
     total = data["packing"]["total_bytes"]
-    region = -(-total // K // 64) * 64                          # burst-aligned weight regions
-    assert (K - 1) * region < total, "every port must get part of the weights"
+    region = (total - HEADER) // K                              # header, then K equal regions
+    assert HEADER + K * region == total and region % 64 == 0
     ip = vitis_register_map(["x_in", "state", "logits"] + [f"w{k}" for k in range(K)], return_bits=32)
     ip.update({"top": "mmfree_engine", "instance": "mmfree_0", "region_bytes": region,
-               "vlnv": "xilinx.com:hls:mmfree_engine:1.0"})
+               "region_offset": HEADER, "vlnv": "xilinx.com:hls:mmfree_engine:1.0"})
     data["ip"] = ip
     write_manifest(root, data)
     return root, model
@@ -80,7 +81,7 @@ def _device_model(path, board):
     csim = m.data["csim"]
     backend = CSimBackend(m.csim_library, m.layout, step_symbol=csim.get("step_symbol", "mmfree_step"),
                           args=csim.get("args", m.layout.ports))
-    return board.attach_engine(m, backend, m.data["ip"].get("region_bytes"))
+    return board.attach_engine(m, backend)
 
 
 def _open_board(path, board, timeout_s=0.2) -> Accelerator:
@@ -220,6 +221,23 @@ def test_overlay_loads_through_pynq_and_the_register_map_agrees(engine_package, 
         assert type(acc._buffers["logits"]).__name__ == "PynqBuffer"
 
 
+def test_fixture_wires_the_masters_as_the_block_design_does():
+    """The .hwh's masters reach the PS ports the project's Vivado rule picks (none coherent)."""
+    from pynqmetadata import ManagerPort
+    from pynqmetadata.frontends import Metadata
+
+    from mmfree_hls.design.synth import port_plan
+    from mmfree_hls.runtime.manifest import known_boards
+
+    core = Metadata(input=str(HWH)).blocks["mmfree_0"]
+    wired = {p.name: {p._addrmap_obj[k].name for k in p.addrmap}
+             for p in core.ports.values() if isinstance(p, ManagerPort)}
+    zcu104 = known_boards()["zcu104"]
+    plan = port_plan(sorted(wired), zcu104["engine"]["streamed"], zcu104)
+    assert wired == {m: {port} for m, port in plan.items()}
+    assert not any("ACP" in port for port in plan.values())
+
+
 def test_buffers_are_cacheable_and_every_pointer_is_written(engine_package, board):
     path, model = engine_package
     acc = _open_board(path, board)
@@ -231,7 +249,7 @@ def test_buffers_are_cacheable_and_every_pointer_is_written(engine_package, boar
             assert board.regs.pointer(r[name]["offset"]) == bos[name].paddr
         region = acc.manifest.data["ip"]["region_bytes"]
         for k in range(K):
-            assert board.regs.pointer(r[f"w{k}"]["offset"]) == bos["weights"].paddr + k * region
+            assert board.regs.pointer(r[f"w{k}"]["offset"]) == bos["weights"].paddr + HEADER + k * region
         acc.step(3)
         # The IP gathered the weight image from its K regions: flushed, and addressed right.
         np.testing.assert_array_equal(board.engine.weights_seen, acc.manifest.packed_weights())

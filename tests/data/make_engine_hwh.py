@@ -6,10 +6,12 @@ The design is the streamed-tier decode engine on a ZCU104 (Zynq UltraScale+):
 * ``mmfree_0`` = ``xilinx.com:hls:mmfree_engine:1.0``, the Vitis HLS top
   ``int mmfree_engine(float* x_in, float* state, float* logits, ap_uint<128>* w0..w3)``:
   an ``s_axilite`` slave ``s_axi_control`` (ap_ctrl_hs, ap_return) and the m_axi masters
-  ``m_axi_gmem_io`` (x_in, state, logits) and ``m_axi_gmem_w0..3`` (one weight region each);
+  ``m_axi_gmem_io`` (x_in, state), ``m_axi_gmem_out`` (logits) and ``m_axi_gmem_w0..3``
+  (one weight region each);
 * ``ps`` = ``zynq_ultra_ps_e``: ``M_AXI_HPM0_FPD`` drives the control slave at 0xA0000000;
-  the masters reach DDR through ``S_AXI_HP0..3_FPD`` — round robin in sorted order as
-  ``vivado_bd.tcl`` assigns them, so gmem_io and gmem_w3 share HP0 through a SmartConnect.
+  as ``vivado_bd.tcl`` wires it for the ZCU104 streamed preset, weight bundle k reaches DDR
+  through ``S_AXI_HP<k>_FPD`` and the two per-token I/O bundles share ``S_AXI_HPC1_FPD``
+  (used without coherency) through one SmartConnect.
 
 The register table below is what Vitis HLS emits for that top (0x00 CTRL, 0x04 GIER,
 0x08 IP_IER, 0x0c IP_ISR, 0x10 ap_return + a reserved word, then three words per 64-bit
@@ -63,10 +65,14 @@ OTHER_FIELDS = {
     "IP_ISR": [("CHAN0_INT_ST", 0, 1, "read-only"), ("CHAN1_INT_ST", 1, 1, "read-only"),
                ("RESERVED_0", 2, 30, "read-only")],
 }
-MASTERS = ["m_axi_gmem_io", "m_axi_gmem_w0", "m_axi_gmem_w1", "m_axi_gmem_w2", "m_axi_gmem_w3"]
-HP_PORTS = ["S_AXI_HP0_FPD", "S_AXI_HP1_FPD", "S_AXI_HP2_FPD", "S_AXI_HP3_FPD"]
-HP_SAXIGP = {"S_AXI_HP0_FPD": "SAXIGP2", "S_AXI_HP1_FPD": "SAXIGP3", "S_AXI_HP2_FPD": "SAXIGP4",
-             "S_AXI_HP3_FPD": "SAXIGP5"}
+# m_axi master → PS slave port (ps_ports.json: io_port_preference; boards.json: zcu104 streamed ports).
+PORT_OF = {"m_axi_gmem_io": "S_AXI_HPC1_FPD", "m_axi_gmem_out": "S_AXI_HPC1_FPD",
+           "m_axi_gmem_w0": "S_AXI_HP0_FPD", "m_axi_gmem_w1": "S_AXI_HP1_FPD",
+           "m_axi_gmem_w2": "S_AXI_HP2_FPD", "m_axi_gmem_w3": "S_AXI_HP3_FPD"}
+MASTERS = sorted(PORT_OF)
+# PS slave port → (its SAXIGP index, the DDR address blocks' prefix)
+PS_SLAVES = {"S_AXI_HPC1_FPD": (1, "HPC1"), "S_AXI_HP0_FPD": (2, "HP0"), "S_AXI_HP1_FPD": (3, "HP1"),
+             "S_AXI_HP2_FPD": (4, "HP2"), "S_AXI_HP3_FPD": (5, "HP3")}
 
 # AXI signals (logical name, direction seen from the manager, width; 0 = data width).
 AXI_LITE = [("AWADDR", "O", 7), ("AWVALID", "O", 1), ("AWREADY", "I", 1), ("WDATA", "O", 32),
@@ -167,16 +173,16 @@ def build() -> str:
     net = Net()
     # Control: PS HPM0 → engine control slave (protocol conversion is inside the PS here).
     net.bus(PS, "M_AXI_HPM0_FPD", IP, "s_axi_control", AXI_LITE, 32, lower_b=False)
-    # Masters: round robin over the HP ports; a port with two masters gets a SmartConnect.
+    # Masters: one PS port each, or a SmartConnect in front of a port two masters share.
     by_port: dict[str, list[str]] = {}
-    for i, m in enumerate(MASTERS):
-        by_port.setdefault(HP_PORTS[i % len(HP_PORTS)], []).append(m)
+    for m in MASTERS:
+        by_port.setdefault(PORT_OF[m], []).append(m)
     smartconnects = {}
     for hp, masters in by_port.items():
         if len(masters) == 1:
             net.bus(IP, masters[0], PS, hp, AXI_FULL, PORT_BITS, lower_b=False)
         else:
-            smc = f"smc_{hp.split('_')[2].lower()}"
+            smc = f"smc_{PS_SLAVES[hp][1].lower()}"
             smartconnects[smc] = (hp, masters)
             for j, m in enumerate(masters):
                 net.bus(IP, m, smc, f"S{j:02d}_AXI", AXI_FULL, PORT_BITS, lower_b=True)
@@ -217,9 +223,9 @@ def build() -> str:
                               "NUM_WRITE_OUTSTANDING": 16, "FREQ_HZ": 249997498})
     out.append("      </BUSINTERFACES>")
     out.append("      <MEMORYMAP>")
-    for i, m in enumerate(MASTERS):
-        hp = HP_PORTS[i % len(HP_PORTS)]
-        block = f"HP{hp[8]}_DDR_LOW"
+    for m in MASTERS:
+        hp = PORT_OF[m]
+        block = f"{PS_SLAVES[hp][1]}_DDR_LOW"
         out.append(f'        <MEMRANGE {_attrs(ADDRESSBLOCK=block, BASENAME="C_BASEADDR", BASEVALUE="0x00000000", HIGHNAME="C_HIGHADDR", HIGHVALUE="0x7FFFFFFF", INSTANCE=PS, IS_DATA="TRUE", IS_INSTRUCTION="TRUE", MASTERBUSINTERFACE=m, MEMTYPE="MEMORY", SLAVEBUSINTERFACE=hp)}/>')
     out += ["      </MEMORYMAP>", "      <PERIPHERALS>", f'        <PERIPHERAL INSTANCE="{PS}"/>',
             "      </PERIPHERALS>", "    </MODULE>"]
@@ -242,11 +248,10 @@ def build() -> str:
     # ---- the processing system
     out.append(f'    <MODULE {_attrs(CONFIGURABLE="TRUE", COREREVISION=5, FULLNAME="/" + PS, HWVERSION="3.5", INSTANCE=PS, IPTYPE="PERIPHERAL", IS_ENABLE=1, IS_PL="FALSE", MODTYPE="zynq_ultra_ps_e", VLNV="xilinx.com:ip:zynq_ultra_ps_e:3.5")}>')
     out.append("      <DOCUMENTS/>")
-    for hp in HP_PORTS:
-        n = hp[8]
-        for block, rng in ((f"HP{n}_DDR_LOW", "0x80000000"), (f"HP{n}_DDR_HIGH", "0x800000000")):
+    for hp, (gp, prefix) in PS_SLAVES.items():
+        for block, rng in ((f"{prefix}_DDR_LOW", "0x80000000"), (f"{prefix}_DDR_HIGH", "0x800000000")):
             out += ["      <ADDRESSBLOCKS>",
-                    f'        <ADDRESSBLOCK {_attrs(ACCESS="", INTERFACE=HP_SAXIGP[hp], NAME=block, RANGE=rng, USAGE="memory")}/>',
+                    f'        <ADDRESSBLOCK {_attrs(ACCESS="", INTERFACE=f"SAXIGP{gp}", NAME=block, RANGE=rng, USAGE="memory")}/>',
                     "      </ADDRESSBLOCKS>"]
     out.append("      <PARAMETERS>")
     ps_params = {"PSU__FPGA_PL0_ENABLE": 1, "PSU__FPGA_PL1_ENABLE": 0, "PSU__FPGA_PL2_ENABLE": 0,
@@ -258,11 +263,11 @@ def build() -> str:
                           f"PSU__CRL_APB__PL{i}_REF_CTRL__SRCSEL": "IOPLL",
                           f"PSU__CRL_APB__PL{i}_REF_CTRL__ACT_FREQMHZ": mhz,
                           f"PSU__CRL_APB__PL{i}_REF_CTRL__FREQMHZ": round(mhz)})
-    for k, hp in enumerate(HP_PORTS):
-        ps_params[f"PSU__USE__S_AXI_GP{k + 2}"] = 1
-        ps_params[f"C_SAXIGP{k + 2}_DATA_WIDTH"] = PORT_BITS
-    ps_params["PSU__USE__S_AXI_GP0"] = 0          # HPC0/HPC1 (coherent ports): not used
-    ps_params["PSU__USE__S_AXI_GP1"] = 0
+    ps_params["PSU__USE__S_AXI_GP0"] = 0                      # HPC0: not used
+    for hp, (gp, _prefix) in PS_SLAVES.items():
+        ps_params[f"PSU__USE__S_AXI_GP{gp}"] = 1
+        ps_params[f"C_SAXIGP{gp}_DATA_WIDTH"] = PORT_BITS
+    ps_params["PSU__USE__S_AXI_ACP"] = 0                       # no coherent port anywhere
     for k, v in ps_params.items():
         out.append(f'        <PARAMETER {_attrs(NAME=k, VALUE=v)}/>')
     out.append("      </PARAMETERS>")
@@ -271,7 +276,7 @@ def build() -> str:
     out += _businterface("M_AXI_HPM0_FPD", "MASTER", f"{PS}_M_AXI_HPM0_FPD", AXI_LITE, 32,
                          {"DATA_WIDTH": 32, "PROTOCOL": "AXI4LITE"})
     for hp, masters in by_port.items():
-        src = f"{IP}_{masters[0]}" if len(masters) == 1 else f"smc_{hp.split('_')[2].lower()}_M00_AXI"
+        src = f"{IP}_{masters[0]}" if len(masters) == 1 else f"smc_{PS_SLAVES[hp][1].lower()}_M00_AXI"
         out += _businterface(hp, "SLAVE", src, AXI_FULL, PORT_BITS,
                              {"DATA_WIDTH": PORT_BITS, "PROTOCOL": "AXI4"})
     out.append("      </BUSINTERFACES>")

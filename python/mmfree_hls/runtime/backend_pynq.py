@@ -5,7 +5,8 @@ the IP's register map against the bitstream's ``.hwh``, allocate the buffers
 (``pynq.allocate(..., cacheable=True)``: physically contiguous, cached by the
 CPU), and write each buffer's physical address into the IP's pointer
 registers. The streamed tier's K weight ports (``w0..w{K-1}``) all point into
-one weight buffer, port k at ``base + k * region_bytes``.
+one weight buffer, port k at ``base + region_offset + k * region_bytes`` (the
+engine's buffer is a header, then one region per port).
 
 Per token: flush the input buffers, set ap_start, poll the control register
 until ap_done (with a timeout), read ap_return, invalidate the output buffers.
@@ -101,11 +102,12 @@ class PynqBackend:
     def __init__(self, ip: Mapping[str, Any], layout: BufferLayout, *,
                  bitstream: Optional[str | Path] = None, timeout_s: float = DEFAULT_TIMEOUT_S,
                  overlay=None, mmio=None, allocate: Optional[Callable] = None,
-                 region_bytes: Optional[int] = None,
+                 region_bytes: Optional[int] = None, region_offset: Optional[int] = None,
                  clock: Callable[[], float] = time.perf_counter):
-        """``ip`` is the manifest's ``ip`` section. ``region_bytes``: bytes between the weight
-        ports' pointers (streamed tier; default ``ip['region_bytes']``). ``overlay``/``mmio``/
-        ``allocate`` are injected by tests; on a board they come from pynq."""
+        """``ip`` is the manifest's ``ip`` section. Streamed tier: weight port k points at
+        ``region_offset + k * region_bytes`` into the weight buffer (defaults: ``ip['region_offset']``
+        or 0, ``ip['region_bytes']``). ``overlay``/``mmio``/``allocate`` are injected by tests; on a
+        board they come from pynq."""
         self.ip = ip
         self.layout = layout
         self.timeout_s = float(timeout_s)
@@ -121,6 +123,8 @@ class PynqBackend:
         self.weight_ports = self._weight_ports()
         rb = region_bytes if region_bytes is not None else ip.get("region_bytes")
         self.region_bytes = None if rb is None else int(rb)
+        ro = region_offset if region_offset is not None else ip.get("region_offset", 0)
+        self.region_offset = int(ro)
         self._check_weight_regions()
         if mmio is None:
             pynq = None
@@ -166,15 +170,15 @@ class PynqBackend:
         if WEIGHTS_PORT not in self.layout.specs:
             raise ManifestError(f"ip.registers has weight ports {self.weight_ports} but the buffer "
                                 "table has no weight buffer: re-run `mmfree package`")
-        k, total = len(self.weight_ports), self.layout.weight_bytes
+        k, total, off = len(self.weight_ports), self.layout.weight_bytes, self.region_offset
         if self.region_bytes is None:
             if k > 1:
                 raise ManifestError(f"{k} weight ports need the region size (bytes between their "
                                     "pointers): ip.region_bytes is missing; re-run `mmfree package`")
-            self.region_bytes = total
-        if self.region_bytes <= 0 or self.region_bytes * k < total:
-            raise ManifestError(f"{k} weight regions of {self.region_bytes} bytes do not cover the "
-                                f"{total}-byte weight buffer: re-run `mmfree package`")
+            self.region_bytes = total - off
+        if self.region_bytes <= 0 or off < 0 or off + k * self.region_bytes > total:
+            raise ManifestError(f"{k} weight regions of {self.region_bytes} bytes from offset {off} do "
+                                f"not fit the {total}-byte weight buffer: re-run `mmfree package`")
 
     def check_register_map(self, hwh_registers: Mapping[str, Mapping]) -> None:
         """Compare the manifest's register map with the .hwh (pynq's ``ip_dict[..]['registers']``).
@@ -216,7 +220,7 @@ class PynqBackend:
             elif spec.name == WEIGHTS_PORT and self.weight_ports:
                 base = buffer_address(buffers[spec.name])
                 for k, port in enumerate(self.weight_ports):
-                    self.write_pointer(port, base + k * self.region_bytes)
+                    self.write_pointer(port, base + self.region_offset + k * self.region_bytes)
                     written.add(port)
             elif spec.name == "state" and not self.state_readable:
                 continue                    # host-side only: the device keeps its own state
