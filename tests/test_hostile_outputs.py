@@ -191,3 +191,8 @@ def test_ensure_replaceable_rules(tmp_path):
     assert ensure_replaceable(d, "sweep", force=True) is True
     with pytest.raises(NotOursError):                             # a marker of another kind
         ensure_replaceable(d, "checkpoint", force=True)
+
+
+def test_info_on_a_weights_file_says_to_pass_the_directory(capsys):
+    assert cli_main(["info", str(DEMO / "model.safetensors")]) == 2
+    assert "is a file; pass the checkpoint directory" in capsys.readouterr().err

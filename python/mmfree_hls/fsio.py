@@ -49,6 +49,8 @@ class NotOursError(OutputError, FileExistsError):
 def describe_os_error(e: OSError, path: PathLike) -> str:
     """A one-line explanation of a failed write, naming the path and what to do."""
     where = e.filename if getattr(e, "filename", None) else path
+    if not str(where):
+        return e.strerror or str(e)
     if e.errno == errno.ENOSPC:
         return f"{where}: no space left on the device; free some space or write somewhere else"
     if e.errno == errno.EDQUOT:

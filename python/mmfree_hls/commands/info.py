@@ -32,7 +32,13 @@ def summarize(path: str | Path) -> dict:
 
     p = Path(path)
     if p.is_file():
-        root, raw = p.parent, json.loads(p.read_text())
+        if p.suffix != ".json":
+            raise FileNotFoundError(f"{p} is a file; pass the checkpoint directory that holds it "
+                                    f"({p.parent}) or its {CONFIG_FILE}")
+        try:
+            root, raw = p.parent, json.loads(p.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{p}: not UTF-8 JSON ({e})") from None
         where = str(p)
     else:
         root, raw = p, read_config_json(p)
