@@ -411,10 +411,10 @@ def load_checkpoint(path: str | Path, *, keep_float: bool = False, verify: str =
         model = MMFreeLM(cfg, {k: _read_checked(info) for k, info in ref.sources.items()})
         if packed is not None:
             for p in names:
-                for layout in packed.layouts:
-                    tw = packed.ternary(p, layout)          # γ is range-checked in every mode
-                    if p in requantize:
-                        _verify_full(p, layout, tw, model.ternary[p], packed.path)
+                packed.gamma(p)                              # γ is range-checked in every mode
+                if p in requantize:
+                    for layout in packed.layouts:
+                        _verify_full(p, layout, packed.ternary(p, layout), model.ternary[p], packed.path)
         return model
 
     weight_keys = {p + ".weight" for p in names}
