@@ -51,6 +51,30 @@ extern "C" int mmfree_streamed_step(const unsigned char* w, const float* x, floa
 }
 """
 
+#: ABI version 2 (the decode engine): one step symbol for both tiers, the weight image last
+#: (NULL for the on-chip tier); the same arithmetic, plus the weights' first byte on logits[0].
+STUB_SOURCE_V2 = r"""
+#include <unistd.h>
+static unsigned long long last_cycles = 0;
+extern "C" int mmfree_abi(void) { return 2; }
+extern "C" int mmfree_info(int* d, int* L, int* e, int* V) {
+    *d = D; *L = L_; *e = E; *V = V_; return 0;
+}
+extern "C" int mmfree_step(const float* x, float* s, float* logits, const unsigned char* w) {
+    if (x[0] == 1234.5f) usleep(SLEEP_US);
+    if (x[0] == -999.0f) return 7;
+    for (int l = 0; l < L_; ++l)
+        for (int i = 0; i < E; ++i)
+            s[l * E + i] = 0.5f * s[l * E + i] + x[i % D] + (float)l;
+    for (int v = 0; v < V_; ++v)
+        logits[v] = s[v % (L_ * E)] * (float)(v % 7 + 1);
+    if (w) logits[0] += (float)w[0];
+    last_cycles = 1000ull + V_;
+    return 0;
+}
+extern "C" unsigned long long mmfree_cycles(void) { return last_cycles; }
+"""
+
 
 def tiny_config(**overrides) -> ModelConfig:
     kw = dict(vocab_size=64, hidden_size=16, num_hidden_layers=2, intermediate_size=32,
@@ -64,10 +88,12 @@ def tiny_model(seed: int = 0, **overrides) -> MMFreeLM:
 
 
 def build_abi_stub(out_dir: Path, d: int, L: int, e: int, V: int, sleep_us: int = 3_000_000,
-                   name: str = "libmmfree_csim.so") -> Path:
+                   name: str = "libmmfree_csim.so", abi: int = 1) -> Path:
+    """A C-sim library with simple, exactly reproducible arithmetic (``stub_step``): ``abi=1``
+    the contract-2 symbols, ``abi=2`` the decode engine's (mmfree_abi, 4-argument mmfree_step)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     src = out_dir / "abi_stub.cpp"
-    src.write_text(STUB_SOURCE)
+    src.write_text({1: STUB_SOURCE, 2: STUB_SOURCE_V2}[abi])
     lib = out_dir / name
     subprocess.run(["g++", "-O1", "-shared", "-fPIC", f"-DD={d}", f"-DL_={L}", f"-DE={e}",
                     f"-DV_={V}", f"-DSLEEP_US={sleep_us}", str(src), "-o", str(lib)], check=True)
