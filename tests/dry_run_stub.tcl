@@ -523,6 +523,7 @@ proc reach {pin} {
     return ""
 }
 proc assign_bd_address {args} {
+    if {[llength $args] == 0} { record assign_bd_address {} [list all [jstr 1]]; return }
     lassign [opts $args {-force}] o rest
     set space [dict get $o -target_address_space]; set seg [lindex $rest 0]
     record assign_bd_address $args [list space [jstr $space] segment [jstr $seg]]

@@ -97,7 +97,7 @@ class Design:
                     parent[find(p)] = find(a[0])
             elif c["cmd"] == "connect_bd_intf_net":
                 self.links[a[0]], self.links[a[1]] = a[1], a[0]
-            elif c["cmd"] == "assign_bd_address":
+            elif c["cmd"] == "assign_bd_address" and "space" in c:
                 self.addr.setdefault(c["space"], []).append(c["segment"])
         self.net = lambda p: find(p) if p in parent else None
 
@@ -210,6 +210,9 @@ def test_dry_run_hls_and_block_design(tmp_path, board, tier):
     assert resets == ["rst_pl"]
     assert d.net("/mmfree_0/ap_rst_n") == d.net("/rst_pl/peripheral_aresetn")
     assert order.index("validate_bd_design") < order.index("launch_runs")
+    explicit = [i for i, c in enumerate(calls) if c["cmd"] == "assign_bd_address" and "space" in c]
+    bare = [i for i, c in enumerate(calls) if c["cmd"] == "assign_bd_address" and "space" not in c]
+    assert len(explicit) >= len(masters) + 1 and bare and max(explicit) < bare[0] < order.index("validate_bd_design")
 
     # .bit/.hwh: the same basename side by side, as pynq's Overlay looks the .hwh up.
     out = bd_script.parent
