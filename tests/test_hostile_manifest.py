@@ -205,3 +205,9 @@ def test_a_non_finite_embedding_row_is_named(pkg):
     rehash(pkg)
     with pytest.raises(ManifestError, match=r"embeddings.npy: row 42 \(token id 42\) holds a non-finite"):
         load_manifest(pkg)
+
+
+def test_board_must_match_board_info(pkg):
+    edit(pkg, lambda d: d.__setitem__("board", "zcu104"))           # board_info still says pynq-z2
+    with pytest.raises(ManifestError, match="does not match board_info"):
+        load_manifest(pkg)

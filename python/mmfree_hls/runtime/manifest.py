@@ -503,6 +503,12 @@ def load_manifest(root: str | Path, verify_hashes: bool = True) -> Manifest:
         chk.fail(f"board {data['board']!r} is not in the board table ({', '.join(sorted(boards))})")
     if data["tier"] not in TIERS:
         chk.fail(f"tier {data['tier']!r} is not one of {TIERS}")
+    info = data.get("board_info")
+    if info is not None and (not isinstance(info, dict)
+                             or info.get("part", boards[data["board"]].get("part")) != boards[data["board"]].get("part")):
+        chk.fail(f"board {data['board']!r} does not match board_info (part "
+                 f"{info.get('part') if isinstance(info, dict) else info!r}); the package was built for another "
+                 "board", "re-package for this board with `mmfree package ... --board BOARD`")
     try:
         cfg = ModelConfig.from_dict(data["model"])
     except (ConfigError, TypeError) as e:
