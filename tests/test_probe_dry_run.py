@@ -21,17 +21,21 @@ from mmfree_hls.runtime.manifest import known_boards
 from test_synth_dry_run import TCLSH, Design, dry_run
 
 pytestmark = pytest.mark.skipif(TCLSH is None, reason="the dry run needs tclsh")
-AP_TYPES = Path(importlib.util.find_spec("hls4ml").origin).parent / "templates" / "vivado" / "ap_types"
+_HLS4ML = importlib.util.find_spec("hls4ml")
+# ap_int.h / hls_stream.h for g++: the copy hls4ml ships (the design extra); Vitis HLS brings its own.
+AP_TYPES = Path(_HLS4ML.origin).parent / "templates" / "vivado" / "ap_types" if _HLS4ML else None
 
 
 @pytest.mark.parametrize("board", ["pynq-z2", "zcu104", "kv260"])
 def test_probe_dry_run(tmp_path, board):
+    if AP_TYPES is None:
+        pytest.skip("preprocessing bw_probe.cpp needs ap_int.h (hls4ml, the design extra)")
     facts = known_boards()[board]
     preset = synth.board_preset(board, "streamed")
     k = len(preset["ports"])
     root = probe.write_probe_project(board, tmp_path / "hls_project" / f"bw_probe_{board}")
-    env = {"MMFREE_STUB_CXX_INCLUDE": str(AP_TYPES)}
-    if board == "kv260":                       # one real C-simulation (5 ports x 128 bit), ~5 s of g++
+    env = {"MMFREE_STUB_CXX_INCLUDE": str(AP_TYPES)} if AP_TYPES else {}
+    if board == "kv260" and AP_TYPES:          # one real C-simulation (5 ports x 128 bit), ~5 s of g++
         env["MMFREE_STUB_RUN_CSIM"] = "1"
     rc, hls, out = dry_run(synth.write_hls_tcl(root, board), tmp_path / "hls.jsonl", vivado=False, **env)
     assert rc == 0, out
@@ -42,7 +46,7 @@ def test_probe_dry_run(tmp_path, board):
     assert iface["-m_axi_num_read_outstanding"] == str(preset["outstanding"])
     flags = next(c for c in hls if c["cmd"] == "add_files")["args"]
     assert f"-DBW_PORTS={k} -DBW_BITS={preset['port_bits']}" in flags[-1]
-    if board == "kv260":
+    if "MMFREE_STUB_RUN_CSIM" in env:
         assert "bw_probe csim ok" in next(c for c in hls if c["cmd"] == "csim_result")["args"][0]
 
     rc, calls, out = dry_run(synth.write_bd_tcl(root, board), tmp_path / "bd.jsonl", vivado=True,
