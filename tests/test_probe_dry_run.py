@@ -208,3 +208,26 @@ def test_board_table_says_where_each_usable_fraction_comes_from():
         assert src.startswith(("assumption", "measured")), board
         if facts.get("ps") in ("zynq7", "zynq_ultra"):
             assert f"mmfree calibrate --board {board}" in src, board
+
+
+def test_synth_probe_builds_the_overlay_calibrate_reads(tmp_path, monkeypatch, capsys):
+    """`mmfree synth probe` end to end with the dry-run stand-ins on PATH as vitis_hls and vivado."""
+    if AP_TYPES is None:
+        pytest.skip("preprocessing bw_probe.cpp needs ap_int.h (hls4ml, the design extra)")
+    from test_synth_dry_run import STUB
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for exe in ("vitis_hls", "vivado"):
+        (bindir / exe).write_text(f"#!/bin/sh\nexec {TCLSH} {STUB} \"$@\"\n")
+        (bindir / exe).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{__import__('os').environ['PATH']}")
+    monkeypatch.setenv("MMFREE_DRY_RUN_LOG", str(tmp_path / "calls.jsonl"))
+    monkeypatch.setenv("MMFREE_STUB_CXX_INCLUDE", str(AP_TYPES))
+    monkeypatch.setenv("MMFREE_STUB_BOARD_PARTS", known_boards()["pynq-z2"]["board_part"])
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["synth", "probe", "--board", "pynq-z2"]) == 0, capsys.readouterr().err
+    out = tmp_path / "overlays" / "pynq-z2" / "bw_probe"
+    info = cal.load_probe_info(out)
+    assert info["ports"] == ["S_AXI_HP0", "S_AXI_HP2"] and info["port_bits"] == 64 and info["clock_mhz"] == 125
+    assert info["impl"]["source"] == "vivado_impl" and info["impl"]["timing_met"] is True
+    assert "mmfree calibrate --board pynq-z2 --overlay" in capsys.readouterr().out
