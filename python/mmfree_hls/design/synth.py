@@ -70,8 +70,9 @@ def board_facts(board: str) -> dict:
     facts = dict(boards[board])
     ps = toolchain()["ps"]
     if facts.get("ps") not in ps:
+        flow = (facts.get("engine") or {}).get("flow")
         raise ValueError(f"board {board!r} has PS type {facts.get('ps')!r}: the Vivado block design "
-                         f"supports {sorted(ps)} (Zynq boards for PYNQ)")
+                         f"supports {sorted(ps)} (Zynq boards for PYNQ)" + (f"; boards.json: {flow}" if flow else ""))
     return facts
 
 
@@ -221,7 +222,9 @@ def hls_tcl(record: Mapping, preset: Mapping, facts: Mapping, *, root: Path, out
     if cosim and not testbench:
         raise ValueError("co-simulation (COSIM=1) needs a C testbench: mmfree_project.json lists no "
                          "'testbench' files")
-    cflags = " ".join(["-std=c++14", *(f"-I{i}" for i in includes), str(record.get("cflags", "")).strip()]).strip()
+    extra = record.get("cflags") or ""
+    extra = " ".join(extra) if isinstance(extra, (list, tuple)) else str(extra)
+    cflags = " ".join(["-std=c++14", *(f"-I{i}" for i in includes), extra.strip()]).strip()
     tools, ip = toolchain()["tools"], toolchain()["hls_ip"]
     return render("vitis_hls.tcl.in", {
         "TOOL_VERSION": tools["vitis_hls"]["version"],
@@ -293,9 +296,9 @@ def ip_instance(record: Mapping) -> str:
 
 # ----------------------------------------------------------------- writers (project on disk)
 def _load(project: str | Path, board: str, tier: Optional[str]) -> tuple[Path, dict, dict, dict]:
+    facts = board_facts(board)
     root = Path(project).resolve()
     record = read_project(root)
-    facts = board_facts(board)
     have = record_tier(record)
     if tier is not None and tier != have:
         raise ValueError(f"{root} was generated for the {have} tier, not {tier}: convert it again with "
