@@ -301,9 +301,9 @@ def _load(project: str | Path, board: str, tier: Optional[str]) -> tuple[Path, d
     record = read_project(root)
     have = record_tier(record)
     if tier is not None and tier != have:
-        raise ValueError(f"{root} was generated for the {have} tier, not {tier}: convert it again with "
-                         f"`mmfree convert CKPT --board {board} --tier {tier} --out {project}` "
-                         f"(or `make convert TIER={tier}`)")
+        raise ValueError(f"{root} was generated for the {have} tier, not {tier}: build it as it is with "
+                         f"TIER={have} (--tier {have}), or convert it again for {tier} with "
+                         f"`mmfree convert CKPT --board {board} --tier {tier} --out {project}`")
     if record.get("board") and record["board"] != board:
         raise ValueError(f"{root} was generated for board {record['board']!r}, not {board!r}: its sizes "
                          f"follow that board's preset; convert again with --board {board}")
