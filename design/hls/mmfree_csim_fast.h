@@ -1,0 +1,135 @@
+// C-simulation fast path of the engine (never synthesised: included only
+// outside __SYNTHESIS__ and without MMFREE_NO_FAST_CSIM).
+//
+// It runs compute_token() itself, unchanged, on a word source that reads the
+// weight image directly (no FIFOs) and that hands each BitLinear its weights
+// unpacked once to int8 rows. Activations are quantised by the same function,
+// accumulated as exact integers (order does not matter) and written back in
+// the same row order, so every logit and state value is bit-identical to the
+// stream schedule; tests/test_engine_csim.py builds both and compares them.
+#ifndef MMFREE_CSIM_FAST_H_
+#define MMFREE_CSIM_FAST_H_
+
+#include <stdint.h>
+#include <string.h>
+#include <vector>
+
+#include "mmfree_engine.h"
+
+namespace mmfree {
+
+// Reads words of the image: on chip, R consecutive bytes; streamed, the K
+// port regions' slices of the same word.
+struct fast_src {
+    const uint8_t *image;      // on-chip: the ROM; streamed: the weights buffer
+    size_t word;               // words read so far this token
+    int matrix_index;
+    std::vector<std::vector<int8_t> > *unpacked;
+
+    word_t read() {
+        word_t w;
+        uint8_t bytes[R];
+        fetch(word, bytes);
+        for (int r = 0; r < R; r++)
+            w.range(8 * r + 7, 8 * r) = bytes[r];
+        word++;
+        return w;
+    }
+
+    void fetch(size_t n, uint8_t *bytes) const {
+#if MMFREE_K
+        for (int k = 0; k < MMFREE_K; k++)
+            memcpy(bytes + k * MMFREE_PORT_BYTES,
+                   image + MMFREE_HEADER_BYTES + (size_t)k * MMFREE_REGION_STRIDE + n * MMFREE_PORT_BYTES,
+                   MMFREE_PORT_BYTES);
+#else
+        memcpy(bytes, image + n * R, R);
+#endif
+    }
+
+    // The next matrix's tiles as (rows, cols) int8, unpacked on first use.
+    const int8_t *matrix(int rows, int cols, size_t words) {
+        std::vector<std::vector<int8_t> > &cache = *unpacked;
+        if ((int)cache.size() <= matrix_index) {
+            std::vector<int8_t> m((size_t)rows * cols);
+            const int n_cg = cols / PER;
+            uint8_t bytes[R];
+            for (size_t t = 0; t < words; t++) {
+                fetch(word + t, bytes);
+                const int rb = int(t / n_cg), cg = int(t % n_cg);
+                for (int r = 0; r < R; r++) {
+                    const unsigned codes = byte_codes(bytes[r]);
+                    for (int k = 0; k < PER; k++)
+                        m[(size_t)(rb * R + r) * cols + cg * PER + k] = int8_t(trit_code(codes, k));
+                }
+            }
+            cache.push_back(m);
+        }
+        word += words;
+        return cache[matrix_index++].data();
+    }
+};
+
+template <int N_IN, int N_OUT, class Sink>
+void bitlinear(fast_src &src, const bl_input &in, Sink &sink, counters &ctr) {
+    static const int N_CG = (N_IN + PER - 1) / PER;
+    static const int N_RB = (N_OUT + R - 1) / R;
+    static const int N_IN_PAD = N_CG * PER;
+    const pf inv_gamma = read_inv_gamma(src, ctr);
+    const bl_scalars s = bl_prepare(in);
+    static int8_t xq[N_IN_PAD];
+    u64 sa = 0, sx = 0;
+    for (int j = 0; j < N_IN_PAD; j++) {
+        const i64 x = j < N_IN ? i64(in.x[j]) : i64(0);
+        xq[j] = (j < N_IN && !s.zero) ? bl_quantise(in, s, j, x) : act_t(0);
+        if (j < N_IN)
+            bl_square_sums(in, s, j, x, sa, sx);
+    }
+    const int8_t *wrows = src.matrix(N_RB * R, N_IN_PAD, (size_t)N_RB * N_CG);
+    const mant24 sc = bl_out_scale(in, s, sa, sx, inv_gamma);
+    for (int row = 0; row < N_OUT; row++) {
+        const int8_t *w = wrows + (size_t)row * N_IN_PAD;
+        int32_t acc = 0;
+        for (int j = 0; j < N_IN_PAD; j++)
+            acc += int32_t(w[j]) * int32_t(xq[j]);
+        sink.put(row, s.zero ? i64(0) : bl_rescale(acc, sc), ctr);
+    }
+    // the same cycles the stream schedule counts
+    MMFREE_COUNT(ctr, SCALAR_RECIP + N_CG + DEPTH_MAC + SCALAR_RSQRT + (N_RB - 1) * N_CG + R + DEPTH_MAC);
+}
+
+struct sink_float {             // logits straight into the host's buffer
+    float *out;
+    void put(int row, i64 y, counters &ctr) { out[row] = fixed_to_float(sat<VEC_BITS>(y, ctr.clipped)); }
+};
+
+inline int fast_step(const float *x_in, float *state, float *logits, const unsigned char *weights,
+                     engine_state &st, counters &ctr_out) {
+#if MMFREE_K
+    const uint8_t *image = weights;
+#else
+    (void)weights;
+    const uint8_t *image = MMFREE_IMAGE;
+#endif
+    // int8 copies of the weights, keyed by the image they came from
+    static std::vector<std::vector<int8_t> > unpacked;
+    static const uint8_t *unpacked_from = NULL;
+    static uint8_t first_word[R];
+    uint8_t probe[R];
+    fast_src src = {image, 0, 0, &unpacked};
+    src.fetch(MMFREE_WORDS - 1, probe);
+    if (image != unpacked_from || memcmp(probe, first_word, R) != 0) {
+        unpacked.clear();
+        unpacked_from = image;
+        memcpy(first_word, probe, R);
+    }
+    counters ctr = {0, false};
+    sink_float sink = {logits};
+    const int status = compute_token(src, st, x_in, state, sink, ctr);
+    ctr_out = ctr;
+    return status;
+}
+
+} // namespace mmfree
+
+#endif

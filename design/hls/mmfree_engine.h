@@ -1,0 +1,716 @@
+// The decode engine of the MatMul-free LM: one time-multiplexed engine that
+// runs every BitLinear and every element-wise stage of a decode step, one
+// after another, on shared units (docs/ARCHITECTURE.md, "The engine").
+//
+//   x_0 = embedding (host)                      stats on write: max|x c|, max|x a|, max|x|
+//   for l < L:
+//     i, f, g = BitLinear_{i,f,g}(x)            MAC unit; a = attn_norm folded: c = a n
+//     s_l, o' = MLGRU + gated norm (i, f, g)    vector unit, one fused pass over E
+//     x += BitLinear_o(o')                      MAC unit, residual add in the write-back
+//     u = BitLinear_gate(x)                     a = mlp_norm folded
+//     z = silu(u_gate) u_up                     vector unit, one pass over M
+//     x += BitLinear_down(z)
+//   logits = BitLinear_head(x)                  a = norm folded
+//
+// Units.
+//   * MAC unit: a word of the weight stream holds R rows x PER inputs
+//     (PER = 4 two-bit codes or 5 trits a byte). Each cycle it reads PER int8
+//     activations and adds, subtracts or skips them into R accumulators:
+//     P = R x PER ternary lanes, no DSP. The first row block quantises the
+//     activations as it reads them (quantise on first read); the write-back
+//     of a row block (rescale, residual add, statistics) runs one row a cycle
+//     while the next block accumulates.
+//   * Vector unit: V lanes for the MLGRU/gated-norm pass and the GLU pass.
+//   * Scalar unit: 1/x and 1/sqrt(x) (mmfree_fixed.h) between matrices.
+// The norm weights fold offline (c = a n, mmfree_hls.engine.layout): the
+// 1/rms scalars cancel in the absmax quantiser and survive only in the one
+// output rescale, whose sums of squares accumulate on the first read.
+//
+// Numbers. Vectors are 32-bit integers with FRAC fraction bits (saturating,
+// with a sticky status bit). A product never takes a vector whole: it takes a
+// 25-bit view (the vector shifted by a block exponent from its known maximum).
+// Each product uses one DSP48 (25 x 18) and, where precision needs more than
+// 18 bits on the other side, a 25 x 7 or 7 x 18 partial product in LUTs
+// (mul_wide, mul_exact): sigma and the gates carry 23 fraction bits, scales 24-bit
+// mantissas. Norm weights are 18-bit mantissas with one exponent per vector.
+//
+// The weight stream carries, in exactly the order compute uses them, the
+// parameter records (folded norm vectors, 1/gamma) and the weight tiles
+// (layout: mmfree_hls.engine.layout). It arrives from K m_axi ports
+// (streamed tier) or from the on-chip image (on-chip tier) through the
+// loader in the top (generated mmfree_engine_top.cpp).
+//
+// Cycle counting: outside synthesis every loop adds its trip count x II plus
+// its pipeline depth to `cycles`; mmfree_hls.engine.schedule computes the same
+// sum from the same constants, and a test holds them equal.
+#ifndef MMFREE_ENGINE_H_
+#define MMFREE_ENGINE_H_
+
+#include <stdint.h>
+#include <string.h>
+#ifdef MMFREE_DEBUG
+#include <stdio.h>
+#endif
+
+#include "engine_config.h" // generated: dimensions and the board preset's knobs
+#include "hls_stream.h"
+#include "mmfree_fixed.h"
+
+namespace mmfree {
+
+// ------------------------------------------------------------------ dimensions
+static const int D = MMFREE_D;           // hidden size
+static const int E = MMFREE_E;           // recurrence width
+static const int M = MMFREE_M;           // GLU width
+static const int L = MMFREE_L;           // layers
+static const int VOCAB = MMFREE_VOCAB;
+static const int PER = MMFREE_PER;       // inputs per weight byte: 4 (2-bit) or 5 (1.6-bit)
+static const int R = MMFREE_R;           // rows per tile = bytes per stream word
+static const int V = MMFREE_V;           // vector lanes
+static const int FRAC = MMFREE_FRAC;     // fraction bits of every vector
+static const int VEC_BITS = 32;
+static const int VIEW_BITS = 25;        // the vector side of a product
+static const int SQ_BITS = 22;          // the view of a vector that is squared (sums stay in 64 bits)
+static const int NORM_FIELDS = R / 4;    // 32-bit vector values per stream word
+
+typedef ap_uint<8 * R> word_t;
+typedef int32_t vec_t;                   // holds a VEC_BITS-bit value
+typedef int32_t norm_t;                  // folded norm weight: 18-bit mantissa
+typedef int8_t act_t;                    // quantised activation
+
+static const int MAX_N = (D > E ? (D > M ? D : M) : (E > M ? E : M));
+
+// Pipeline depths used by the cycle count (estimates of the scheduled depth).
+static const int DEPTH_MAC = MMFREE_DEPTH_MAC;
+static const int DEPTH_VEC = MMFREE_DEPTH_VEC;
+static const int DEPTH_IO = MMFREE_DEPTH_IO;
+static const int SCALAR_RECIP = MMFREE_SCALAR_RECIP;
+static const int SCALAR_RSQRT = MMFREE_SCALAR_RSQRT;
+
+// Status bits returned by the top.
+static const int STATUS_NONFINITE = 1;   // x_in or state held NaN/Inf
+static const int STATUS_SATURATED = 2;   // a vector value clipped at VEC_BITS
+
+struct counters {
+    u64 cycles;
+    bool clipped;
+};
+
+#ifdef __SYNTHESIS__
+#define MMFREE_COUNT(ctr, n)
+#else
+#define MMFREE_COUNT(ctr, n) ((ctr).cycles += (u64)(n))
+#endif
+
+// ------------------------------------------------------------------ float <-> fixed
+// Integer-only conversions (no float multiplier): the exponent field is the shift.
+inline i64 float_to_fixed(float f, bool &bad, bool &clipped) {
+    #pragma HLS INLINE
+    uint32_t bits;
+    memcpy(&bits, &f, 4);
+    const int ex = int((bits >> 23) & 0xFF);
+    const bool neg = (bits >> 31) != 0;
+    if (ex == 0xFF) { bad = true; return 0; }
+    if (ex == 0) return 0;                               // zero or subnormal: below the grid
+    const i64 mant = i64((bits & 0x7FFFFF) | 0x800000);  // value = mant 2^(ex - 150)
+    const int sh = 150 - ex - FRAC;                      // raw = mant 2^(ex - 150 + FRAC)
+    i64 raw;
+    if (sh >= 40) raw = 0;
+    else if (sh <= -(VEC_BITS - 8)) raw = i64(1) << (VEC_BITS + 2); // certainly clips
+    else raw = rshift_round(mant, sh);
+    return sat<VEC_BITS>(neg ? -raw : raw, clipped);
+}
+
+inline float fixed_to_float(i64 raw) {
+    #pragma HLS INLINE
+    if (raw == 0) return 0.0f;
+    const bool neg = raw < 0;
+    u64 a = absval(raw);
+    int bl = bitlen(a);
+    if (bl > 24) {                                        // round to the float's 24 bits
+        a = (a + (u64(1) << (bl - 25))) >> (bl - 24);
+        if (a >> 24) { a >>= 1; bl++; }
+        a <<= (bl - 24);
+    }
+    const uint32_t mant = uint32_t((bl <= 24 ? a << (24 - bl) : a >> (bl - 24)) & 0x7FFFFF);
+    const uint32_t ex = uint32_t(bl - 1 - FRAC + 127);
+    const uint32_t bits = (neg ? 0x80000000u : 0u) | (ex << 23) | mant;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+// ------------------------------------------------------------------ sigma
+// sigma(x) on [-2^SIG_RANGE_LOG2, 2^SIG_RANGE_LOG2) from a 2^SIG_BITS-entry
+// table with linear interpolation; result in 2^-23 units (0..2^23: 25 bits).
+static const int SIG_FRAC = 23;
+static const int SIG_ONE = 1 << SIG_FRAC;
+static const int SIG_STEP_SHIFT = FRAC - (MMFREE_SIG_BITS - 1 - MMFREE_SIG_RANGE_LOG2);
+
+inline i64 sigmoid(i64 x) {
+    #pragma HLS INLINE
+    const i64 lo = -(i64(1) << (MMFREE_SIG_RANGE_LOG2 + FRAC));
+    if (x < lo) return 0;
+    if (x >= -lo) return SIG_ONE;
+    const i64 pos = x - lo;                               // [0, 2^(range+1+FRAC))
+    const int idx = int(pos >> SIG_STEP_SHIFT);
+    const i64 frac = pos & ((i64(1) << SIG_STEP_SHIFT) - 1);
+    return SIG_TABLE[idx] + ((SIG_SLOPE[idx] * frac) >> SIG_STEP_SHIFT);
+}
+
+// x sigma(x) in vector units, x seen through its 25-bit view (x >> sh).
+inline i64 silu(i64 x, int sh) {
+    #pragma HLS INLINE
+    return rshift_round(mul_wide(x >> sh, sigmoid(x)), SIG_FRAC - sh);
+}
+
+// v (a VEC_BITS vector value) x w (<= 18 bits), exact: 25 x 18 on a DSP plus 7 x 18 in LUTs.
+inline i64 mul_exact(i64 v, i64 w) {
+    #pragma HLS INLINE
+    return (mul_25x18(v >> 7, w) << 7) + i64(v & 127) * w;
+}
+
+// Shift that brings |v| <= bound into the VIEW_BITS-bit view.
+inline int view_shift(u64 bound) {
+    #pragma HLS INLINE
+    return narrow_shift(bound, VIEW_BITS);
+}
+
+// ------------------------------------------------------------------ ternary dot
+// Sum of PER activations times the ternary weights of one byte.
+inline i64 trit_code(unsigned codes, int k) {
+    #pragma HLS INLINE
+    const unsigned c = (codes >> (2 * k)) & 3u;           // 00 = 0, 01 = +1, 11 = -1
+    return c == 1 ? 1 : (c == 3 ? -1 : 0);
+}
+
+inline unsigned byte_codes(unsigned byte) {
+    #pragma HLS INLINE
+#if MMFREE_PER == 5
+    return TRIT5_CODES[byte];                             // 243-entry table: 5 x 2-bit codes
+#else
+    return byte;
+#endif
+}
+
+inline i64 ternary_dot(unsigned byte, const act_t xq[PER]) {
+    #pragma HLS INLINE
+    const unsigned codes = byte_codes(byte);
+    i64 s = 0;
+    DOT:
+    for (int k = 0; k < PER; k++) {
+        #pragma HLS UNROLL
+        const i64 w = trit_code(codes, k);
+        s += w > 0 ? i64(xq[k]) : (w < 0 ? -i64(xq[k]) : i64(0));
+    }
+    return s;
+}
+
+// ------------------------------------------------------------------ stream words
+inline int word_field(const word_t &w, int i) {
+    #pragma HLS INLINE
+    return int(int16_t(uint16_t(w.range(16 * i + 15, 16 * i))));
+}
+
+inline int32_t word_value(const word_t &w, int i) {
+    #pragma HLS INLINE
+    return int32_t(uint32_t(w.range(32 * i + 31, 32 * i)));
+}
+
+inline unsigned word_byte(const word_t &w, int r) {
+    #pragma HLS INLINE
+    return unsigned(w.range(8 * r + 7, 8 * r));
+}
+
+// A vector of n 32-bit values (18-bit mantissas): ceil(n / NORM_FIELDS) words, one a cycle.
+template <class Src>
+void read_vector(Src &src, norm_t *dst, int n, counters &ctr) {
+    const int words = (n + NORM_FIELDS - 1) / NORM_FIELDS;
+    READ_VECTOR:
+    for (int w = 0; w < words; w++) {
+        #pragma HLS PIPELINE II=1
+        const word_t word = src.read();
+        for (int f = 0; f < NORM_FIELDS; f++) {
+            #pragma HLS UNROLL
+            const int j = w * NORM_FIELDS + f;
+            if (j < n)
+                dst[j] = norm_t(word_value(word, f));
+        }
+    }
+    MMFREE_COUNT(ctr, words + DEPTH_IO);
+}
+
+// ------------------------------------------------------------------ parameter records
+// A norm group: the (folded) weights that follow one vector into its consumers.
+// a: the preceding RMSNorm weight (only its sum of squares matters: 1/rms);
+// c[k]: a n_k, the fold into consumer k's BitLinear norm.
+struct group_params {
+    norm_t a[MAX_N];
+    norm_t c[3][MAX_N];
+    int ea, ec[3];
+    int n_c;
+    bool has_a;
+};
+
+template <class Src>
+void read_group(Src &src, group_params &g, int n, counters &ctr) {
+    const word_t h = src.read();
+    MMFREE_COUNT(ctr, 1);
+    g.ea = word_field(h, 0);
+    g.ec[0] = word_field(h, 1);
+    g.ec[1] = word_field(h, 2);
+    g.ec[2] = word_field(h, 3);
+    g.n_c = word_field(h, 4);
+    g.has_a = word_field(h, 5) != 0;
+    if (g.has_a)
+        read_vector(src, g.a, n, ctr);
+    for (int k = 0; k < 3; k++)
+        if (k < g.n_c)
+            read_vector(src, g.c[k], n, ctr);
+}
+
+// Statistics of a vector, accumulated as it is written (compares and one
+// product per consumer; the sums of squares wait for the first read).
+struct vec_stats {
+    u64 mc[3]; // max |x c_k|   (units 2^-(FRAC + ec_k))
+    u64 ma;    // max |x a|     (units 2^-(FRAC + ea)); max |x| when the group has no a
+    u64 mx;    // max |x|
+};
+
+inline void stats_clear(vec_stats &s) {
+    #pragma HLS INLINE
+    s.mc[0] = s.mc[1] = s.mc[2] = 0;
+    s.ma = 0;
+    s.mx = 0;
+}
+
+inline void stats_update(vec_stats &s, const group_params &g, int j, i64 x) {
+    #pragma HLS INLINE
+    const u64 ax = absval(x);
+    if (ax > s.mx) s.mx = ax;
+    const u64 aa = g.has_a ? absval(mul_exact(x, g.a[j])) : ax;
+    if (aa > s.ma) s.ma = aa;
+    for (int k = 0; k < 3; k++) {
+        #pragma HLS UNROLL
+        if (k < g.n_c) {
+            const u64 v = absval(mul_exact(x, g.c[k][j]));
+            if (v > s.mc[k]) s.mc[k] = v;
+        }
+    }
+}
+
+// ------------------------------------------------------------------ BitLinear
+// What the input of one BitLinear brings: its folded weights and statistics.
+struct bl_input {
+    const vec_t *x;
+    const group_params *g;
+    int k;            // which consumer of the group (c[k])
+    vec_stats st;
+    pf eps;           // the eps term under the output 1/sqrt (scaled to the vector's units)
+    pf inv_n;
+};
+
+// Quantiser and output-scale scalars of one BitLinear.
+struct bl_scalars {
+    bool zero;        // x c is all zeros: y = 0
+    int sh_q;         // v >> sh_q fits 25 bits
+    mant24 q;         // 127 / max|v|
+    int sh_a, sh_x;   // narrowing shifts of the squares
+};
+
+inline bl_scalars bl_prepare(const bl_input &in) {
+    #pragma HLS INLINE
+    bl_scalars s;
+    const u64 mc = in.st.mc[in.k];
+    s.zero = mc == 0;
+    s.sh_q = narrow_shift(mc, 25);
+    const u64 m25 = mc >> s.sh_q;
+    s.q = pf_to_mant24(pf_mul(pf_recip(pf_make(m25 == 0 ? 1 : m25, 0)), pf_make(127, 0)));
+    s.sh_a = narrow_shift(in.st.ma, SQ_BITS);
+    s.sh_x = narrow_shift(in.st.mx, SQ_BITS);
+    return s;
+}
+
+// Quantise one activation: round(127 x c / max|x c|) in [-127, 127].
+inline act_t bl_quantise(const bl_input &in, const bl_scalars &s, int j, i64 x) {
+    #pragma HLS INLINE
+    const i64 v = mul_exact(x, in.g->c[in.k][j]) >> s.sh_q;
+    i64 qv = rshift_round(mul_wide(v, s.q.m), s.q.s);
+    if (qv > 127) qv = 127;
+    if (qv < -127) qv = -127;
+    return act_t(qv);
+}
+
+// Sums of squares for the output scale, on the first read.
+inline void bl_square_sums(const bl_input &in, const bl_scalars &s, int j, i64 x, u64 &sa, u64 &sx) {
+    #pragma HLS INLINE
+    const i64 xa = in.g->has_a ? mul_exact(x, in.g->a[j]) : x;
+    const i64 na = xa >> s.sh_a;
+    const i64 nx = x >> s.sh_x;
+    sa += u64(mul_wide(na, na));
+    sx += u64(mul_wide(nx, nx));
+}
+
+// y_raw = acc * scale: max|x c| * (1/gamma) / 127 / sqrt(mean (x a)^2 + eps) * 2^FRAC.
+inline mant24 bl_out_scale(const bl_input &in, const bl_scalars &s, u64 sa, u64 sx, pf inv_gamma) {
+    #pragma HLS INLINE
+    const int ea = in.g->has_a ? in.g->ea : 0;
+    const pf mc = pf_make(in.st.mc[in.k], -(FRAC + in.g->ec[in.k]));
+    const pf mean_a = pf_mul(pf_make(sa, 2 * s.sh_a - 2 * (FRAC + ea)), in.inv_n);
+    pf eps = in.eps;
+    if (in.g->has_a) { // the preceding RMSNorm's own eps: 1e-8 (mean x^2 + eps)
+        const pf mean_x = pf_mul(pf_make(sx, 2 * s.sh_x - 2 * FRAC), in.inv_n);
+        eps = pf_mul(pf_add(mean_x, pf_make(MMFREE_EPS_M, MMFREE_EPS_E)), in.eps);
+    }
+    pf scale = pf_mul(pf_mul(mc, inv_gamma), pf_rsqrt(pf_add(mean_a, eps)));
+    scale = pf_mul(scale, pf_make(MMFREE_INV127_M, MMFREE_INV127_E));
+    scale.e += FRAC;
+    return pf_to_mant24(scale);
+}
+
+inline i64 bl_rescale(i64 acc, const mant24 &sc) {
+    #pragma HLS INLINE
+    return rshift_round(mul_wide(acc, sc.m), sc.s);
+}
+
+// Write-back targets: one row a cycle.
+struct sink_plain {             // y -> out[row]; tracks max|y|
+    vec_t *out;
+    u64 amax;
+    void put(int row, i64 y, counters &ctr) {
+        #pragma HLS INLINE
+        const i64 v = sat<VEC_BITS>(y, ctr.clipped);
+        out[row] = vec_t(v);
+        const u64 a = absval(v);
+        if (a > amax) amax = a;
+    }
+};
+
+struct sink_residual {          // x[row] += y; statistics for the next consumers
+    vec_t *x;
+    const group_params *g;
+    vec_stats st;
+    void put(int row, i64 y, counters &ctr) {
+        #pragma HLS INLINE
+        const i64 v = sat<VEC_BITS>(i64(x[row]) + y, ctr.clipped);
+        x[row] = vec_t(v);
+        stats_update(st, *g, row, v);
+    }
+};
+
+template <class Stream>
+struct sink_logits {            // logits leave as float32 through a stream
+    Stream *s;
+    void put(int, i64 y, counters &ctr) {
+        #pragma HLS INLINE
+        s->write(fixed_to_float(sat<VEC_BITS>(y, ctr.clipped)));
+    }
+};
+
+// The matrix header word: 1/gamma as a 24-bit mantissa (two fields) and an exponent.
+template <class Src>
+pf read_inv_gamma(Src &src, counters &ctr) {
+    const word_t h = src.read();
+    MMFREE_COUNT(ctr, 1);
+    return pf_make(u64(uint16_t(word_field(h, 0))) | (u64(word_field(h, 1)) << 16), -word_field(h, 2));
+}
+
+// One BitLinear on the stream: n_out x n_in ternary weights in R x PER tiles.
+// The synthesised schedule: block 0 quantises on first read; then blocks
+// 1..n_rb-1 accumulate while the previous block is written back; a drain
+// writes the last block.
+template <int N_IN, int N_OUT, class Src, class Sink>
+void bitlinear_stream(Src &src, const bl_input &in, Sink &sink, counters &ctr) {
+    static const int N_CG = (N_IN + PER - 1) / PER;
+    static const int N_RB = (N_OUT + R - 1) / R;
+    static_assert(N_CG >= R, "a row block must take at least R cycles for its write-back (raise n_in or lower R)");
+    const pf inv_gamma = read_inv_gamma(src, ctr);
+    const bl_scalars s = bl_prepare(in);
+    MMFREE_COUNT(ctr, SCALAR_RECIP);
+
+    static act_t xq[N_CG * PER];
+    #pragma HLS ARRAY_PARTITION variable=xq cyclic factor=MMFREE_PER
+    i64 acc[R], prev[R];
+    #pragma HLS ARRAY_PARTITION variable=acc complete
+    #pragma HLS ARRAY_PARTITION variable=prev complete
+    for (int r = 0; r < R; r++) {
+        #pragma HLS UNROLL
+        acc[r] = 0;
+    }
+    u64 sa = 0, sx = 0;
+    FIRST_BLOCK:
+    for (int cg = 0; cg < N_CG; cg++) {
+        #pragma HLS PIPELINE II=1
+        const word_t w = src.read();
+        act_t a[PER];
+        for (int k = 0; k < PER; k++) {
+            #pragma HLS UNROLL
+            const int j = cg * PER + k;
+            const i64 x = j < N_IN ? i64(in.x[j]) : i64(0);
+            a[k] = (j < N_IN && !s.zero) ? bl_quantise(in, s, j, x) : act_t(0);
+            if (j < N_IN)
+                bl_square_sums(in, s, j, x, sa, sx);
+            xq[j] = a[k];
+        }
+        for (int r = 0; r < R; r++) {
+            #pragma HLS UNROLL
+            acc[r] += ternary_dot(word_byte(w, r), a);
+        }
+    }
+    MMFREE_COUNT(ctr, N_CG + DEPTH_MAC);
+    const mant24 sc = bl_out_scale(in, s, sa, sx, inv_gamma);
+    MMFREE_COUNT(ctr, SCALAR_RSQRT);
+
+    NEXT_BLOCKS:
+    for (int it = 0; it < (N_RB - 1) * N_CG; it++) {
+        #pragma HLS PIPELINE II=1
+        const int rb = 1 + it / N_CG;
+        const int cg = it % N_CG;
+        if (cg == 0) {
+            for (int r = 0; r < R; r++) {
+                #pragma HLS UNROLL
+                prev[r] = acc[r];
+                acc[r] = 0;
+            }
+        }
+        const word_t w = src.read();
+        act_t a[PER];
+        for (int k = 0; k < PER; k++) {
+            #pragma HLS UNROLL
+            a[k] = xq[cg * PER + k];
+        }
+        for (int r = 0; r < R; r++) {
+            #pragma HLS UNROLL
+            acc[r] += ternary_dot(word_byte(w, r), a);
+        }
+        const int row = (rb - 1) * R + cg;
+        if (cg < R && row < N_OUT)
+            sink.put(row, s.zero ? i64(0) : bl_rescale(prev[cg], sc), ctr);
+    }
+    MMFREE_COUNT(ctr, (N_RB - 1) * N_CG);
+    DRAIN:
+    for (int r = 0; r < R; r++) {
+        #pragma HLS PIPELINE II=1
+        const int row = (N_RB - 1) * R + r;
+        if (row < N_OUT)
+            sink.put(row, s.zero ? i64(0) : bl_rescale(acc[r], sc), ctr);
+    }
+    MMFREE_COUNT(ctr, R + DEPTH_MAC);
+}
+
+// The BitLinear compute_token calls: the stream schedule above. The
+// C-simulation's fast source overloads it (mmfree_csim_fast.h).
+template <int N_IN, int N_OUT, class Src, class Sink>
+void bitlinear(Src &src, const bl_input &in, Sink &sink, counters &ctr) {
+    #pragma HLS INLINE
+    bitlinear_stream<N_IN, N_OUT>(src, in, sink, ctr);
+}
+
+// ------------------------------------------------------------------ the token
+// Vectors of the step (on chip; partitioned by the lanes that read them).
+struct engine_state {
+    vec_t x[D];
+    vec_t i[E], f[E], g[E], o[E];
+    vec_t u[2 * M], z[M];
+    vec_t s[L][E];
+    norm_t lb[E], gn[E];         // lower bound (2^-23 units), g_norm weight
+    group_params attn, mlp;      // attn also holds the head's group at the end
+    group_params o_grp, z_grp;   // c = n_o, n_down (no preceding norm)
+};
+
+template <class Src, class LogitSink>
+int compute_token(Src &src, engine_state &st, const float *x_in, float *state, LogitSink &logits, counters &ctr) {
+    bool bad = false;
+    ctr.clipped = false;
+    const pf inv_d = pf_make(MMFREE_INV_D_M, MMFREE_INV_D_E);
+    const pf inv_e = pf_make(MMFREE_INV_E_M, MMFREE_INV_E_E);
+    const pf inv_m = pf_make(MMFREE_INV_M_M, MMFREE_INV_M_E);
+    const pf bl_eps = pf_make(MMFREE_BLEPS_M, MMFREE_BLEPS_E);
+
+    // token start: layer 0's norm group, then x with its statistics, then the state
+    read_group(src, st.attn, D, ctr);
+    vec_stats xs;
+    stats_clear(xs);
+    LOAD_X:
+    for (int j = 0; j < D; j++) {
+        #pragma HLS PIPELINE II=1
+        const i64 v = float_to_fixed(x_in[j], bad, ctr.clipped);
+        st.x[j] = vec_t(v);
+        stats_update(xs, st.attn, j, v);
+    }
+    MMFREE_COUNT(ctr, D + DEPTH_IO);
+    u64 s_max[L];
+    LOAD_STATE:
+    for (int n = 0; n < L * E; n++) {
+        #pragma HLS PIPELINE II=1
+        const int l = n / E, j = n % E;
+        if (j == 0) s_max[l] = 0;
+        const i64 v = float_to_fixed(state[n], bad, ctr.clipped);
+        st.s[l][j] = vec_t(v);
+        const u64 a = absval(v);
+        if (a > s_max[l]) s_max[l] = a;
+    }
+    MMFREE_COUNT(ctr, L * E + DEPTH_IO);
+    if (bad)
+        return STATUS_NONFINITE;
+
+    LAYERS:
+    for (int l = 0; l < L; l++) {
+        // ---- token mixing: i, f, g projections
+        bl_input in_x;
+        in_x.x = st.x; in_x.g = &st.attn; in_x.st = xs; in_x.eps = bl_eps; in_x.inv_n = inv_d;
+        sink_plain si = {st.i, 0}, sf = {st.f, 0}, sg = {st.g, 0};
+        in_x.k = 0; bitlinear<D, E>(src, in_x, si, ctr);
+        in_x.k = 1; bitlinear<D, E>(src, in_x, sf, ctr);
+        in_x.k = 2; bitlinear<D, E>(src, in_x, sg, ctr);
+
+#ifdef MMFREE_DEBUG
+        if (l == 0) { for (int j = 0; j < 3; j++) fprintf(stderr, "dbg i %d %.6f f %.6f g %.6f\n", j, st.i[j] / double(1 << FRAC), st.f[j] / double(1 << FRAC), st.g[j] / double(1 << FRAC)); }
+#endif
+        // ---- MLGRU + gated RMSNorm, one pass over E
+        const word_t h = src.read();
+        MMFREE_COUNT(ctr, 1);
+        const int egn = word_field(h, 0);
+        st.o_grp.ec[0] = word_field(h, 1);
+        const bool has_lb = word_field(h, 2) != 0;
+        if (has_lb)
+            read_vector(src, st.lb, E, ctr);
+        read_vector(src, st.gn, E, ctr);
+        read_vector(src, st.o_grp.c[0], E, ctr);
+        st.o_grp.n_c = 1; st.o_grp.has_a = false; st.o_grp.ea = 0;
+
+        // Block shifts from maxima known before the pass: every vector operand
+        // goes through its 25-bit view.
+        const int sh_i = view_shift(si.amax);                      // i and silu(i) (|silu(i)| <= |i|)
+        const int sh_sp = view_shift(s_max[l]);                    // s_t-1
+        const u64 s_bound = s_max[l] + si.amax + 1;                // |s_t| <= |s_t-1| + |i'|
+        const int sh_sn = view_shift(s_bound);                     // s_t and silu(s_t)
+        const int sh_gg = view_shift(sg.amax << 17);               // |g gn| < amax(g) 2^17 -> 25 bits
+        const int gg_frac = FRAC + egn - sh_gg;                    // fraction bits of (g gn) >> sh_gg
+        // o = silu(s) (g gn) stored at 2^-sh_o so that it fills 30 bits
+        const int sh_o = bitlen((s_bound >> sh_sn) << 24) + sh_sn - gg_frac - 30;
+        const int sh_gsq = narrow_shift(sg.amax, SQ_BITS);
+        vec_stats os;
+        stats_clear(os);
+        u64 sum_g2 = 0;
+        u64 s_new_max = 0;
+        MLGRU:
+        for (int j0 = 0; j0 < E; j0 += V) {
+            #pragma HLS PIPELINE II=1
+            for (int v = 0; v < V; v++) {
+                #pragma HLS UNROLL
+                const int j = j0 + v;
+                if (j < E) {
+                    i64 fs = sigmoid(st.f[j]);                                  // sigma(f), 2^-23
+                    if (has_lb && l > 0) {                                      // lb + (1 - lb) sigma(f)
+                        const i64 lb = st.lb[j];                                // stored at 2^-23
+                        fs = lb + rshift_round(mul_wide(SIG_ONE - lb, fs), SIG_FRAC);
+                    }
+                    const i64 si_ = silu(st.i[j], sh_i);                        // silu(i)
+                    const i64 ip = rshift_round(mul_wide(si_ >> sh_i, SIG_ONE - fs), SIG_FRAC - sh_i); // silu(i)(1-f)
+                    const i64 sf = rshift_round(mul_wide(i64(st.s[l][j]) >> sh_sp, fs), SIG_FRAC - sh_sp);
+                    const i64 snew = sat<VEC_BITS>(sf + ip, ctr.clipped);       // s_t = f s_t-1 + i'
+                    st.s[l][j] = vec_t(snew);
+                    const u64 as = absval(snew);
+                    if (as > s_new_max) s_new_max = as;
+                    const i64 gg = mul_exact(st.g[j], st.gn[j]) >> sh_gg;       // g gn, 25 bits
+                    const i64 ss = silu(snew, sh_sn);                           // silu(s_t)
+                    const i64 o = sat<VEC_BITS>(rshift_round(mul_wide(ss >> sh_sn, gg), gg_frac + sh_o - sh_sn),
+                                                ctr.clipped);
+                    st.o[j] = vec_t(o);
+                    stats_update(os, st.o_grp, j, o);
+                    const i64 ng = i64(st.g[j]) >> sh_gsq;
+                    sum_g2 += u64(mul_wide(ng, ng));
+                }
+            }
+        }
+        MMFREE_COUNT(ctr, (E + V - 1) / V + DEPTH_VEC);
+        s_max[l] = s_new_max;
+
+        // o = rms(g; gn) silu(s) = o_stored 2^sh_o / rms(g): o_proj's own RMSNorm
+        // (eps 1e-8) sees 1e-8 (mean g^2 + eps) 2^(-2 sh_o) in o_stored's units.
+        const pf mean_g = pf_mul(pf_make(sum_g2, 2 * sh_gsq - 2 * FRAC), inv_e);
+        pf o_eps = pf_mul(pf_add(mean_g, pf_make(MMFREE_EPS_M, MMFREE_EPS_E)), bl_eps);
+        o_eps.e -= 2 * sh_o;
+
+#ifdef MMFREE_DEBUG
+        if (1) { for (int j = 0; j < 3; j++) fprintf(stderr, "dbg s %d %.6f o %.6f (sh_o %d)\n", j, st.s[l][j] / double(1 << FRAC), st.o[j] / double(1 << FRAC) * (1 << 0), sh_o); }
+#endif
+        // ---- o projection, residual add; statistics for the MLP's norm group
+        read_group(src, st.mlp, D, ctr);
+        bl_input in_o;
+        in_o.x = st.o; in_o.g = &st.o_grp; in_o.k = 0; in_o.st = os; in_o.eps = o_eps; in_o.inv_n = inv_e;
+        sink_residual xo = {st.x, &st.mlp};
+        stats_clear(xo.st);
+        bitlinear<E, D>(src, in_o, xo, ctr);
+
+#ifdef MMFREE_DEBUG
+        if (1) { for (int j = 0; j < 3; j++) fprintf(stderr, "dbg x_after_o %d %.6f\n", j, st.x[j] / double(1 << FRAC)); }
+#endif
+        // ---- channel mixing: gate/up projection, GLU, down projection
+        bl_input in_m;
+        in_m.x = st.x; in_m.g = &st.mlp; in_m.k = 0; in_m.st = xo.st; in_m.eps = bl_eps; in_m.inv_n = inv_d;
+        sink_plain su = {st.u, 0};
+        bitlinear<D, 2 * M>(src, in_m, su, ctr);
+
+        const word_t hg = src.read();
+        MMFREE_COUNT(ctr, 1);
+        st.z_grp.ec[0] = word_field(hg, 0);
+        st.z_grp.n_c = 1; st.z_grp.has_a = false; st.z_grp.ea = 0;
+        read_vector(src, st.z_grp.c[0], M, ctr);
+        const int sh_u = view_shift(su.amax);                     // gate and silu(gate): 25-bit view
+        const int sh_up = view_shift(su.amax);                    // up: 25-bit view
+        // z = silu(gate) up, stored at 2^-sh_z so that it fills 30 bits
+        const int sh_z = bitlen(((su.amax >> sh_u) + 1) * ((su.amax >> sh_up) + 1)) + sh_u + sh_up - FRAC - 30;
+        vec_stats zs;
+        stats_clear(zs);
+        GLU:
+        for (int j0 = 0; j0 < M; j0 += V) {
+            #pragma HLS PIPELINE II=1
+            for (int v = 0; v < V; v++) {
+                #pragma HLS UNROLL
+                const int j = j0 + v;
+                if (j < M) {
+                    const i64 sg_ = silu(st.u[j], sh_u);
+                    const i64 up = i64(st.u[M + j]) >> sh_up;
+                    const i64 z = sat<VEC_BITS>(rshift_round(mul_wide(sg_ >> sh_u, up), FRAC - sh_u - sh_up + sh_z),
+                                                ctr.clipped);
+                    st.z[j] = vec_t(z);
+                    stats_update(zs, st.z_grp, j, z);
+                }
+            }
+        }
+        MMFREE_COUNT(ctr, (M + V - 1) / V + DEPTH_VEC);
+        pf z_eps = bl_eps;                     // rms(z; n_down, 1e-8), z stored at 2^-sh_z
+        z_eps.e -= 2 * sh_z;
+
+        // the next norm group: layer l+1's attention, or the head's
+        read_group(src, st.attn, D, ctr);
+        bl_input in_z;
+        in_z.x = st.z; in_z.g = &st.z_grp; in_z.k = 0; in_z.st = zs; in_z.eps = z_eps; in_z.inv_n = inv_m;
+        sink_residual xd = {st.x, &st.attn};
+        stats_clear(xd.st);
+        bitlinear<M, D>(src, in_z, xd, ctr);
+        xs = xd.st;
+#ifdef MMFREE_DEBUG
+        for (int j = 0; j < 3; j++) fprintf(stderr, "dbg u %.6f %.6f z %.6f (sh_z %d) x_after_down %.6f\n", st.u[j] / double(1 << FRAC), st.u[M + j] / double(1 << FRAC), st.z[j] / double(1 << FRAC), sh_z, st.x[j] / double(1 << FRAC));
+#endif
+    }
+
+    // ---- head
+    bl_input in_h;
+    in_h.x = st.x; in_h.g = &st.attn; in_h.k = 0; in_h.st = xs; in_h.eps = bl_eps; in_h.inv_n = inv_d;
+    bitlinear<D, VOCAB>(src, in_h, logits, ctr);
+
+    STORE_STATE:
+    for (int n = 0; n < L * E; n++) {
+        #pragma HLS PIPELINE II=1
+        state[n] = fixed_to_float(st.s[n / E][n % E]);
+    }
+    MMFREE_COUNT(ctr, L * E + DEPTH_IO);
+    return ctr.clipped ? STATUS_SATURATED : 0;
+}
+
+} // namespace mmfree
+
+#endif

@@ -1,0 +1,159 @@
+"""Board presets: the one validated reading of ``data/boards.json``.
+
+A preset is everything the engine needs from a board for one tier: the part,
+the clock, the vector lanes, and for the streamed tier the weight ports (PS
+slave ports, their width, burst length, outstanding reads, FIFO depth).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Optional
+
+BOARDS_FILE = Path(__file__).resolve().parents[1] / "data" / "boards.json"
+TIERS = ("on-chip", "streamed")
+PACKINGS = {"2bit": 4, "1.6bit": 5}          # inputs per weight byte
+RESOURCES = ("LUT", "FF", "BRAM_18K", "URAM", "DSP")
+#: DSP48 operand widths by device family: the engine's products must fit one.
+DSP_OPERANDS = {"zynq7": (25, 18), "zynq_ultra": (27, 18), "pcie": (27, 18)}
+
+
+class PresetError(ValueError):
+    """A board or tier that the table does not describe (the message names the fix)."""
+
+
+@dataclass(frozen=True)
+class Board:
+    name: str
+    part: str
+    family: str                      # zynq7 | zynq_ultra | pcie
+    resources: dict
+    ddr_peak_gbps: float
+    ddr_usable_fraction: float
+    board_part: Optional[str] = None
+    flow: str = "pynq"               # "pynq", or "model-only" (perf only)
+    raw: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def usable_gbps(self) -> float:
+        return self.ddr_peak_gbps * self.ddr_usable_fraction
+
+
+@dataclass(frozen=True)
+class EnginePreset:
+    """The knobs of one engine build (board x tier), overridable for sweeps."""
+
+    board: Board
+    tier: str
+    clock_mhz: float
+    vector_lanes: int
+    rows_per_tile: int               # on-chip; the streamed tier derives it from the ports
+    ports: tuple = ()
+    port_bits: int = 64
+    burst_beats: int = 16
+    outstanding: int = 8
+    fifo_words: int = 2048
+    frac_bits: int = 20              # fraction bits of every vector (32-bit values: range +-2048)
+    sigmoid_table_bits: int = 10     # sigma table entries = 2^bits over [-8, 8)
+
+    @property
+    def K(self) -> int:
+        """Weight ports (0: the on-chip image)."""
+        return len(self.ports) if self.tier == "streamed" else 0
+
+    @property
+    def port_bytes(self) -> int:
+        return self.port_bits // 8
+
+    @property
+    def R(self) -> int:
+        """Rows per tile = bytes per stream word."""
+        return self.K * self.port_bytes if self.tier == "streamed" else self.rows_per_tile
+
+    def lanes(self, packing: str) -> int:
+        """P: ternary MAC lanes (R rows x inputs per byte)."""
+        return self.R * PACKINGS[packing]
+
+    def with_knobs(self, **changes) -> "EnginePreset":
+        known = {f for f in self.__dataclass_fields__}
+        bad = sorted(set(changes) - known)
+        if bad:
+            raise PresetError(f"unknown engine knob(s) {bad}; knobs are {sorted(known - {'board', 'tier'})}")
+        p = replace(self, **changes)
+        p.validate()
+        return p
+
+    def validate(self) -> "EnginePreset":
+        if self.tier not in TIERS:
+            raise PresetError(f"tier {self.tier!r} is not one of {TIERS}")
+        if self.R < 4 or self.R % 4:
+            raise PresetError(f"{self.board.name}/{self.tier}: rows per tile R={self.R} must be a multiple of 4")
+        if self.vector_lanes < 1 or self.vector_lanes > 64:
+            raise PresetError(f"{self.board.name}/{self.tier}: vector_lanes={self.vector_lanes} must be 1..64")
+        if not 12 <= self.frac_bits <= 24:
+            raise PresetError(f"frac_bits={self.frac_bits} must be 12..24 (vectors are 32-bit)")
+        if not 6 <= self.sigmoid_table_bits <= 12:
+            raise PresetError(f"sigmoid_table_bits={self.sigmoid_table_bits} must be 6..12 (64..4096 entries)")
+        if self.tier == "streamed":
+            if not self.ports:
+                raise PresetError(f"{self.board.name}: the streamed preset names no weight ports")
+            if self.port_bits not in (32, 64, 128, 256, 512):
+                raise PresetError(f"{self.board.name}: port_bits={self.port_bits} is not an AXI width")
+        return self
+
+
+def _require(d: dict, key: str, where: str):
+    if key not in d:
+        raise PresetError(f"{BOARDS_FILE.name}: {where} has no '{key}'")
+    return d[key]
+
+
+@lru_cache(maxsize=None)
+def _table(path: str) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise PresetError(f"cannot read the board table {path}: {e}") from None
+    return {k: v for k, v in data.items() if not k.startswith("_")}
+
+
+def board_names(path: Path = BOARDS_FILE) -> list[str]:
+    return sorted(_table(str(path)))
+
+
+def get_board(name: str, path: Path = BOARDS_FILE) -> Board:
+    table = _table(str(path))
+    if name not in table:
+        raise PresetError(f"unknown board {name!r}; known boards: {', '.join(sorted(table))}")
+    b = table[name]
+    engine = b.get("engine", {})
+    return Board(name=name, part=_require(b, "part", name), family=_require(b, "ps", name),
+                 resources={r: int(_require(b, r, name)) for r in RESOURCES},
+                 ddr_peak_gbps=float(_require(b, "ddr_peak_gbps", name)),
+                 ddr_usable_fraction=float(_require(b, "ddr_usable_fraction", name)),
+                 board_part=b.get("board_part"),
+                 flow="model-only" if str(engine.get("flow", "")).startswith("model-only") else "pynq",
+                 raw=b)
+
+
+def get_preset(board: str, tier: str = "on-chip", path: Path = BOARDS_FILE, **knobs) -> EnginePreset:
+    """The engine preset of ``board`` for ``tier``, with optional knob overrides."""
+    if tier not in TIERS:
+        raise PresetError(f"tier {tier!r} is not one of {TIERS}")
+    b = get_board(board, path)
+    engine = b.raw.get("engine") or {}
+    if tier not in engine:
+        raise PresetError(f"board {board!r} has no {tier} engine preset in {BOARDS_FILE.name}")
+    t = engine[tier]
+    where = f"{board}.engine.{tier}"
+    preset = EnginePreset(
+        board=b, tier=tier, clock_mhz=float(_require(t, "clock_mhz", where)),
+        vector_lanes=int(_require(t, "vector_lanes", where)),
+        rows_per_tile=int(t.get("rows_per_tile", 16)),
+        ports=tuple(t.get("ports", ())), port_bits=int(t.get("port_bits", 64)),
+        burst_beats=int(t.get("burst_beats", 16)), outstanding=int(t.get("outstanding", 8)),
+        fifo_words=int(t.get("fifo_words", 2048)))
+    return preset.with_knobs(**knobs) if knobs else preset.validate()
