@@ -28,7 +28,7 @@ TRAIN_OUT = $(if $(filter command line environment,$(origin CKPT)),$(CKPT),runs/
 help:                ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 	@echo "  variables: MODEL=$(MODEL) BOARD=$(BOARD) CKPT=$(CKPT) SWEEP=$(SWEEP)"
-	@echo "  FORCE=1 lets train, convert and package replace output that is already there"
+	@echo "  FORCE=1 lets train, convert, package and demo replace output that is already there"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,8 +51,8 @@ test: $(STAMP) $(BOARD_STAMP)  ## run the test suite (C-simulation included), th
 	MMFREE_REAL_PYNQ=1 $(BOARD_VENV)/bin/pytest tests/test_*real_pynq*.py
 	$(VENV)/bin/pytest --nbmake --nbmake-timeout=1200 -p no:cacheprovider notebooks
 
-demo: $(STAMP)       ## convert the shipped model, compile the C-sim, stream generated text
-	$(MMFREE) demo
+demo: $(STAMP)       ## convert the shipped model, compile the C-sim, stream text (FORCE=1: replace another model's hls_project/demo)
+	$(MMFREE) demo$(if $(FORCE), --force)
 
 train: $(STAMP)      ## train the demo-sized model into runs/train/ (seeded, resumable); CKPT=DIR FORCE=1 replaces DIR
 	$(MMFREE) train --out $(TRAIN_OUT)$(if $(FORCE), --force)

@@ -44,10 +44,12 @@ def command_line() -> str:
     return " ".join([".venv/bin/python", str(script), *sys.argv[1:]])
 
 
-def write_result(name: str, payload: dict, out: str | Path | None = None) -> Path:
-    """Write ``bench/results/<name>.json`` (or ``out``) with the common header; return its path."""
+def write_result(name: str, payload: dict, out: str | Path | None = None, command: str | None = None) -> Path:
+    """Write ``bench/results/<name>.json`` (or ``out``) with the common header; return its path.
+
+    ``command``: what regenerates the file, when it is not this process's own command line."""
     path = Path(out) if out else RESULTS / f"{name}.json"
-    data = {"bench": name, "command": command_line(),
+    data = {"bench": name, "command": command or command_line(),
             "measured": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"),
             "machine": machine(), **payload}
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,8 @@ update the region's renderer here; a missing field is reported with its file):
               projected_tps,bound_tps,fraction_of_bound}; boards.json engine.flow marks model-only boards
 * streamed    streamed_370m.json: rows[].{packing,buffer_mb,csim_s_per_token,csim_peak_rss_mb,
               logit_cosine,argmax_agree}, reference_s_per_token, config
+* sweep       sweep_demo.json (bench_sweep.py, from runs/sweep_demo/results.jsonl): eval, last_run, by_act_bits,
+              default, greedy.{most_identical,of,cheapest,smallest_divergence_margin}, builds, points
 """
 
 from __future__ import annotations
@@ -327,6 +329,45 @@ def render_streamed(results: Path) -> str:
                   rows) + f"\n`{r.command}`.\n")
 
 
+def render_sweep(results: Path) -> str:
+    r = load("sweep_demo.json", results)
+    if r is None:
+        return pending("sweep_demo.json")
+    ev, last = r.get("eval"), r.get("last_run")
+    default = r.get("default")
+    ref = (default or r.get("greedy")["cheapest"])["ref_perplexity"]
+    rows = []
+    for act, g in sorted(r.get("by_act_bits").items(), key=lambda kv: -int(kv[0])):
+        t, pp = g["top1"], g["perplexity"]
+        rows.append([f"{act}-bit activations", str(g["points"]),
+                     f"{100 * t[0]:.1f}–{100 * t[1]:.1f} %" if t[0] != t[1] else f"{100 * t[0]:.1f} %",
+                     f"{pp[0]:.2f}–{pp[1]:.2f}" if round(pp[0], 2) != round(pp[1], 2) else f"{pp[0]:.2f}"])
+    out = table(["points", "n", "top-1 agreement with the reference", f"perplexity (reference {ref:.2f})"], rows)
+    g = r.get("greedy")
+    pts = []
+    for what, pt in (("default precision", default), (f"cheapest point with {g['most_identical']}/{g['of']} "
+                                                      "prompts identical (fewest DSP)", g["cheapest"])):
+        if pt:
+            pts.append([what, f"`{pt['label']}`", f"{100 * pt['top1_agreement']:.1f} %", f"{pt['perplexity']:.2f}",
+                        f"{pt['greedy_identical_prompts']}/{pt['greedy_prompts']}",
+                        f"{pt['DSP']:,} DSP, {pt['LUT']:,} LUT ({pt['resource_source']})"])
+    out += "\n" + table(["", "point", "top-1", "perplexity", "greedy prompts identical", "resources"], pts)
+    margin = g.get("smallest_divergence_margin")
+    wall = last.get("wall_s")
+    out += (f"\n{r.get('points')} points, {r.get('builds')} g++ builds"
+            + (f", {wall:.0f} s wall with {last.get('workers')} worker(s)" if wall and not last.get("skipped") else "")
+            + f"; resources: {', '.join(r.get('resource_sources'))}"
+            + ("" if r.get("fits_any") else "; no point fits the board") + ". "
+            + (f"No point keeps all {g['of']} prompts identical: where the best points diverge, the "
+               f"reference's own top-1 margin is {margin:.3f}, a near-tie any int8 rounding flip tips. "
+               if g["most_identical"] < g["of"] and margin is not None else "")
+            + f"Model {r.get('model')}; top-1 and perplexity teacher-forced over the first {ev['tokens']} bytes of "
+              f"the held-out split (one stream from a zero state); greedy: {ev['greedy_prompts']} held-out prompts "
+              f"of {ev['prompt_tokens']} bytes, then {ev['greedy_tokens']} tokens on the C-sim's own state. "
+              f"Machine: {r.machine}. `{r.command}`.\n")
+    return out
+
+
 @dataclass(frozen=True)
 class Region:
     files: tuple[str, ...]
@@ -339,6 +380,7 @@ REGIONS = {
     "speed": Region(("demo.json", "csim.json", "host.json", "load.json"), render_speed),
     "perf": Region(("perf.json",), render_perf),
     "streamed": Region(("streamed_370m.json",), render_streamed),
+    "sweep": Region(("sweep_demo.json",), render_sweep),
 }
 
 #: What (re)measures each result file.
@@ -351,6 +393,7 @@ COMMANDS = {
     "load.json": ".venv/bin/python bench/bench_load.py",
     "perf.json": ".venv/bin/mmfree perf --json bench/results/perf.json",
     "streamed_370m.json": ".venv/bin/python bench/bench_streamed_370m.py",
+    "sweep_demo.json": ".venv/bin/python bench/bench_sweep.py",
 }
 
 

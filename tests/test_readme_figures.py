@@ -112,6 +112,29 @@ def test_rows_carry_model_state_prompt_and_machine():
     assert all(data["prompt"].strip() in r for r in c_sim)
 
 
+def test_sweep_summary_reads_the_findings_from_the_results(tmp_path):
+    sweep = _bench_module("bench_sweep")
+    out = tmp_path / "sweep"
+    out.mkdir()
+
+    def row(label, act, dsp, top1, same, key, margin=None):
+        return {"label": label, "status": "ok", "choices": {"bitlinear.act_bits": act} if act else {},
+                "top1_agreement": top1, "perplexity": 3 - top1, "ref_perplexity": 2.0, "greedy_prompts": 4,
+                "greedy_identical_prompts": same, "greedy_divergence_margin": margin, "DSP": dsp, "LUT": 10 * dsp,
+                "BRAM_18K": 1, "FF": 1, "latency_cycles": 1, "resource_source": "analytic", "fits": False,
+                "accuracy_key": key, "model": "demo"}
+    rows = [row("a", "8", 500, 0.99, 3, "k1", 0.05), row("b", "8", 300, 0.98, 3, "k2"),
+            row("c", "4", 100, 0.85, 1, "k3", 0.01), row("default", None, 900, 0.995, 3, "k4")]
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (out / "runs.jsonl").write_text(json.dumps({"wall_s": 12.0, "workers": 2, "skipped": 0}) + "\n")
+    got = sweep.summarise(out, sweep.CONFIG)
+    assert got["builds"] == 4 and got["points"] == 4
+    assert got["by_act_bits"]["8"]["top1"] == [0.98, 0.99] and got["by_act_bits"]["4"]["points"] == 1
+    assert got["greedy"]["most_identical"] == 3 and got["greedy"]["cheapest"]["label"] == "b"
+    assert got["greedy"]["smallest_divergence_margin"] == 0.05      # among the points reaching 3/4
+    assert got["default"]["label"] == "default"
+
+
 # ----------------------------------------------------------------- agreement bounds
 agreement = _bench_module("bench_agreement")
 BOUNDS = agreement.BOUNDS
@@ -270,3 +293,15 @@ def test_make_help_names_force_and_every_target(make_tree):
         assert f"make {target} " in out
     readme = README.read_text()
     assert "readme-figures" in readme and "FORCE=1" in readme
+
+
+def test_benches_run_with_tensorflow_quiet(make_tree):
+    """`make bench` and every bench that imports bench/_common start TensorFlow without its CUDA chatter."""
+    pytest.importorskip("tensorflow")
+    assert "TF_CPP_MIN_LOG_LEVEL=3" in _make(make_tree, "-n", "bench")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    res = subprocess.run([sys.executable, "-c", "import _common, tensorflow"], cwd=BENCH, env=env,
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    for noise in ("cuda", "TensorRT", "cpu_feature_guard"):
+        assert noise not in res.stderr, res.stderr
