@@ -94,6 +94,7 @@ def main(argv=None) -> int:
         "train_report": {"held_out_perplexity": recorded, "held_out_bytes": report.get("held_out_bytes"),
                          "corpus_python": report.get("corpus_python"),
                          "steps": report.get("train_config", {}).get("steps"),
+                         "wall_time_s": report.get("wall_time_s"),
                          "reproduced": recorded is not None and abs(recorded - rows[1]["perplexity"]) < 1e-9},
         "rows": rows, "fp_twin": twin,
     }

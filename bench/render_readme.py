@@ -158,8 +158,17 @@ def render_perplexity(results: Path) -> str:
                f"(SHA-256 `{c['sha256'][:12]}…`); the held-out split is its last "
                f"{100 * c['held_out_fraction']:.0f} %, **{c['held_out_bytes']:,} bytes**. These figures hold for "
                f"that Python's corpus: another version ships other topic text, so retraining or re-scoring "
-               f"there gives other numbers (`train_report.json` records the version it trained on). "
-               f"Machine: {r.machine}. `{r.command}`.\n")
+               f"there gives other numbers. Machine: {r.machine}. `{r.command}`.\n")
+    tr = r.get("train_report")
+    if tr.get("corpus_python"):
+        caption += f"The shipped model was trained on the corpus of Python {tr['corpus_python']} (`train_report.json`). "
+    elif tr.get("reproduced"):
+        caption += ("The shipped model's `train_report.json` predates its `corpus_python` field; the figure it "
+                    "records is reproduced exactly on this corpus (second row). ")
+    if tr.get("wall_time_s"):
+        caption += (f"Training it took {tr['wall_time_s'] / 60:.1f} min for {tr['steps']:,} steps "
+                    "(`wall_time_s`, on the machine that trained it).")
+    caption = caption.rstrip() + "\n"
     return table(["model", "path", "held-out text", "scored", "state", "perplexity"], rows) + "\n" + caption
 
 
