@@ -135,6 +135,17 @@ def test_sweep_summary_reads_the_findings_from_the_results(tmp_path):
     assert got["default"]["label"] == "default"
 
 
+def test_repository_paths_named_in_the_readme_exist():
+    """A newcomer follows README's paths: every `design/...`, `python/...`, `bench/...` one must be there."""
+    import re
+
+    text = README.read_text()
+    named = set(re.findall(r"`((?:design|python|bench|tests|notebooks)/[\w./-]*)", text))
+    pending = {f"bench/results/{f}" for r in render.REGIONS.values() for f in r.files}
+    missing = sorted(p for p in named - pending if not (ROOT / p).exists())
+    assert named and not missing, f"README names paths that do not exist: {missing}"
+
+
 # ----------------------------------------------------------------- agreement bounds
 agreement = _bench_module("bench_agreement")
 BOUNDS = agreement.BOUNDS
