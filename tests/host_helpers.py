@@ -20,6 +20,7 @@ from typing import Optional
 import numpy as np
 
 from mmfree_hls.config import ModelConfig
+from mmfree_hls.runtime.errors import AcceleratorError
 from mmfree_hls.reference import MMFreeLM
 
 AP_START, AP_DONE, AP_IDLE = 0x1, 0x2, 0x4
@@ -292,7 +293,7 @@ class StreamedReferenceDevice:
 # DRAM only. The IP is a register file with ap_ctrl_hs semantics whose start runs the C-simulation
 # step (through the project's CSimBackend) on the buffers its pointer registers address.
 
-CACHE_LINE = 64                 # bytes (Cortex-A53); invalidation works on whole lines
+CACHE_LINE = {"zynq_ultra": 64, "zynq7": 32}   # bytes (Cortex-A53, Cortex-A9 + PL310)
 _BO_CACHEABLE = 1 << 24         # pyxrt.bo.flags.cacheable (XRT's XCL_BO_FLAGS_CACHEABLE)
 
 
@@ -357,10 +358,11 @@ class CachedBo:
         return self.paddr
 
     def _dirty_lines(self) -> np.ndarray:
-        n = -(-self.cpu.size // CACHE_LINE) * CACHE_LINE
+        line = self.board.cache_line
+        n = -(-self.cpu.size // line) * line
         diff = np.zeros(n, bool)
         diff[:self.cpu.size] = self.cpu != self.clean
-        return np.flatnonzero(diff.reshape(-1, CACHE_LINE).any(axis=1))
+        return np.flatnonzero(diff.reshape(-1, line).any(axis=1))
 
     def sync(self, direction) -> None:
         self.board.log.append(("sync", direction, self.paddr))
@@ -368,8 +370,9 @@ class CachedBo:
             return
         lines = self._dirty_lines()
         if direction == FakePyxrt.xclBOSyncDirection.XCL_BO_SYNC_BO_TO_DEVICE:      # clean
+            line = self.board.cache_line
             for i in lines:
-                s = slice(i * CACHE_LINE, (i + 1) * CACHE_LINE)
+                s = slice(i * line, (i + 1) * line)
                 self.dram[s] = self.cpu[s]
             self.clean[:] = self.cpu
         else:                                                                      # invalidate
@@ -527,8 +530,8 @@ class EngineModel:
         try:
             self.csim.run()
             rc = 0
-        except Exception:          # a non-zero return of the step: ap_return carries it
-            rc = 1
+        except AcceleratorError:   # a non-zero return of the step: ap_return carries it
+            rc = int(getattr(self.csim, "_rc", None) or 1)
         for spec in self.layout:
             if spec.name in R and spec.direction in ("out", "inout"):
                 mem.write(regs.pointer(int(R[spec.name]["offset"])), self.buffers[spec.name])
@@ -593,15 +596,19 @@ open(out, "wb").write(bytes(head) + data)
 
 
 class FakeBoard:
-    """A ZynqMP board under the real pynq package (see the section comment above).
+    """A Zynq board under the real pynq package (see the section comment above): ``ps`` is
+    ``"zynq_ultra"`` (ZynqMP, Cortex-A53) or ``"zynq7"`` (Zynq-7000, Cortex-A9).
 
     ``install(monkeypatch)`` makes it pynq's active device; ``attach_engine`` wires the IP model
     once the overlay package (and so the C-simulation library) is known."""
 
-    IP_BASE = 0xA000_0000
+    IP_BASES = {"zynq_ultra": 0xA000_0000, "zynq7": 0x4000_0000}     # the PS control master's window
 
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, ps: str = "zynq_ultra"):
         self.tmp = Path(tmp)
+        self.ps = ps
+        self.cache_line = CACHE_LINE[ps]
+        self.IP_BASE = self.IP_BASES[ps]
         self.memory = PhysicalMemory()
         self.bos: list[CachedBo] = []
         self.log: list = []
@@ -668,7 +675,7 @@ class FakeBoard:
                 pdevice.Device.post_download(self, bitstream, parser, self.name)
 
         dev = BoardDevice()
-        dev.arch = "aarch64"                      # a ZynqMP's Cortex-A53
+        dev.arch = {"zynq_ultra": "aarch64", "zynq7": "armv7l"}[self.ps]
         self._boot_clocks()
         monkeypatch.setattr(pdevice.Device, "_active_device", dev, raising=False)
         from pynq.ps import Clocks
@@ -679,9 +686,16 @@ class FakeBoard:
         return self
 
     def _boot_clocks(self) -> None:
-        """The PLL settings a ZynqMP boots with (IOPLL 1500 MHz from a 33.3 MHz reference)."""
-        from pynq.ps import ZU_CRF_REGISTERS, ZU_CRL_REGISTERS
+        """The PLL settings the board boots with: ZynqMP IOPLL 1500 MHz from 33.3 MHz,
+        Zynq-7000 IO PLL 1000 MHz from 50 MHz."""
+        from pynq.ps import ZU_CRF_REGISTERS, ZU_CRL_REGISTERS, ZYNQ_SLCR_REGISTERS
         from pynq.registers import RegisterMap
+        if self.ps == "zynq7":
+            slcr = np.zeros(0x1000 // 4, np.uint32)
+            self.ps_pages[0xF8000000] = slcr
+            regs = RegisterMap.create_subclass("SL", ZYNQ_SLCR_REGISTERS)(slcr)
+            regs.IO_PLL_CTRL.PLL_FDIV, regs.ARM_PLL_CTRL.PLL_FDIV, regs.DDR_PLL_CTRL.PLL_FDIV = 20, 26, 21
+            return
         crl = np.zeros(0x1000 // 4, np.uint32)
         crf = np.zeros(0x1000 // 4, np.uint32)
         self.ps_pages[0xFF5E0000], self.ps_pages[0xFD1A0000] = crl, crf

@@ -1,7 +1,7 @@
 """The board path through the real ``pynq`` package (4.0.0), with a cache that is not coherent.
 
 ``PynqBackend`` and ``Accelerator`` run through pynq's own ``Overlay`` (the pynqmetadata
-parser reading ``tests/data/mmfree_engine_zcu104.hwh``), ``MMIO``, ``allocate`` and
+parser reading ``tests/data/mmfree_engine_<board>.hwh``: a ZCU104 and a PYNQ-Z2), ``MMIO``, ``allocate`` and
 ``PynqBuffer``. Only what a PYNQ image provides below pynq is faked (``host_helpers.FakeBoard``):
 XRT buffer objects behind a write-back CPU cache that the IP's masters do not see, the FPGA
 manager, ``/dev/mem`` (the IP's registers run the C-simulation step) and ``munmap``.
@@ -32,55 +32,77 @@ else:
 from host_helpers import STUB_FAIL_MARK, FakeBoard, FakeMMIO, bitstream_bytes, build_abi_stub, tiny_model
 from mmfree_hls.commands.package import build_overlay
 from mmfree_hls.runtime import Accelerator, AcceleratorError, DeviceTimeoutError, ManifestError, load_manifest
+from mmfree_hls.runtime import backend_csim
 from mmfree_hls.runtime.backend_csim import CSimBackend
 from mmfree_hls.runtime.backend_pynq import BufferLeakWarning, PynqBackend, expected_hwh_registers
 from mmfree_hls.runtime.buffers import DeviceBuffers
 from mmfree_hls.runtime.manifest import vitis_register_map, write_manifest
 
-HWH = Path(__file__).parent / "data" / "mmfree_engine_zcu104.hwh"
-K = 4                       # weight ports of the zcu104 streamed preset (HP0..3_FPD)
-HEADER = 128                # bytes of the weight buffer before w0's region (the engine's is 4 KiB)
-FAIL_TOKEN = 4              # its embedding makes the C-simulation step fail
+DATA = Path(__file__).parent / "data"
+HWH = DATA / "mmfree_engine_zcu104.hwh"
+#: board → its fixture .hwh, PS family, part, K weight ports of the streamed preset, PL clock (MHz)
+BOARDS = {
+    "zcu104": dict(hwh=HWH, ps="zynq_ultra", part="xczu7ev-ffvc1156-2-e", K=4, mhz=250.0),
+    "pynq-z2": dict(hwh=DATA / "mmfree_engine_pynq_z2.hwh", ps="zynq7", part="xc7z020clg400-1",
+                    K=2, mhz=125.0),
+}
+HEADER = 128                # at least this many bytes of the weight buffer before w0's region
+FAIL_TOKEN = 4              # its embedding makes the C-simulation step fail (status 7)
+#: The C-sim ABI the project's CSimBackend speaks (2 = the decode engine's mmfree_step).
+ABI = getattr(backend_csim, "ABI_VERSION", 1)
 
 
-@pytest.fixture(scope="module")
-def engine_package(tmp_path_factory):
-    """A streamed-tier package for the engine interface: x_in, state, logits and w0..w3 pointers,
-    ap_return; the .hwh of the fixture and a .bit pynq can parse."""
-    tmp = tmp_path_factory.mktemp("engine")
+class Package(tuple):
+    """(path, model) of an engine package, and the board it was built for."""
+
+    board: str
+
+
+@pytest.fixture(scope="module", params=sorted(BOARDS))
+def engine_package(request, tmp_path_factory):
+    """A streamed-tier package for the engine interface: x_in, state, logits and w0..w{K-1}
+    pointers, ap_return; the board's fixture .hwh and a .bit pynq can parse."""
+    board = request.param
+    spec = BOARDS[board]
+    k = spec["K"]
+    tmp = tmp_path_factory.mktemp(f"engine-{board}")
     model = tiny_model(seed=5)
     model.params["model.embeddings.weight"][FAIL_TOKEN, 0] = STUB_FAIL_MARK
     c = model.config
-    lib = build_abi_stub(tmp / "lib", c.d, c.num_hidden_layers, c.state_size, c.vocab_size)
+    lib = build_abi_stub(tmp / "lib", c.d, c.num_hidden_layers, c.state_size, c.vocab_size, abi=ABI)
     (tmp / "hw").mkdir()
     bit = tmp / "hw" / "engine.bit"
-    bit.write_bytes(bitstream_bytes("mmfree_engine_zcu104", "xczu7ev-ffvc1156-2-e"))
+    bit.write_bytes(bitstream_bytes(spec["hwh"].stem, spec["part"]))
     root = tmp / "overlay"
-    build_overlay(root, model=model, board="zcu104", name="engine", csim_library=lib,
-                  tier="streamed", bitstream=bit, hwh=HWH)
+    build_overlay(root, model=model, board=board, name="engine", csim_library=lib,
+                  tier="streamed", bitstream=bit, hwh=spec["hwh"])
     data = json.loads((root / "manifest.json").read_text())
     total = data["packing"]["total_bytes"]
-    region = (total - HEADER) // K                              # header, then K equal regions
-    assert HEADER + K * region == total and region % 64 == 0
-    ip = vitis_register_map(["x_in", "state", "logits"] + [f"w{k}" for k in range(K)], return_bits=32)
+    region = (total - HEADER) // k // 64 * 64                   # a header, then K equal regions
+    offset = total - k * region
+    ip = vitis_register_map(["x_in", "state", "logits"] + [f"w{i}" for i in range(k)], return_bits=32)
     ip.update({"top": "mmfree_engine", "instance": "mmfree_0", "region_bytes": region,
-               "region_offset": HEADER, "vlnv": "xilinx.com:hls:mmfree_engine:1.0"})
+               "region_offset": offset, "vlnv": "xilinx.com:hls:mmfree_engine:1.0"})
     data["ip"] = ip
     write_manifest(root, data)
-    return root, model
+    pkg = Package((root, model))
+    pkg.board = board
+    return pkg
 
 
 @pytest.fixture
-def board(tmp_path, monkeypatch):
-    return FakeBoard(tmp_path).install(monkeypatch)
+def board(engine_package, tmp_path, monkeypatch):
+    return FakeBoard(tmp_path, BOARDS[engine_package.board]["ps"]).install(monkeypatch)
 
 
 def _device_model(path, board):
     """The IP's datapath: the package's C-simulation step, bound by the project's CSimBackend."""
     m = load_manifest(path)
-    csim = m.data["csim"]
-    backend = CSimBackend(m.csim_library, m.layout, step_symbol=csim.get("step_symbol", "mmfree_step"),
-                          args=csim.get("args", m.layout.ports))
+    if ABI >= 2:
+        backend = CSimBackend(m.csim_library, m.layout)
+    else:
+        csim = m.data["csim"]
+        backend = CSimBackend(m.csim_library, m.layout, step_symbol=csim["step_symbol"], args=csim["args"])
     return board.attach_engine(m, backend)
 
 
@@ -206,22 +228,26 @@ def test_the_cache_model_catches_an_invalidate_of_host_writes(engine_package, bo
 # ------------------------------------------------------------------ overlay, registers, buffers
 def test_overlay_loads_through_pynq_and_the_register_map_agrees(engine_package, board):
     path, _ = engine_package
+    spec = BOARDS[engine_package.board]
     acc = _open_board(path, board)
     with acc:
         overlay = acc.backend.overlay
         regs = overlay.ip_dict["mmfree_0"]["registers"]
         ip = acc.manifest.data["ip"]
         got = {n: r["address_offset"] for n, r in regs.items()}
-        assert got == expected_hwh_registers(ip)                 # all 19, by pynq's own parser
-        assert got["ap_return"] == 0x10 and got["w3_2"] == 0x64
-        assert overlay.ip_dict["mmfree_0"]["phys_addr"] == FakeBoard.IP_BASE
+        assert got == expected_hwh_registers(ip)                 # every one, by pynq's own parser
+        assert len(got) == 4 + 1 + 2 * (3 + spec["K"])
+        assert got["ap_return"] == 0x10 and got[f"w{spec['K'] - 1}_2"] == 0x40 + 12 * (spec["K"] - 1)
+        assert overlay.ip_dict["mmfree_0"]["phys_addr"] == board.IP_BASE
         assert ("/sys/class/fpga_manager/fpga0/firmware", "engine.bin") in board.fpga_manager
-        assert board.pl_clock_mhz(0) == pytest.approx(250.0, abs=0.01)   # set from the .hwh
+        # PL clock programmed as the .hwh says (Zynq-7000: only through load_overlay's fill-in)
+        assert board.pl_clock_mhz(0) == pytest.approx(spec["mhz"], abs=0.01)
         assert isinstance(acc.backend.mmio, pynq.MMIO)
         assert type(acc._buffers["logits"]).__name__ == "PynqBuffer"
 
 
-def test_fixture_wires_the_masters_as_the_block_design_does():
+@pytest.mark.parametrize("name", sorted(BOARDS))
+def test_fixture_wires_the_masters_as_the_block_design_does(name):
     """The .hwh's masters reach the PS ports the project's Vivado rule picks (none coherent)."""
     from pynqmetadata import ManagerPort
     from pynqmetadata.frontends import Metadata
@@ -229,11 +255,11 @@ def test_fixture_wires_the_masters_as_the_block_design_does():
     from mmfree_hls.design.synth import port_plan
     from mmfree_hls.runtime.manifest import known_boards
 
-    core = Metadata(input=str(HWH)).blocks["mmfree_0"]
+    core = Metadata(input=str(BOARDS[name]["hwh"])).blocks["mmfree_0"]
     wired = {p.name: {p._addrmap_obj[k].name for k in p.addrmap}
              for p in core.ports.values() if isinstance(p, ManagerPort)}
-    zcu104 = known_boards()["zcu104"]
-    plan = port_plan(sorted(wired), zcu104["engine"]["streamed"], zcu104)
+    facts = known_boards()[name]
+    plan = port_plan(sorted(wired), facts["engine"]["streamed"], facts)
     assert wired == {m: {port} for m, port in plan.items()}
     assert not any("ACP" in port for port in plan.values())
 
@@ -248,8 +274,9 @@ def test_buffers_are_cacheable_and_every_pointer_is_written(engine_package, boar
         for name in ("x_in", "state", "logits"):
             assert board.regs.pointer(r[name]["offset"]) == bos[name].paddr
         region = acc.manifest.data["ip"]["region_bytes"]
-        for k in range(K):
-            assert board.regs.pointer(r[f"w{k}"]["offset"]) == bos["weights"].paddr + HEADER + k * region
+        for k in range(BOARDS[engine_package.board]["K"]):
+            assert board.regs.pointer(r[f"w{k}"]["offset"]) == (
+                bos["weights"].paddr + acc.manifest.data["ip"]["region_offset"] + k * region)
         acc.step(3)
         # The IP gathered the weight image from its K regions: flushed, and addressed right.
         np.testing.assert_array_equal(board.engine.weights_seen, acc.manifest.packed_weights())
@@ -278,7 +305,7 @@ def test_per_token_host_actions(engine_package, board):
 
 def test_mmio_refuses_numpy_integers_like_the_fake(board):
     from pynq import MMIO
-    mmio = MMIO(FakeBoard.IP_BASE, 0x10000)
+    mmio = MMIO(board.IP_BASE, 0x10000)
     with pytest.raises(ValueError, match="int or bytes"):
         mmio.write(0x18, np.uint32(5))
     with pytest.raises(ValueError, match="int or bytes"):
@@ -327,6 +354,7 @@ def _add_w4(regs):
     (lambda r: _offset(r, "GIER", 0x8), r"GIER at 0x8"),
     (_add_w4, r"w4_1 at 0x6c is not in the manifest.*w4_2 at 0x70 is not in the manifest"),
 ])
+@pytest.mark.parametrize("engine_package", ["zcu104"], indirect=True)
 def test_register_map_check_fails_on_every_mismatch(engine_package, tmp_path, edit, message):
     path, _ = engine_package
     m = load_manifest(path)
@@ -337,6 +365,7 @@ def test_register_map_check_fails_on_every_mismatch(engine_package, tmp_path, ed
         _mutated_registers(tmp_path, lambda r: None))          # the fixture itself passes
 
 
+@pytest.mark.parametrize("engine_package", ["zcu104"], indirect=True)
 def test_open_refuses_a_bitstream_whose_hwh_disagrees(engine_package, board, tmp_path):
     path, _ = engine_package
     bad = tmp_path / "bad"
@@ -379,7 +408,7 @@ def test_nonzero_ap_return_is_reported(engine_package, board):
     path, _ = engine_package
     acc = _open_board(path, board)
     with acc:
-        with pytest.raises(AcceleratorError, match="returned 1"):
+        with pytest.raises(AcceleratorError, match="returned 7"):
             acc.step(FAIL_TOKEN)
         acc.reset()
         np.testing.assert_array_equal(acc.step(5), Accelerator.open(path, backend="csim").step(5))

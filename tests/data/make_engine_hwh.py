@@ -1,7 +1,8 @@
-"""Writes ``mmfree_engine_zcu104.hwh``: the hardware handoff of an mmfree overlay, as Vivado
-2024.2 lays it out, for the real-pynq tests (``tests/test_board_real_pynq.py``).
+"""Writes ``mmfree_engine_zcu104.hwh`` and ``mmfree_engine_pynq_z2.hwh``: the hardware handoff
+of an mmfree overlay, as Vivado 2024.2 lays it out, for the real-pynq tests
+(``tests/test_board_real_pynq.py``).
 
-The design is the streamed-tier decode engine on a ZCU104 (Zynq UltraScale+):
+The ZCU104 design is the streamed-tier decode engine on Zynq UltraScale+:
 
 * ``mmfree_0`` = ``xilinx.com:hls:mmfree_engine:1.0``, the Vitis HLS top
   ``int mmfree_engine(float* x_in, float* state, float* logits, ap_uint<128>* w0..w3)``:
@@ -13,12 +14,16 @@ The design is the streamed-tier decode engine on a ZCU104 (Zynq UltraScale+):
   through ``S_AXI_HP<k>_FPD`` and the two per-token I/O bundles share ``S_AXI_HPC1_FPD``
   (used without coherency) through one SmartConnect.
 
+The PYNQ-Z2 design is the same engine with K = 2 64-bit weight ports on a Zynq-7000
+(``processing_system7``): control on ``M_AXI_GP0`` at 0x40000000, ``gmem_w0``/``gmem_w1`` on
+``S_AXI_HP0``/``S_AXI_HP2``, the I/O bundles on ``S_AXI_HP1``.
+
 The register table below is what Vitis HLS emits for that top (0x00 CTRL, 0x04 GIER,
 0x08 IP_IER, 0x0c IP_ISR, 0x10 ap_return + a reserved word, then three words per 64-bit
 pointer: ``<arg>_1`` low, ``<arg>_2`` high, one reserved). It is written out literally
 here, not computed by the project's code, so the tests compare two independent sources.
 
-Run ``python tests/data/make_engine_hwh.py`` to regenerate the file (no dependencies).
+Run ``python tests/data/make_engine_hwh.py`` to regenerate the files (no dependencies).
 """
 
 from __future__ import annotations
@@ -26,10 +31,7 @@ from __future__ import annotations
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
-NAME = "mmfree_engine_zcu104"
 IP, PS = "mmfree_0", "ps"
-CONTROL_BASE, CONTROL_HIGH = 0xA0000000, 0xA000FFFF
-PORT_BITS = 128
 
 # name, offset, access, description: the s_axi_control registers of the engine.
 REGISTERS = [
@@ -65,14 +67,36 @@ OTHER_FIELDS = {
     "IP_ISR": [("CHAN0_INT_ST", 0, 1, "read-only"), ("CHAN1_INT_ST", 1, 1, "read-only"),
                ("RESERVED_0", 2, 30, "read-only")],
 }
-# m_axi master → PS slave port (ps_ports.json: io_port_preference; boards.json: zcu104 streamed ports).
-PORT_OF = {"m_axi_gmem_io": "S_AXI_HPC1_FPD", "m_axi_gmem_out": "S_AXI_HPC1_FPD",
-           "m_axi_gmem_w0": "S_AXI_HP0_FPD", "m_axi_gmem_w1": "S_AXI_HP1_FPD",
-           "m_axi_gmem_w2": "S_AXI_HP2_FPD", "m_axi_gmem_w3": "S_AXI_HP3_FPD"}
-MASTERS = sorted(PORT_OF)
-# PS slave port → (its SAXIGP index, the DDR address blocks' prefix)
-PS_SLAVES = {"S_AXI_HPC1_FPD": (1, "HPC1"), "S_AXI_HP0_FPD": (2, "HP0"), "S_AXI_HP1_FPD": (3, "HP1"),
-             "S_AXI_HP2_FPD": (4, "HP2"), "S_AXI_HP3_FPD": (5, "HP3")}
+# Per design: the PS, its control master, where each m_axi master goes (ps_ports.json:
+# io_port_preference; boards.json: the streamed preset's ports), each PS slave port's address
+# block interface and DDR window, and the PL clock (MHz, IO PLL divisors).
+DESIGNS = {
+    "zcu104": dict(
+        name="mmfree_engine_zcu104", arch="zynquplus", board="xilinx.com:zcu104:part0:1.1",
+        device="xczu7ev", package="ffvc1156", speed="-2", K=4, port_bits=128,
+        ps=("zynq_ultra_ps_e", "xilinx.com:ip:zynq_ultra_ps_e:3.5", "3.5"),
+        control="M_AXI_HPM0_FPD", base=0xA0000000,
+        port_of={"m_axi_gmem_io": "S_AXI_HPC1_FPD", "m_axi_gmem_out": "S_AXI_HPC1_FPD",
+                 "m_axi_gmem_w0": "S_AXI_HP0_FPD", "m_axi_gmem_w1": "S_AXI_HP1_FPD",
+                 "m_axi_gmem_w2": "S_AXI_HP2_FPD", "m_axi_gmem_w3": "S_AXI_HP3_FPD"},
+        slaves={"S_AXI_HPC1_FPD": ("SAXIGP1", "HPC1_DDR_LOW", 0x7FFFFFFF),
+                "S_AXI_HP0_FPD": ("SAXIGP2", "HP0_DDR_LOW", 0x7FFFFFFF),
+                "S_AXI_HP1_FPD": ("SAXIGP3", "HP1_DDR_LOW", 0x7FFFFFFF),
+                "S_AXI_HP2_FPD": ("SAXIGP4", "HP2_DDR_LOW", 0x7FFFFFFF),
+                "S_AXI_HP3_FPD": ("SAXIGP5", "HP3_DDR_LOW", 0x7FFFFFFF)},
+        clock=(249.997498, 6, 1)),
+    "pynq-z2": dict(
+        name="mmfree_engine_pynq_z2", arch="zynq", board="tul.com.tw:pynq-z2:part0:1.0",
+        device="7z020", package="clg400", speed="-1", K=2, port_bits=64,
+        ps=("processing_system7", "xilinx.com:ip:processing_system7:5.5", "5.5"),
+        control="M_AXI_GP0", base=0x40000000,
+        port_of={"m_axi_gmem_io": "S_AXI_HP1", "m_axi_gmem_out": "S_AXI_HP1",
+                 "m_axi_gmem_w0": "S_AXI_HP0", "m_axi_gmem_w1": "S_AXI_HP2"},
+        slaves={"S_AXI_HP0": ("S_AXI_HP0", "HP0_DDR_LOWOCM", 0x1FFFFFFF),
+                "S_AXI_HP1": ("S_AXI_HP1", "HP1_DDR_LOWOCM", 0x1FFFFFFF),
+                "S_AXI_HP2": ("S_AXI_HP2", "HP2_DDR_LOWOCM", 0x1FFFFFFF)},
+        clock=(125.0, 8, 1)),
+}
 
 # AXI signals (logical name, direction seen from the manager, width; 0 = data width).
 AXI_LITE = [("AWADDR", "O", 7), ("AWVALID", "O", 1), ("AWREADY", "I", 1), ("WDATA", "O", 32),
@@ -169,10 +193,51 @@ def _businterface(name: str, kind: str, busname: str, signals, data_bits: int, p
     return out
 
 
-def build() -> str:
+def _ps_parameters(D: dict) -> dict:
+    mhz, d0, d1 = D["clock"]
+    params = {}
+    if D["ps"][0] == "zynq_ultra_ps_e":
+        for i in range(4):
+            f, a, b = (mhz, d0, d1) if i == 0 else (99.999001, 15, 1)
+            params.update({f"PSU__FPGA_PL{i}_ENABLE": int(i == 0),
+                           f"PSU__CRL_APB__PL{i}_REF_CTRL__DIVISOR0": a,
+                           f"PSU__CRL_APB__PL{i}_REF_CTRL__DIVISOR1": b,
+                           f"PSU__CRL_APB__PL{i}_REF_CTRL__SRCSEL": "IOPLL",
+                           f"PSU__CRL_APB__PL{i}_REF_CTRL__ACT_FREQMHZ": f,
+                           f"PSU__CRL_APB__PL{i}_REF_CTRL__FREQMHZ": round(f)})
+        params.update({"PSU__USE__M_AXI_GP0": 1, "C_MAXIGP0_DATA_WIDTH": 128,
+                       "PSU__USE__S_AXI_GP0": 0, "PSU__USE__S_AXI_ACP": 0})   # no HPC0, no ACP
+        for hp, (itf, _block, _high) in D["slaves"].items():
+            gp = int(itf[len("SAXIGP"):])
+            params[f"PSU__USE__S_AXI_GP{gp}"] = 1
+            params[f"C_SAXIGP{gp}_DATA_WIDTH"] = D["port_bits"]
+    else:
+        for i in range(4):
+            f, a, b = (mhz, d0, d1) if i == 0 else (100.0, 10, 1)
+            params.update({f"PCW_FPGA_FCLK{i}_ENABLE": int(i == 0), f"PCW_EN_CLK{i}_PORT": int(i == 0),
+                           f"PCW_FCLK{i}_PERIPHERAL_DIVISOR0": a, f"PCW_FCLK{i}_PERIPHERAL_DIVISOR1": b,
+                           f"PCW_FCLK{i}_PERIPHERAL_CLKSRC": "IO PLL",
+                           f"PCW_FPGA{i}_PERIPHERAL_FREQMHZ": round(f),
+                           f"PCW_ACT_FPGA{i}_PERIPHERAL_FREQMHZ": f"{f:.6f}"})
+        params.update({"PCW_USE_M_AXI_GP0": 1, "PCW_USE_S_AXI_ACP": 0})
+        for hp in D["slaves"]:
+            n = hp[-1]
+            params[f"PCW_USE_S_AXI_HP{n}"] = 1
+            params[f"PCW_S_AXI_HP{n}_DATA_WIDTH"] = D["port_bits"]
+    return params
+
+
+def build(board: str) -> str:
+    D = DESIGNS[board]
+    NAME, K, PORT_BITS = D["name"], D["K"], D["port_bits"]
+    CONTROL_BASE, CONTROL_HIGH = D["base"], D["base"] + 0xFFFF
+    PORT_OF, CONTROL = D["port_of"], D["control"]
+    MASTERS = sorted(PORT_OF)
+    registers = [r for r in REGISTERS if not (r[0][0] == "w" and int(r[0][1]) >= K)]
+    prefix = {hp: block.split("_")[0] for hp, (_i, block, _h) in D["slaves"].items()}
     net = Net()
-    # Control: PS HPM0 → engine control slave (protocol conversion is inside the PS here).
-    net.bus(PS, "M_AXI_HPM0_FPD", IP, "s_axi_control", AXI_LITE, 32, lower_b=False)
+    # Control: the PS master → engine control slave (protocol conversion is inside the PS here).
+    net.bus(PS, CONTROL, IP, "s_axi_control", AXI_LITE, 32, lower_b=False)
     # Masters: one PS port each, or a SmartConnect in front of a port two masters share.
     by_port: dict[str, list[str]] = {}
     for m in MASTERS:
@@ -182,7 +247,7 @@ def build() -> str:
         if len(masters) == 1:
             net.bus(IP, masters[0], PS, hp, AXI_FULL, PORT_BITS, lower_b=False)
         else:
-            smc = f"smc_{PS_SLAVES[hp][1].lower()}"
+            smc = f"smc_{prefix[hp].lower()}"
             smartconnects[smc] = (hp, masters)
             for j, m in enumerate(masters):
                 net.bus(IP, m, smc, f"S{j:02d}_AXI", AXI_FULL, PORT_BITS, lower_b=True)
@@ -190,7 +255,7 @@ def build() -> str:
     out = ['<?xml version="1.0" encoding="UTF-8" standalone="no" ?>',
            '<EDKSYSTEM EDWVERSION="1.2" TIMESTAMP="Fri Dec  4 12:00:00 2026" VIVADOVERSION="2024.2">',
            "",
-           f'  <SYSTEMINFO {_attrs(ARCH="zynquplus", BOARD="xilinx.com:zcu104:part0:1.1", DEVICE="xczu7ev", NAME=NAME, PACKAGE="ffvc1156", SPEEDGRADE="-2")}/>',
+           f'  <SYSTEMINFO {_attrs(ARCH=D["arch"], BOARD=D["board"], DEVICE=D["device"], NAME=NAME, PACKAGE=D["package"], SPEEDGRADE=D["speed"])}/>',
            "", "  <EXTERNALPORTS/>", "", "  <EXTERNALINTERFACES/>", "", "  <MODULES>"]
 
     # ---- the engine
@@ -198,7 +263,7 @@ def build() -> str:
     out += ["      <DOCUMENTS/>", "      <ADDRESSBLOCKS>",
             '        <ADDRESSBLOCK ACCESS="read-write" INTERFACE="s_axi_control" NAME="Reg" RANGE="65536" USAGE="register">',
             "          <REGISTERS>"]
-    for reg in REGISTERS:
+    for reg in registers:
         out += _register(*reg)
     out += ["          </REGISTERS>", "        </ADDRESSBLOCK>", "      </ADDRESSBLOCKS>", "      <PARAMETERS>",
             '        <PARAMETER NAME="C_S_AXI_CONTROL_ADDR_WIDTH" VALUE="7"/>',
@@ -210,23 +275,24 @@ def build() -> str:
                 f'        <PARAMETER NAME="C_M_AXI_{g}_CACHE_VALUE" VALUE="&quot;0011&quot;"/>']
     out += [f'        <PARAMETER NAME="C_S_AXI_CONTROL_BASEADDR" VALUE="0x{CONTROL_BASE:08X}"/>',
             f'        <PARAMETER NAME="C_S_AXI_CONTROL_HIGHADDR" VALUE="0x{CONTROL_HIGH:08X}"/>',
-            '        <PARAMETER NAME="Component_Name" VALUE="mmfree_engine_zcu104_mmfree_0_0"/>',
+            f'        <PARAMETER NAME="Component_Name" VALUE="{NAME}_mmfree_0_0"/>',
             "      </PARAMETERS>"]
     out += net.lines(IP)
     out.append("      <BUSINTERFACES>")
-    out += _businterface("s_axi_control", "SLAVE", f"{PS}_M_AXI_HPM0_FPD", AXI_LITE, 32,
-                         {"ADDR_WIDTH": 7, "DATA_WIDTH": 32, "PROTOCOL": "AXI4LITE", "FREQ_HZ": 249997498})
+    freq_hz = round(D["clock"][0] * 1e6)
+    out += _businterface("s_axi_control", "SLAVE", f"{PS}_{CONTROL}", AXI_LITE, 32,
+                         {"ADDR_WIDTH": 7, "DATA_WIDTH": 32, "PROTOCOL": "AXI4LITE", "FREQ_HZ": freq_hz})
     for m in MASTERS:
         out += _businterface(m, "MASTER", f"{IP}_{m}", AXI_FULL, PORT_BITS,
                              {"ADDR_WIDTH": 64, "DATA_WIDTH": PORT_BITS, "PROTOCOL": "AXI4",
                               "MAX_BURST_LENGTH": 16, "NUM_READ_OUTSTANDING": 16,
-                              "NUM_WRITE_OUTSTANDING": 16, "FREQ_HZ": 249997498})
+                              "NUM_WRITE_OUTSTANDING": 16, "FREQ_HZ": freq_hz})
     out.append("      </BUSINTERFACES>")
     out.append("      <MEMORYMAP>")
     for m in MASTERS:
         hp = PORT_OF[m]
-        block = f"{PS_SLAVES[hp][1]}_DDR_LOW"
-        out.append(f'        <MEMRANGE {_attrs(ADDRESSBLOCK=block, BASENAME="C_BASEADDR", BASEVALUE="0x00000000", HIGHNAME="C_HIGHADDR", HIGHVALUE="0x7FFFFFFF", INSTANCE=PS, IS_DATA="TRUE", IS_INSTRUCTION="TRUE", MASTERBUSINTERFACE=m, MEMTYPE="MEMORY", SLAVEBUSINTERFACE=hp)}/>')
+        _itf, block, high = D["slaves"][hp]
+        out.append(f'        <MEMRANGE {_attrs(ADDRESSBLOCK=block, BASENAME="C_BASEADDR", BASEVALUE="0x00000000", HIGHNAME="C_HIGHADDR", HIGHVALUE=f"0x{high:08X}", INSTANCE=PS, IS_DATA="TRUE", IS_INSTRUCTION="TRUE", MASTERBUSINTERFACE=m, MEMTYPE="MEMORY", SLAVEBUSINTERFACE=hp)}/>')
     out += ["      </MEMORYMAP>", "      <PERIPHERALS>", f'        <PERIPHERAL INSTANCE="{PS}"/>',
             "      </PERIPHERALS>", "    </MODULE>"]
 
@@ -246,47 +312,35 @@ def build() -> str:
         out += ["      </BUSINTERFACES>", "    </MODULE>"]
 
     # ---- the processing system
-    out.append(f'    <MODULE {_attrs(CONFIGURABLE="TRUE", COREREVISION=5, FULLNAME="/" + PS, HWVERSION="3.5", INSTANCE=PS, IPTYPE="PERIPHERAL", IS_ENABLE=1, IS_PL="FALSE", MODTYPE="zynq_ultra_ps_e", VLNV="xilinx.com:ip:zynq_ultra_ps_e:3.5")}>')
+    modtype, vlnv, hwversion = D["ps"]
+    out.append(f'    <MODULE {_attrs(CONFIGURABLE="TRUE", COREREVISION=5, FULLNAME="/" + PS, HWVERSION=hwversion, INSTANCE=PS, IPTYPE="PERIPHERAL", IS_ENABLE=1, IS_PL="FALSE", MODTYPE=modtype, VLNV=vlnv)}>')
     out.append("      <DOCUMENTS/>")
-    for hp, (gp, prefix) in PS_SLAVES.items():
-        for block, rng in ((f"{prefix}_DDR_LOW", "0x80000000"), (f"{prefix}_DDR_HIGH", "0x800000000")):
-            out += ["      <ADDRESSBLOCKS>",
-                    f'        <ADDRESSBLOCK {_attrs(ACCESS="", INTERFACE=f"SAXIGP{gp}", NAME=block, RANGE=rng, USAGE="memory")}/>',
-                    "      </ADDRESSBLOCKS>"]
+    for hp, (itf, block, high) in D["slaves"].items():
+        out += ["      <ADDRESSBLOCKS>",
+                f'        <ADDRESSBLOCK {_attrs(ACCESS="", INTERFACE=itf, NAME=block, RANGE=f"0x{high + 1:X}", USAGE="memory")}/>',
+                "      </ADDRESSBLOCKS>"]
     out.append("      <PARAMETERS>")
-    ps_params = {"PSU__FPGA_PL0_ENABLE": 1, "PSU__FPGA_PL1_ENABLE": 0, "PSU__FPGA_PL2_ENABLE": 0,
-                 "PSU__FPGA_PL3_ENABLE": 0, "PSU__USE__M_AXI_GP0": 1, "C_MAXIGP0_DATA_WIDTH": 128}
-    for i, (d0, d1, mhz) in enumerate([(6, 1, 249.997498), (15, 1, 99.999001),
-                                       (15, 1, 99.999001), (15, 1, 99.999001)]):
-        ps_params.update({f"PSU__CRL_APB__PL{i}_REF_CTRL__DIVISOR0": d0,
-                          f"PSU__CRL_APB__PL{i}_REF_CTRL__DIVISOR1": d1,
-                          f"PSU__CRL_APB__PL{i}_REF_CTRL__SRCSEL": "IOPLL",
-                          f"PSU__CRL_APB__PL{i}_REF_CTRL__ACT_FREQMHZ": mhz,
-                          f"PSU__CRL_APB__PL{i}_REF_CTRL__FREQMHZ": round(mhz)})
-    ps_params["PSU__USE__S_AXI_GP0"] = 0                      # HPC0: not used
-    for hp, (gp, _prefix) in PS_SLAVES.items():
-        ps_params[f"PSU__USE__S_AXI_GP{gp}"] = 1
-        ps_params[f"C_SAXIGP{gp}_DATA_WIDTH"] = PORT_BITS
-    ps_params["PSU__USE__S_AXI_ACP"] = 0                       # no coherent port anywhere
+    ps_params = _ps_parameters(D)
     for k, v in ps_params.items():
         out.append(f'        <PARAMETER {_attrs(NAME=k, VALUE=v)}/>')
     out.append("      </PARAMETERS>")
     out += net.lines(PS)
     out.append("      <BUSINTERFACES>")
-    out += _businterface("M_AXI_HPM0_FPD", "MASTER", f"{PS}_M_AXI_HPM0_FPD", AXI_LITE, 32,
+    out += _businterface(CONTROL, "MASTER", f"{PS}_{CONTROL}", AXI_LITE, 32,
                          {"DATA_WIDTH": 32, "PROTOCOL": "AXI4LITE"})
     for hp, masters in by_port.items():
-        src = f"{IP}_{masters[0]}" if len(masters) == 1 else f"smc_{PS_SLAVES[hp][1].lower()}_M00_AXI"
+        src = f"{IP}_{masters[0]}" if len(masters) == 1 else f"smc_{prefix[hp].lower()}_M00_AXI"
         out += _businterface(hp, "SLAVE", src, AXI_FULL, PORT_BITS,
                              {"DATA_WIDTH": PORT_BITS, "PROTOCOL": "AXI4"})
     out.append("      </BUSINTERFACES>")
     out += ["      <MEMORYMAP>",
-            f'        <MEMRANGE {_attrs(ADDRESSBLOCK="Reg", BASENAME="C_S_AXI_CONTROL_BASEADDR", BASEVALUE=f"0x{CONTROL_BASE:08X}", HIGHNAME="C_S_AXI_CONTROL_HIGHADDR", HIGHVALUE=f"0x{CONTROL_HIGH:08X}", INSTANCE=IP, IS_DATA="TRUE", IS_INSTRUCTION="TRUE", MASTERBUSINTERFACE="M_AXI_HPM0_FPD", MEMTYPE="REGISTER", SLAVEBUSINTERFACE="s_axi_control")}/>',
+            f'        <MEMRANGE {_attrs(ADDRESSBLOCK="Reg", BASENAME="C_S_AXI_CONTROL_BASEADDR", BASEVALUE=f"0x{CONTROL_BASE:08X}", HIGHNAME="C_S_AXI_CONTROL_HIGHADDR", HIGHVALUE=f"0x{CONTROL_HIGH:08X}", INSTANCE=IP, IS_DATA="TRUE", IS_INSTRUCTION="TRUE", MASTERBUSINTERFACE=CONTROL, MEMTYPE="REGISTER", SLAVEBUSINTERFACE="s_axi_control")}/>',
             "      </MEMORYMAP>", "    </MODULE>", "  </MODULES>", "", "</EDKSYSTEM>", ""]
     return "\n".join(out)
 
 
 if __name__ == "__main__":
-    path = Path(__file__).resolve().parent / f"{NAME}.hwh"
-    path.write_text(build())
-    print(f"wrote {path}")
+    for board, design in DESIGNS.items():
+        path = Path(__file__).resolve().parent / f"{design['name']}.hwh"
+        path.write_text(build(board))
+        print(f"wrote {path}")

@@ -62,6 +62,42 @@ def _import_pynq():
     return pynq
 
 
+def load_overlay(pynq, bitstream: str | Path):
+    """``pynq.Overlay(bitstream)``, downloaded, with every enabled PL clock's rate known.
+
+    pynq 4.0.0 (pynqmetadata 0.2.0) reads the PL clock rate from a ZynqMP .hwh only; for a
+    Zynq-7000 PS it leaves it ``None`` and ``Overlay.download`` would then program FCLK0 with
+    ``None`` (a TypeError). The rate Vivado achieved is in the PS's parameters, so it is
+    filled in from there before the download.
+    """
+    overlay = pynq.Overlay(str(bitstream), download=False)
+    params = {}
+    for desc in overlay.ip_dict.values():
+        if str(desc.get("type", "")).startswith("xilinx.com:ip:processing_system7:"):
+            params = desc.get("parameters") or {}
+    for idx, clk in (getattr(overlay, "clock_dict", None) or {}).items():
+        if clk.get("enable") and clk.get("frequency") is None:
+            mhz = params.get(f"PCW_ACT_FPGA{idx}_PERIPHERAL_FREQMHZ") or \
+                params.get(f"PCW_FPGA{idx}_PERIPHERAL_FREQMHZ")
+            if mhz is None:
+                raise BackendUnavailableError(
+                    f"the .hwh next to {bitstream} records no frequency for PL clock {idx}, so pynq "
+                    "cannot program it; use the .hwh Vivado wrote for this bitstream")
+            clk["frequency"] = float(mhz)
+    overlay.download()
+    return overlay
+
+
+def _describe_status(rc: int) -> str:
+    """The IP's ap_return in words: the engine's status bits (as its C-simulation reports them)."""
+    try:
+        from .backend_csim import describe_status
+    except ImportError:         # a top without status bits: non-zero means a foreign weight buffer
+        return ("the weight buffer does not match the model compiled into the bitstream; "
+                "re-package the overlay from the same build")
+    return describe_status(rc)
+
+
 def buffer_address(buf) -> int:
     """Physical address of a pynq buffer (``device_address``; ``physical_address`` on pynq < 2.7)."""
     for attr in ("device_address", "physical_address"):
@@ -135,7 +171,7 @@ class PynqBackend:
                     raise BackendUnavailableError(
                         f"no bitstream at {bitstream}: this overlay was packaged without Vivado; "
                         "run `make overlay BOARD=...` on a machine with Vivado, or use backend='csim'")
-                overlay = pynq.Overlay(str(bitstream))
+                overlay = load_overlay(pynq, bitstream)
             instance = ip["instance"]
             if instance not in overlay.ip_dict:
                 raise ManifestError(f"the bitstream has no IP named '{instance}' "
@@ -303,9 +339,7 @@ class PynqBackend:
         if self.ap_return is not None:
             rc = int(self.mmio.read(int(self.ap_return["offset"])))
             if rc != 0:
-                raise AcceleratorError(
-                    f"the accelerator returned {rc}: the weight buffer does not match the model "
-                    "compiled into the bitstream; re-package the overlay from the same build")
+                raise AcceleratorError(f"the accelerator returned {rc}: {_describe_status(rc)}")
         self._reset_pending = False
 
     def close(self, timeout_s: Optional[float] = None) -> None:
