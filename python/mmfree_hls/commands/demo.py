@@ -61,7 +61,7 @@ def run(args) -> int:
     from ..design.convert import convert
     from ..packing import BITS_PER_WEIGHT
     from ..runtime.accelerator import Accelerator
-    from .package import package_project
+    from ..overlay import package_project
 
     t_start = time.perf_counter()
     model = load_checkpoint(args.checkpoint)
@@ -70,9 +70,11 @@ def run(args) -> int:
          f"vocab={cfg.vocab_size}, {cfg.parameter_count():,} parameters")
 
     t = time.perf_counter()
-    project = convert(args.checkpoint, args.project, overwrite=args.force or _own_project(args))
-    project.compile()
-    _say(f"hls4ml project {args.project} converted and compiled in {time.perf_counter() - t:.1f} s")
+    project = convert(args.checkpoint, args.project, board=args.board,
+                      overwrite=args.force or _own_project(args), verbose=False)
+    eng = project.info["engine"]
+    _say(f"engine project {args.project} ({args.board}, on-chip: {eng['lanes']} ternary lanes, "
+         f"{eng['knobs']['vector_lanes']} vector lanes) converted and compiled in {time.perf_counter() - t:.1f} s")
 
     overlay = Path(args.overlay or f"overlays/{args.board}/demo")
     t = time.perf_counter()

@@ -85,6 +85,15 @@ def _digest(root: Path, cmd: Sequence[str]) -> str:
     return h.hexdigest()
 
 
+def is_built(root: str | Path, opt: str = DEFAULT_OPT, fast: bool = True, out: str = CSIM_LIBRARY) -> bool:
+    """The library exists and was built from these sources with this command."""
+    root = Path(root)
+    lib = root / out
+    stamp = lib.with_name(lib.name + ".built")
+    return (lib.is_file() and stamp.is_file()
+            and stamp.read_text().strip() == _digest(root, compile_command(opt, fast, out)))
+
+
 def compile_csim(root: str | Path, opt: str = DEFAULT_OPT, fast: bool = True, force: bool = False,
                  out: str = CSIM_LIBRARY, verbose: bool = False) -> Path:
     """g++ the C-simulation library; cached by a digest of the sources and the command.
@@ -99,6 +108,7 @@ def compile_csim(root: str | Path, opt: str = DEFAULT_OPT, fast: bool = True, fo
     digest = _digest(root, cmd)
     if not force and lib.is_file() and stamp.is_file() and stamp.read_text().strip() == digest:
         return lib
+    stamp.unlink(missing_ok=True)           # an interrupted build is never "up to date"
     if shutil.which("g++") is None:
         raise BuildError("g++ is not on PATH; install a C++ compiler (e.g. apt-get install g++)")
     lib.parent.mkdir(parents=True, exist_ok=True)

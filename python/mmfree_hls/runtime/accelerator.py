@@ -145,11 +145,7 @@ class Accelerator:
             backend = "pynq" if (manifest.bitstream is not None and _on_board()) else "csim"
         if backend == "csim":
             from .backend_csim import CSimBackend
-            csim = manifest.data["csim"]
-            impl = CSimBackend(manifest.csim_library, manifest.layout,
-                               step_symbol=csim.get("step_symbol", "mmfree_step"),
-                               args=csim.get("args", manifest.layout.ports),
-                               timeout_s=timeout_s, **backend_options)
+            impl = CSimBackend(manifest.csim_library, manifest.layout, timeout_s=timeout_s, **backend_options)
         else:
             from .backend_pynq import DEFAULT_TIMEOUT_S, PynqBackend
             if manifest.bitstream is None:

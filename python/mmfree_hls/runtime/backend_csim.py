@@ -1,15 +1,19 @@
-"""C-simulation backend: the synthesised design's own C++ compiled with g++.
+"""C-simulation backend: the engine's own C++ compiled with g++ (the one binding).
 
-Binding of contract 2 (numpy + ctypes only):
+ABI version 2, fixed here and nowhere else (a manifest never chooses a symbol,
+an argument order or a buffer size):
 
-    extern "C" int mmfree_step(const float* x_in, float* state, float* logits);  // 0 = ok
-    extern "C" int mmfree_info(int* d, int* L, int* e, int* V);
+    extern "C" int mmfree_abi(void);                                  // 2
+    extern "C" int mmfree_info(int* d, int* L, int* e, int* V);       // 0 = ok
+    extern "C" int mmfree_step(const float* x_in, float* state, float* logits,
+                               const unsigned char* weights);         // 0 = ok
+    extern "C" unsigned long long mmfree_cycles(void);                // of the last step
 
+``weights`` is NULL for the on-chip tier and the whole weights buffer
+(header + K port regions, mmfree_hls.engine.layout) for the streamed tier.
 The buffers are plain numpy arrays laid out exactly as on the board
 (:mod:`.buffers`), so the host code above this module cannot tell the two
-backends apart. The step symbol and its argument order come from the
-manifest, so a design with more buffers (the streamed-weight tier) binds the
-same way.
+backends apart.
 """
 
 from __future__ import annotations
@@ -18,13 +22,16 @@ import ctypes
 import platform
 import threading
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
-from .buffers import STEP_PORTS, BufferLayout, DeviceBuffers, numpy_allocate
+from .buffers import WEIGHTS_PORT, BufferLayout, DeviceBuffers, numpy_allocate
 from .errors import AcceleratorError, BackendUnavailableError, DeviceTimeoutError, ManifestError
 
+ABI_VERSION = 2
+ABI_SYMBOL = "mmfree_abi"
+CYCLES_SYMBOL = "mmfree_cycles"
 STEP_SYMBOL = "mmfree_step"
 INFO_SYMBOL = "mmfree_info"
 
@@ -54,9 +61,97 @@ def library_dimensions(lib) -> tuple[tuple[int, int, int, int], int]:
     return tuple(v.value for v in vals), rc
 
 
-def _ctype_for(dtype: np.dtype):
-    return {np.dtype("float32"): ctypes.c_float, np.dtype("uint8"): ctypes.c_uint8,
-            np.dtype("int8"): ctypes.c_int8, np.dtype("int32"): ctypes.c_int32}[np.dtype(dtype)]
+_FLOAT_P = ctypes.POINTER(ctypes.c_float)
+
+
+def _f32(a: np.ndarray, n: int, what: str) -> np.ndarray:
+    if a.dtype != np.float32 or a.ndim != 1 or a.size != n or not a.flags.c_contiguous:
+        raise AcceleratorError(f"{what} must be a contiguous float32 vector of {n} values, "
+                               f"got {a.dtype} {a.shape}")
+    return a
+
+
+class CSimLibrary:
+    """ctypes binding of a compiled engine library (ABI version 2)."""
+
+    def __init__(self, path: str | Path, weights: Optional[np.ndarray] = None):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise BackendUnavailableError(
+                f"C-simulation library {self.path} does not exist; build it with `mmfree convert` "
+                "(project.compile()) and re-run `mmfree package`")
+        built_for = library_machine(self.path)
+        here = _HOST_MACHINES.get(platform.machine().lower())
+        if built_for is None:
+            raise BackendUnavailableError(f"{self.path} is not a shared library (empty or damaged); "
+                                          "rebuild it with `mmfree convert`")
+        if here and built_for != here:
+            raise BackendUnavailableError(
+                f"{self.path} was built for {built_for} but this machine is {here}; rebuild the "
+                "C-simulation from the sources in the overlay's csim/ directory on this machine, "
+                "or use backend='pynq' with the bitstream")
+        try:
+            lib = ctypes.CDLL(str(self.path.resolve()))
+        except OSError as e:
+            raise BackendUnavailableError(f"cannot load {self.path}: {e}") from None
+        missing = [s for s in (ABI_SYMBOL, INFO_SYMBOL, STEP_SYMBOL, CYCLES_SYMBOL) if not hasattr(lib, s)]
+        if missing:
+            raise BackendUnavailableError(
+                f"{self.path} does not export {', '.join(missing)}: it is not an mmfree engine "
+                f"C-simulation library of ABI version {ABI_VERSION}; rebuild it with `mmfree convert`")
+        lib.mmfree_abi.restype = ctypes.c_int
+        abi = lib.mmfree_abi()
+        if abi != ABI_VERSION:
+            raise BackendUnavailableError(f"{self.path} implements C-sim ABI version {abi}, this host "
+                                          f"speaks version {ABI_VERSION}; rebuild it with `mmfree convert`")
+        self._lib = lib
+        self._step = lib.mmfree_step
+        self._step.restype = ctypes.c_int
+        self._step.argtypes = [_FLOAT_P, _FLOAT_P, _FLOAT_P, ctypes.c_void_p]
+        lib.mmfree_cycles.restype = ctypes.c_ulonglong
+        lib.mmfree_cycles.argtypes = []
+        (self.d, self.L, self.e, self.V), rc = library_dimensions(lib)
+        if rc != 0:
+            raise BackendUnavailableError(f"{self.path}: mmfree_info returned {rc}")
+        self.weights = None if weights is None else np.ascontiguousarray(weights, dtype=np.uint8)
+        self._x = np.zeros(self.d, np.float32)
+        self._logits = np.zeros(self.V, np.float32)
+
+    @property
+    def cycles(self) -> int:
+        """Engine cycles the last step counted (the schedule's trip counts x II)."""
+        return int(self._lib.mmfree_cycles())
+
+    def call(self, x_in: np.ndarray, state: np.ndarray, logits: np.ndarray,
+             weights: Optional[np.ndarray] = None) -> int:
+        """One step on caller-owned buffers (sizes checked); returns the step's status."""
+        _f32(x_in, self.d, "x_in")
+        _f32(state, self.L * self.e, "state")
+        _f32(logits, self.V, "logits")
+        w = self.weights if weights is None else weights
+        return self._step(x_in.ctypes.data_as(_FLOAT_P), state.ctypes.data_as(_FLOAT_P),
+                          logits.ctypes.data_as(_FLOAT_P), None if w is None else w.ctypes.data)
+
+    def step(self, x, state) -> tuple[np.ndarray, np.ndarray]:
+        """(x_t (d,), s_{t-1} (L, e)) -> (logits (V,), s_t (L, e)), float32."""
+        self._x[:] = np.asarray(x, dtype=np.float32).reshape(self.d)
+        s = np.array(state, dtype=np.float32).reshape(self.L * self.e)
+        rc = self.call(self._x, s, self._logits)
+        if rc != 0:
+            raise AcceleratorError(f"{STEP_SYMBOL} returned {rc}: " + describe_status(rc))
+        return self._logits.copy(), s.reshape(self.L, self.e)
+
+
+def describe_status(rc: int) -> str:
+    """The engine's status bits in words."""
+    if rc < 0:
+        return "the library refused the call (no weights buffer for the streamed tier)"
+    parts = []
+    if rc & 1:
+        parts.append("x or the state held NaN/Inf")
+    if rc & 2:
+        parts.append("a value saturated the engine's 32-bit vectors (raise the range: a smaller frac_bits)")
+    return "; ".join(parts) or f"unknown status {rc}"
 
 
 class CSimBackend:
@@ -66,69 +161,38 @@ class CSimBackend:
     #: The state buffer travels through every call, so the host can read and set it.
     state_readable = True
 
-    def __init__(self, library: str | Path, layout: BufferLayout,
-                 step_symbol: str = STEP_SYMBOL, args: Sequence[str] = STEP_PORTS,
-                 timeout_s: Optional[float] = None):
-        self.library = Path(library)
+    def __init__(self, library: str | Path, layout: BufferLayout, timeout_s: Optional[float] = None):
+        if timeout_s is not None and not (isinstance(timeout_s, (int, float)) and 0 < timeout_s < float("inf")):
+            raise AcceleratorError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
         self.layout = layout
-        self.args = list(args)
+        self.lib = CSimLibrary(library)
+        self.library = self.lib.path
         # None = call synchronously (no overhead); a number runs the call in a
         # worker thread so a hung simulation surfaces as DeviceTimeoutError.
         self.timeout_s = timeout_s
         self._pending: Optional[threading.Thread] = None
         self._rc: Optional[int] = None
-        self._ptrs: Optional[list] = None
-        self._lib = self._load(step_symbol)
+        self._buffers: Optional[DeviceBuffers] = None
         self.check_dimensions()
-
-    # ------------------------------------------------------------------ load
-    def _load(self, step_symbol: str):
-        if not self.library.is_file():
-            raise BackendUnavailableError(
-                f"C-simulation library {self.library} does not exist; build it with "
-                "`mmfree convert` (project.compile()) and re-run `mmfree package`")
-        built_for = library_machine(self.library)
-        here = _HOST_MACHINES.get(platform.machine().lower())
-        if built_for and here and built_for != here:
-            raise BackendUnavailableError(
-                f"{self.library} was built for {built_for} but this machine is {here}; rebuild the "
-                "C-simulation from the sources in the overlay's csim/ directory on this machine, "
-                "or use backend='pynq' with the bitstream")
-        try:
-            lib = ctypes.CDLL(str(self.library.resolve()))
-        except OSError as e:
-            raise BackendUnavailableError(f"cannot load {self.library}: {e}") from None
-        for sym in (step_symbol, INFO_SYMBOL):
-            if not hasattr(lib, sym):
-                raise BackendUnavailableError(
-                    f"{self.library} does not export '{sym}': it is not an mmfree C-simulation "
-                    "library (expected extern \"C\" mmfree_step and mmfree_info)")
-        missing = [a for a in self.args if a not in self.layout.specs]
-        if missing:
-            raise ManifestError(f"C-sim step arguments {missing} are not buffers of the design "
-                                f"({self.layout.ports})")
-        self._step = getattr(lib, step_symbol)
-        self._step.restype = ctypes.c_int
-        self._step.argtypes = [ctypes.POINTER(_ctype_for(self.layout.specs[a].dtype)) for a in self.args]
-        return lib
 
     def check_dimensions(self) -> None:
         """Refuse a library compiled for another model (mmfree_info vs the manifest)."""
-        got, rc = library_dimensions(self._lib)
+        got = (self.lib.d, self.lib.L, self.lib.e, self.lib.V)
         want = (self.layout.d, self.layout.L, self.layout.e, self.layout.V)
-        if rc != 0 or got != want:
+        if got != want:
             raise ManifestError(
                 f"{self.library} was compiled for d={got[0]}, L={got[1]}, e={got[2]}, V={got[3]} "
                 f"but the manifest describes d={want[0]}, L={want[1]}, e={want[2]}, V={want[3]}; "
                 "re-run `mmfree package` from the HLS project that built this library")
 
+    @property
+    def cycles(self) -> int:
+        return self.lib.cycles
+
     # --------------------------------------------------------------- buffers
     def allocate(self, layout: BufferLayout) -> DeviceBuffers:
-        buffers = DeviceBuffers(layout, numpy_allocate)
-        self._ptrs = [buffers[a].ctypes.data_as(ptr_type)
-                      for a, ptr_type in zip(self.args, self._step.argtypes)]
-        self._buffers = buffers          # keep the memory the pointers refer to alive
-        return buffers
+        self._buffers = DeviceBuffers(layout, numpy_allocate)
+        return self._buffers
 
     def reset_state(self) -> None:
         """The zeroed state buffer is the reset: nothing else to do."""
@@ -141,7 +205,9 @@ class CSimBackend:
 
     # ------------------------------------------------------------------- run
     def _call(self) -> None:
-        self._rc = self._step(*self._ptrs)
+        b = self._buffers
+        w = b[WEIGHTS_PORT] if WEIGHTS_PORT in self.layout.specs else None
+        self._rc = self.lib.call(b["x_in"], b["state"], b["logits"], w)
 
     def wait_idle(self, timeout_s: Optional[float]) -> None:
         """Wait for a step abandoned by a timeout to finish before starting another."""
@@ -155,7 +221,7 @@ class CSimBackend:
 
     def run(self) -> None:
         """One decode step on the bound buffers; raises on a non-zero return or a timeout."""
-        if self._ptrs is None:
+        if self._buffers is None:
             raise AcceleratorError("C-sim backend: allocate() the buffers before run()")
         if self.timeout_s is None:
             self._call()
@@ -171,9 +237,8 @@ class CSimBackend:
                     f"the C-simulation step did not finish within {self.timeout_s} s "
                     "(raise timeout_s for large models)")
         if self._rc != 0:
-            raise AcceleratorError(f"{STEP_SYMBOL} returned {self._rc} (0 means success); "
-                                   "the C-simulation rejected the step")
+            raise AcceleratorError(f"{STEP_SYMBOL} returned {self._rc} (0 means success): "
+                                   + describe_status(self._rc or 0))
 
     def close(self) -> None:
-        self._ptrs = None
         self._buffers = None

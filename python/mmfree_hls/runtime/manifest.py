@@ -5,18 +5,18 @@ An overlay package (contract 3) is a directory ``overlays/<board>/<name>/``:
     <name>.bit, <name>.hwh      bitstream + hardware handoff (when Vivado ran)
     csim/libmmfree_csim.so      the same design as a C-simulation library (+ sources)
     embeddings.npy              float32 (V, d): the host looks up x_t
-    weights.bin                 packed ternary weights, layer order (layout in "packing")
+    weights.bin                 streamed tier: the engine's weights buffer (header + K port regions)
     tokenizer/                  tokenizer files, when the checkpoint had them
     manifest.json               this file's subject
 
-The manifest records the model config, the precision config, the packing
-layout (offset, size, bits per weight and scale of every BitLinear), the
-buffer table, the IP's register map, the board, tool versions and the SHA-256
-of every other file. :func:`load_manifest` refuses a package whose parts do
+The manifest records the model config, the engine build (board, tier,
+packing, knobs: mmfree_hls.engine.project.engine_record, recomputed here from
+our own code and compared), the buffer table, the IP's register map, the
+board, tool versions and the SHA-256 of every other file. :func:`load_manifest` refuses a package whose parts do
 not agree, naming the file and the fix.
 
 Register map assumption (documented here because it cannot be checked without
-Vitis HLS): the synthesis top is ``void mmfree_step(x_in, state, logits)``
+Vitis HLS): the synthesis top is ``int mmfree_engine(x_in, state, logits[, w0..wK-1])``
 with ``#pragma HLS INTERFACE m_axi ... offset=slave`` on each pointer and
 ``s_axilite port=return`` in one bundle ``control``. Vitis HLS (2020.2 and
 later, including 2023.2) then lays out the AXI-Lite slave as
@@ -27,7 +27,7 @@ later, including 2023.2) then lays out the AXI-Lite slave as
     then each argument in order: a 64-bit pointer takes three words
     (low, high, reserved), a 32-bit scalar two (value, reserved).
 
-so x_in = 0x10, state = 0x1c, logits = 0x28 for the void top. On a board the
+so x_in = 0x18, state = 0x24, logits = 0x30, w0 = 0x3c ... for the engine's top. On a board the
 backend cross-checks these offsets with the bitstream's .hwh.
 
 What opening a package trusts: the C-simulation library is native code (like
@@ -58,9 +58,9 @@ from .errors import ManifestError
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "mmfree-overlay"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 TIERS = ("on-chip", "streamed")
-REQUIRED = ("format", "format_version", "name", "board", "tier", "model", "precision", "packing",
+REQUIRED = ("format", "format_version", "name", "board", "tier", "model", "engine",
             "buffers", "ip", "csim", "embeddings", "tools", "files")
 
 _CTRL_WORDS = 4                     # CTRL, GIER, IP_IER, IP_ISR
@@ -196,8 +196,18 @@ class Manifest:
         return np.load(self.root / self.data["embeddings"]["file"], mmap_mode="r" if mmap else None)
 
     def packed_weights(self) -> Optional[np.ndarray]:
-        f = self.data["packing"].get("file")
-        return None if f is None else np.fromfile(self.root / f, dtype=np.uint8)
+        """The streamed tier's weights buffer (None on chip), its header checked once per session."""
+        f = self.data["engine"].get("weights_file")
+        if f is None:
+            return None
+        buf = np.fromfile(self.root / f, dtype=np.uint8)
+        from ..engine.layout import LayoutError, Shape, check_buffer
+        eng = self.data["engine"]
+        try:
+            check_buffer(buf, Shape.of(self.config, eng["packing"], eng["R"]), eng["K"], eng["port_bytes"])
+        except LayoutError as e:
+            raise ManifestError(f"{self.root / f}: {e}") from None
+        return buf
 
 
 class _Checker:
@@ -216,7 +226,7 @@ class _Checker:
 
 
 #: The C-sim entry points a package may name (fixed by the C-sim ABI in code, never free-form).
-CSIM_STEP_SYMBOLS = ("mmfree_step", "mmfree_streamed_step")
+CSIM_STEP_SYMBOLS = ("mmfree_step",)
 
 
 def _safe_rel(chk: _Checker, rel: Any, field: str) -> str:
@@ -278,7 +288,7 @@ def _check_files(chk: _Checker, data: dict, verify_hashes: bool) -> None:
             chk.fail_file(rel, "SHA-256 does not match the manifest")
     # Every file the runtime will open must be covered by a hash.
     refs = {"csim.library": data["csim"].get("library"), "embeddings.file": data["embeddings"].get("file"),
-            "packing.file": data["packing"].get("file")}
+            "engine.weights_file": data["engine"].get("weights_file")}
     for key in ("bit", "hwh"):
         refs[f"bitstream.{key}"] = (data.get("bitstream") or {}).get(key)
     if refs["embeddings.file"] is None:
@@ -320,82 +330,40 @@ def _check_csim_abi(chk: _Checker, csim: dict, layout: BufferLayout) -> None:
                  f"({layout.ports}); a package cannot reorder or drop arguments")
 
 
-def packing_section(model, packing: str = "2bit", file: Optional[str] = "weights.bin") -> tuple[dict, np.ndarray]:
-    """The manifest's packing table and the weight file's bytes for a model.
+def _check_engine(chk: _Checker, data: dict, cfg: ModelConfig, layout: BufferLayout) -> None:
+    """The engine section must be what our own code computes for its board, tier, packing and
+    knobs: a manifest cannot choose offsets, sizes or port counts of its own."""
+    from ..engine.presets import PACKINGS, PresetError, get_preset
+    from ..engine.project import EngineShapeError, engine_record
 
-    The file is the streamed-tier weight buffer (:mod:`mmfree_hls.streamed`,
-    the one place that knows its layout) in both tiers: the on-chip design
-    compiles the same numbers into the bitstream, the streamed design reads
-    this buffer per token.
-    """
-    from .. import streamed
-    from ..packing import BITS_PER_WEIGHT
-
-    lay = streamed.layout(model.config, packing)
-    buf = streamed.write_buffer(model, packing)
-    tensors = []
-    for seg in lay.segments:
-        entry = {"name": seg.name, "kind": seg.kind, "shape": list(seg.shape),
-                 "offset": seg.offset, "nbytes": seg.nbytes}
-        if seg.kind == "ternary":
-            entry["scale"] = float(model.ternary[seg.name[: -len(".weight")]].scale)
-        tensors.append(entry)
-    section = {"layout": packing, "bits_per_weight": BITS_PER_WEIGHT[packing],
-               "format": f"mmfree-streamed/{streamed.LAYOUT_VERSION}", "align": streamed.ALIGN,
-               "file": file, "total_bytes": lay.total_bytes, "tensors": tensors}
-    return section, buf
-
-
-def _check_packing(chk: _Checker, data: dict, cfg: ModelConfig) -> None:
-    from .. import streamed
-    from ..packing import BITS_PER_WEIGHT, LAYOUTS
-
-    pk = data["packing"]
-    layout = pk.get("layout")
-    if layout not in LAYOUTS:
-        chk.fail(f"packing layout {layout!r} is unknown (known: {sorted(LAYOUTS)})")
+    eng = data["engine"]
+    for key, kind in (("tier", str), ("board", str), ("packing", str), ("knobs", dict), ("abi", int)):
+        if not isinstance(eng.get(key), kind) or isinstance(eng.get(key), bool):
+            chk.fail(f"engine.{key} is missing or not a {kind.__name__}")
+    if eng["tier"] != data["tier"] or eng["board"] != data["board"]:
+        chk.fail(f"engine section is for {eng['board']}/{eng['tier']}, the package for "
+                 f"{data['board']}/{data['tier']}")
+    if eng["packing"] not in PACKINGS:
+        chk.fail(f"engine.packing {eng['packing']!r} is unknown (known: {sorted(PACKINGS)})")
+    from .backend_csim import ABI_VERSION
+    if eng["abi"] != ABI_VERSION or data["csim"].get("abi", ABI_VERSION) != ABI_VERSION:
+        chk.fail(f"engine.abi {eng['abi']!r}: this host speaks C-sim ABI version {ABI_VERSION}",
+                 "re-create the package with this version of mmfree-hls")
+    knobs = {k: v for k, v in eng["knobs"].items()
+             if k not in ("tier", "ports", "port_bits", "burst_beats", "outstanding", "fifo_words")}
     try:
-        bits_ok = abs(float(pk.get("bits_per_weight")) - BITS_PER_WEIGHT[layout]) < 1e-9
-    except (TypeError, ValueError):
-        bits_ok = False
-    if not bits_ok:
-        chk.fail(f"packing.bits_per_weight = {pk.get('bits_per_weight')!r} but layout {layout} "
-                 f"stores {BITS_PER_WEIGHT[layout]}")
-    tensors = pk.get("tensors")
-    if pk.get("file") is None and not tensors:
-        return                      # an on-chip package without a weight file
-    if not isinstance(tensors, list):
-        chk.fail("packing.tensors must list the segments of the weight file")
-    want = streamed.layout(cfg, layout)
-    if len(tensors) != len(want.segments):
-        chk.fail(f"packing.tensors has {len(tensors)} entries, the model's weight buffer has "
-                 f"{len(want.segments)} segments")
-    for t, seg in zip(tensors, want.segments):
-        if not isinstance(t, dict) or not isinstance(t.get("shape") or [], list):
-            chk.fail("packing.tensors entries must be objects with a list 'shape'")
-        got = (t.get("name"), t.get("kind"), tuple(t.get("shape") or ()), t.get("offset"), t.get("nbytes"))
-        exp = (seg.name, seg.kind, tuple(seg.shape), seg.offset, seg.nbytes)
-        if got != exp:
-            chk.fail(f"packing.tensors entry {got[0]!r} is (kind, shape, offset, nbytes) = {got[1:]}, "
-                     f"the {layout} layout of this model has {seg.name!r} = {exp[1:]}")
-        if seg.kind == "ternary":
-            scale = t.get("scale")
-            if isinstance(scale, bool) or not isinstance(scale, (int, float)) \
-                    or not np.isfinite(scale) or scale <= 0:
-                chk.fail(f"packing: {seg.name} scale {scale!r} must be a positive number (1/γ)")
-    if pk.get("total_bytes") != want.total_bytes:
-        chk.fail(f"packing.total_bytes = {pk.get('total_bytes')} but the layout needs {want.total_bytes}")
-    f = pk.get("file")
-    if f is not None and (chk.root / f).is_file():
-        # A memory map: the header check reads one page, not the whole buffer.
-        buf = np.memmap(chk.root / f, dtype=np.uint8, mode="r") if (chk.root / f).stat().st_size \
-            else np.zeros(0, np.uint8)
-        try:
-            streamed.check_buffer(buf, cfg, layout)
-        except streamed.StreamedBufferError as e:
-            chk.fail_file(f, str(e))
-        finally:
-            del buf
+        want = engine_record(cfg, get_preset(eng["board"], eng["tier"], **knobs), eng["packing"])
+    except (PresetError, EngineShapeError, TypeError, ValueError) as e:
+        chk.fail(f"engine section does not describe a build this mmfree-hls can make: {e}")
+    for key, value in want.items():
+        if eng.get(key) != value:
+            chk.fail(f"engine.{key} = {eng.get(key)!r}, but this build ({eng['board']}, {eng['tier']}, "
+                     f"{eng['packing']}) has {value!r}")
+    if eng["tier"] == "streamed":
+        need = want["region_offset"] + want["K"] * want["region_bytes"]
+        if layout.weight_bytes != need:
+            chk.fail(f"weight buffer holds {layout.weight_bytes} bytes, the engine needs {need} "
+                     f"(header + {want['K']} port regions)")
 
 
 def _check_ip(chk: _Checker, data: dict, layout: BufferLayout) -> None:
@@ -495,7 +463,7 @@ def load_manifest(root: str | Path, verify_hashes: bool = True) -> Manifest:
                  f"{FORMAT_VERSION})", "re-package with this version of mmfree-hls")
     for key in ("name", "board", "tier"):
         _section(chk, data, key, str)
-    for key in ("model", "precision", "packing", "buffers", "ip", "csim", "embeddings", "files"):
+    for key in ("model", "engine", "buffers", "ip", "csim", "embeddings", "files"):
         _section(chk, data, key)
     _section(chk, data, "bitstream", optional=True)
     boards = known_boards()
@@ -522,14 +490,11 @@ def load_manifest(root: str | Path, verify_hashes: bool = True) -> Manifest:
     if (data["tier"] == "streamed") != (WEIGHTS_PORT in layout.specs):
         chk.fail(f"tier '{data['tier']}' but the buffer table "
                  f"{'has' if WEIGHTS_PORT in layout.specs else 'has no'} weight buffer")
-    if WEIGHTS_PORT in layout.specs and layout.weight_bytes != data["packing"].get("total_bytes"):
-        chk.fail(f"weight buffer holds {layout.weight_bytes} bytes, packing.total_bytes is "
-                 f"{data['packing'].get('total_bytes')}")
     if "library" not in data["csim"]:
         chk.fail("csim.library is missing")
     _check_csim_abi(chk, data["csim"], layout)
     _check_files(chk, data, verify_hashes)
-    _check_packing(chk, data, cfg)
+    _check_engine(chk, data, cfg, layout)
     _check_ip(chk, data, layout)
     _check_embeddings(chk, data, cfg)
     return Manifest(root=root, data=data, config=cfg, layout=layout)
