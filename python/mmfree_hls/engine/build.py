@@ -61,13 +61,18 @@ def ap_types_dir() -> Path:
 
 
 def write_engine_sources(out_dir: str | Path, model, preset: EnginePreset, packing: str) -> list[str]:
-    """firmware/: the fixed engine headers plus this build's generated sources."""
+    """firmware/: the fixed engine headers plus this build's generated sources.
+
+    ``model``: an MMFreeLM (on chip: its weights are compiled in), or for the
+    streamed tier just a ModelConfig."""
     fw = Path(out_dir) / "firmware"
     fw.mkdir(parents=True, exist_ok=True)
     for h in ENGINE_HEADERS:
         shutil.copyfile(hls_source_dir() / h, fw / h)
+    # the streamed tier needs only the model's config (its weights travel in the weights buffer)
+    cfg = getattr(model, "config", model)
     image = build_image(model, packing, preset.R) if preset.K == 0 else None
-    generated = codegen.write_sources(fw, model.config, preset, packing, image)
+    generated = codegen.write_sources(fw, cfg, preset, packing, image)
     return sorted(set(ENGINE_HEADERS) | set(generated))
 
 

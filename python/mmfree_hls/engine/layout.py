@@ -287,3 +287,51 @@ def check_buffer(buf: np.ndarray, shape: Shape, K: int, port_bytes: int) -> None
     need = HEADER_BYTES + K * region_stride(h["words"], port_bytes)
     if len(buf) < need:
         raise LayoutError(f"weights buffer has {len(buf)} bytes, the header needs {need}")
+
+
+def synthetic_image(shape: Shape, seed: int = 0) -> np.ndarray:
+    """A well-formed stream of random weights for a shape, without building a model.
+
+    Benches and cycle tests of published shapes (370M: 341 M weights) use it:
+    norm vectors of random 18-bit mantissas, 1/γ near 1, random tile bytes (every
+    byte decodes: 2-bit code 10 reads as 0, 1.6-bit bytes are drawn below 243).
+    """
+    rng = np.random.default_rng(seed)
+    R = shape.R
+    words: list[np.ndarray] = []
+
+    def header(*fields: int) -> None:
+        w = np.zeros(R // 2, np.int16)
+        w[:len(fields)] = fields
+        words.append(w.view(np.uint8).reshape(1, R))
+
+    def vector(n: int, lo: int = 1 << 15, hi: int = 1 << 16) -> None:
+        per = R // 4
+        buf = np.zeros(shape.vec_words(n) * per, np.int32)
+        buf[:n] = rng.integers(lo, hi, n)
+        words.append(buf.view(np.uint8).reshape(-1, R))
+
+    for kind, name, n_words in shape.records():
+        if kind == "group":
+            n_c = 3 if name.startswith("attn") else 1
+            header(16, *([16] * n_c), *([0] * (3 - n_c)), n_c, 1)
+            for _ in range(1 + n_c):
+                vector(shape.d)
+        elif kind == "mlgru":
+            has_lb = n_words == 1 + 3 * shape.vec_words(shape.e)
+            header(16, 16, int(has_lb))
+            if has_lb:
+                vector(shape.e, 0, 1 << 22)
+            vector(shape.e)
+            vector(shape.e)
+        elif kind == "glu":
+            header(16)
+            vector(shape.M)
+        else:
+            header(0, 1 << 7, 23)                 # 1/γ = 2^23 · 2^-23
+            tiles = rng.integers(0, 243 if shape.per == 5 else 256, (n_words - 1, R), dtype=np.uint8)
+            words.append(tiles)
+    img = np.concatenate(words, axis=0)
+    if img.shape[0] != shape.words():
+        raise AssertionError(f"synthetic stream has {img.shape[0]} words, the layout says {shape.words()}")
+    return img

@@ -157,3 +157,19 @@ def get_preset(board: str, tier: str = "on-chip", path: Path = BOARDS_FILE, **kn
         burst_beats=int(t.get("burst_beats", 16)), outstanding=int(t.get("outstanding", 8)),
         fifo_words=int(t.get("fifo_words", 2048)))
     return preset.with_knobs(**knobs) if knobs else preset.validate()
+
+
+MODEL_PRESETS_FILE = BOARDS_FILE.with_name("model_presets.json")
+
+
+def model_preset_names() -> list[str]:
+    return sorted(k for k in _table(str(MODEL_PRESETS_FILE)))
+
+
+def model_preset(name: str):
+    """The ModelConfig of a published size (``370M``, ``1.3B``, ``2.7B``; data/model_presets.json)."""
+    from ..config import ModelConfig
+    table = _table(str(MODEL_PRESETS_FILE))
+    if name not in table:
+        raise PresetError(f"unknown model preset {name!r}; known: {', '.join(sorted(table))}")
+    return ModelConfig.from_dict(dict(table[name]["config"]))
