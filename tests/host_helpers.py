@@ -604,12 +604,15 @@ class FakeBoard:
 
     IP_BASES = {"zynq_ultra": 0xA000_0000, "zynq7": 0x4000_0000}     # the PS control master's window
 
-    def __init__(self, tmp: Path, ps: str = "zynq_ultra"):
+    #: where the contiguous-memory pool starts (inside the DDR both PS types map to the PL)
+    CMA_BASES = {"zynq_ultra": 0x6000_0000, "zynq7": 0x1600_0000}
+
+    def __init__(self, tmp: Path, ps: str = "zynq_ultra", cma_base: Optional[int] = None):
         self.tmp = Path(tmp)
         self.ps = ps
         self.cache_line = CACHE_LINE[ps]
         self.IP_BASE = self.IP_BASES[ps]
-        self.memory = PhysicalMemory()
+        self.memory = PhysicalMemory(self.CMA_BASES[ps] if cma_base is None else cma_base)
         self.bos: list[CachedBo] = []
         self.log: list = []
         self.lost_writes: list = []          # (phys address, dirty lines an invalidate discarded)
@@ -713,3 +716,24 @@ class FakeBoard:
     def pl_clock_mhz(self, idx: int = 0) -> float:
         from pynq.ps import Clocks
         return Clocks._instance.get_pl_clk(idx)
+
+
+def stub_overlay(out: Path, model, board: str = "pynq-z2", tier: str = "on-chip", packing: str = "2bit",
+                 name: str = "stub", sleep_us: int = 0, **kwargs):
+    """An overlay of ``model`` around the ABI-2 stub library, with the engine record (and, for the
+    streamed tier, the engine's own weights buffer) of (board, tier, packing)."""
+    from mmfree_hls.engine.layout import Shape, build_image, weights_buffer
+    from mmfree_hls.engine.presets import get_preset
+    from mmfree_hls.engine.project import engine_record
+    from mmfree_hls.overlay import build_overlay
+
+    c = model.config
+    preset = get_preset(board, tier)
+    weights = None
+    if preset.K:
+        weights = weights_buffer(build_image(model, packing, preset.R), Shape.of(c, packing, preset.R),
+                                 preset.K, preset.port_bytes)
+    lib = build_abi_stub(Path(out).parent / f"{Path(out).name}_lib", c.d, c.num_hidden_layers, c.state_size,
+                         c.vocab_size, sleep_us=sleep_us, abi=2)
+    return build_overlay(out, model=model, board=board, name=name, csim_library=lib,
+                         engine=engine_record(c, preset, packing), weights=weights, **kwargs)

@@ -6,9 +6,8 @@ import shutil
 import numpy as np
 import pytest
 
-from host_helpers import build_abi_stub, tiny_model
-from mmfree_hls import streamed
-from mmfree_hls.commands.package import build_overlay
+from host_helpers import stub_overlay, tiny_model
+from mmfree_hls.engine.layout import Shape, build_image, weights_buffer
 from mmfree_hls.runtime import ManifestError, load_manifest
 from mmfree_hls.runtime.buffers import BufferLayout
 from mmfree_hls.runtime.manifest import list_package_files, sha256_file, vitis_register_map
@@ -16,16 +15,15 @@ from mmfree_hls.runtime.manifest import list_package_files, sha256_file, vitis_r
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory):
+    """A streamed pynq-z2 package (two weight ports, weights.bin) with a bitstream."""
     tmp = tmp_path_factory.mktemp("pkg")
-    model = tiny_model(seed=3)
-    c = model.config
-    lib = build_abi_stub(tmp / "lib", c.d, c.num_hidden_layers, c.state_size, c.vocab_size)
+    model = tiny_model(seed=3, hidden_size=64, intermediate_size=128)
     (tmp / "bd").mkdir()
     (tmp / "bd" / "top.bit").write_bytes(b"\x00\x09fake bitstream")
     (tmp / "bd" / "top.hwh").write_text("<MODULES/>")
-    build_overlay(tmp / "overlay", model=model, board="pynq-z2", name="tiny", csim_library=lib,
-                  csim_sources=[tmp / "lib" / "abi_stub.cpp"], bitstream=tmp / "bd" / "top.bit",
-                  hwh=tmp / "bd" / "top.hwh", precision={"residual": "ap_fixed<16,6>"})
+    stub_overlay(tmp / "overlay", model, board="pynq-z2", tier="streamed", name="tiny",
+                 csim_sources=[tmp / "overlay_lib" / "abi_stub.cpp"], bitstream=tmp / "bd" / "top.bit",
+                 hwh=tmp / "bd" / "top.hwh")
     return tmp / "overlay", model
 
 
@@ -68,31 +66,32 @@ def test_manifest_records_everything_the_issue_lists(pristine):
     m = load_manifest(root)
     d = m.data
     c = model.config
-    assert m.config == c and m.board == "pynq-z2" and m.tier == "on-chip"
+    assert m.config == c and m.board == "pynq-z2" and m.tier == "streamed"
     assert d["board_info"]["part"] == "xc7z020clg400-1"
-    assert d["precision"] == {"residual": "ap_fixed<16,6>"}
-    assert d["buffers"] == {"x_in": {"shape": [c.d], "dtype": "float32", "direction": "in", "nbytes": 4 * c.d},
-                            "state": {"shape": [c.num_hidden_layers * c.state_size], "dtype": "float32",
-                                      "direction": "inout", "nbytes": 4 * c.num_hidden_layers * c.state_size},
+    L, e = c.num_hidden_layers, c.state_size
+    nbytes = d["buffers"]["weights"]["nbytes"]
+    assert d["buffers"] == {"weights": {"shape": [nbytes], "dtype": "uint8", "direction": "in", "nbytes": nbytes},
+                            "x_in": {"shape": [c.d], "dtype": "float32", "direction": "in", "nbytes": 4 * c.d},
+                            "state": {"shape": [L * e], "dtype": "float32", "direction": "inout", "nbytes": 4 * L * e},
                             "logits": {"shape": [c.vocab_size], "dtype": "float32", "direction": "out",
                                        "nbytes": 4 * c.vocab_size}}
-    assert {k: v["offset"] for k, v in d["ip"]["registers"].items()} == {"x_in": 0x10, "state": 0x1c, "logits": 0x28}
+    # int mmfree_engine(x_in, state, logits, w0, w1): ap_return, then 64-bit pointers
+    assert {k: v["offset"] for k, v in d["ip"]["registers"].items()} == {
+        "x_in": 0x18, "state": 0x24, "logits": 0x30, "w0": 0x3c, "w1": 0x48}
+    assert d["ip"]["ap_return"]["offset"] == 0x10 and d["ip"]["top"] == "mmfree_engine"
     assert d["ip"]["instance"] == "mmfree_0" and "assumption" in d["ip"]
     assert d["tools"]["mmfree_hls"] and "gxx" in d["tools"]
     assert sorted(d["files"]) == sorted(["tiny.bit", "tiny.hwh", "csim/libmmfree_csim.so",
                                          "csim/src/abi_stub.cpp", "embeddings.npy", "weights.bin"])
     for rel, f in d["files"].items():
         assert f["sha256"] == sha256_file(root / rel) and len(f["sha256"]) == 64
-    # Packing: every BitLinear with offset, size, bits per weight and its scale 1/γ.
-    pk = d["packing"]
-    assert pk["layout"] == "2bit" and pk["bits_per_weight"] == 2.0
-    ternary = {t["name"]: t for t in pk["tensors"] if t["kind"] == "ternary"}
-    assert len(ternary) == 6 * c.num_hidden_layers + 1
-    head = ternary["lm_head.weight"]
-    assert head["shape"] == [c.vocab_size, c.d] and head["nbytes"] == c.vocab_size * c.d // 4
-    assert head["scale"] == pytest.approx(model.ternary["lm_head"].scale)
-    buf = np.fromfile(root / "weights.bin", dtype=np.uint8)
-    np.testing.assert_array_equal(buf, streamed.write_buffer(model, "2bit"))
+    # The engine build: two HP ports of 8 bytes make a 16-byte word, 16 rows x 4 inputs a cycle.
+    eng = d["engine"]
+    assert (eng["board"], eng["tier"], eng["packing"], eng["K"], eng["R"], eng["lanes"]) == \
+        ("pynq-z2", "streamed", "2bit", 2, 16, 64)
+    assert d["ip"]["region_offset"] == eng["region_offset"] and d["ip"]["region_bytes"] == eng["region_bytes"]
+    shape = Shape.of(c, "2bit", 16)
+    np.testing.assert_array_equal(m.packed_weights(), weights_buffer(build_image(model, "2bit", 16), shape, 2, 8))
     np.testing.assert_array_equal(np.load(root / "embeddings.npy"), model.params["model.embeddings.weight"])
 
 
@@ -107,23 +106,14 @@ def test_register_map_derivation():
     assert [r["offset"] for r in m["registers"].values()] == [0x10, 0x18]
 
 
-def test_streamed_package_has_a_weight_buffer(tmp_path):
-    model = tiny_model(seed=4, use_lower_bound=False)
-    c = model.config
-    lib = build_abi_stub(tmp_path / "lib", c.d, c.num_hidden_layers, c.state_size, c.vocab_size)
-    m = build_overlay(tmp_path / "ov", model=model, board="kv260", name="s", csim_library=lib,
-                      tier="streamed", packing="1.6bit")
-    assert m.layout.ports == ["weights", "x_in", "state", "logits"]
-    assert m.data["buffers"]["weights"]["nbytes"] == m.data["packing"]["total_bytes"]
-    assert m.data["packing"]["bits_per_weight"] == pytest.approx(1.6)
-    # int mmfree_streamed_top(weights, x_in, logits, reset): ap_return first, state on chip.
-    ip = m.data["ip"]
-    assert ip["top"] == "mmfree_streamed_top" and ip["state_on_chip"] and ip["reset_register"] == "reset"
-    assert ip["ap_return"]["offset"] == 0x10
-    assert {k: (r["offset"], r["kind"]) for k, r in ip["registers"].items()} == {
-        "weights": (0x18, "pointer"), "x_in": (0x24, "pointer"), "logits": (0x30, "pointer"),
-        "reset": (0x3c, "scalar")}
-    assert m.data["csim"]["step_symbol"] == "mmfree_streamed_step"
+def test_on_chip_package_has_no_weight_buffer(tmp_path):
+    model = tiny_model(seed=4, hidden_size=80, intermediate_size=160, use_lower_bound=False)
+    m = stub_overlay(tmp_path / "ov", model, board="kv260", tier="on-chip", packing="1.6bit")
+    assert m.layout.ports == ["x_in", "state", "logits"] and m.packed_weights() is None
+    assert "weights.bin" not in m.data["files"]
+    assert {k: r["offset"] for k, r in m.data["ip"]["registers"].items()} == {"x_in": 0x18, "state": 0x24,
+                                                                           "logits": 0x30}
+    assert m.data["engine"]["per"] == 5 and m.data["engine"]["K"] == 0
 
 
 def test_verify_hashes_off_still_checks_sizes(pkg):
@@ -162,12 +152,12 @@ def test_required_field_missing(pkg, field):
     (lambda d: d.update(tier="cloud"), "tier 'cloud'"),
     (lambda d: d["model"].update(model_type="llama"), "model config is invalid"),
     (lambda d: d["model"].update(vocab_size=65), "buffer 'logits' is [64] float32"),
-    (lambda d: d["buffers"]["state"].update(shape=[31]), "nbytes 128 disagrees"),
+    (lambda d: d["buffers"]["state"].update(shape=[31]), "nbytes 512 disagrees"),
     (lambda d: d["buffers"]["state"].update(direction="in"), "buffer 'state'"),
     (lambda d: d["buffers"].pop("x_in"), "the design needs"),
-    (lambda d: d.update(precision="fast"), "precision must be an object"),
+    (lambda d: d.update(engine="fast"), "engine must be an object"),
 ], ids=["format", "version", "board", "tier", "model_type", "config-vs-buffers", "nbytes", "direction",
-        "missing-buffer", "precision"])
+        "missing-buffer", "engine"])
 def test_inconsistent_fields(pkg, mutate, words):
     edit(pkg, mutate)
     refused(pkg, words)
@@ -217,25 +207,17 @@ def test_bitstream_without_hwh_entry(pkg):
 
 
 @pytest.mark.parametrize("mutate, words", [
-    (lambda d: d["packing"].update(layout="3bit"), "packing layout '3bit' is unknown"),
-    (lambda d: d["packing"].update(bits_per_weight=1.6), "bits_per_weight = 1.6 but layout 2bit"),
-    (lambda d: d["packing"]["tensors"][5].update(offset=d["packing"]["tensors"][5]["offset"] + 64),
-     "packing.tensors entry"),
-    (lambda d: d["packing"]["tensors"].pop(), "entries, the model's weight buffer has"),
-    (lambda d: next(t for t in d["packing"]["tensors"] if t["kind"] == "ternary").update(scale=-1.0),
-     "must be a positive number"),
-    (lambda d: d["packing"].update(total_bytes=12), "packing.total_bytes = 12"),
-], ids=["layout", "bits", "offset", "count", "scale", "total"])
-def test_packing_table_corruption(pkg, mutate, words):
+    (lambda d: d["engine"].update(packing="3bit"), "engine.packing '3bit' is unknown"),
+    (lambda d: d["engine"].update(K=3), "engine.K = 3"),
+    (lambda d: d["engine"].update(region_bytes=d["engine"]["region_bytes"] + 64), "engine.region_bytes"),
+    (lambda d: d["engine"].update(words_per_token=7), "engine.words_per_token = 7"),
+    (lambda d: d["engine"].update(abi=1), "C-sim ABI version 2"),
+    (lambda d: d["engine"].update(tier="on-chip"), "engine section is for pynq-z2/on-chip"),
+    (lambda d: d["engine"]["knobs"].update(vector_lanes="many"), "does not describe a build"),
+], ids=["packing", "ports", "region", "words", "abi", "tier", "knob"])
+def test_engine_section_is_recomputed_not_trusted(pkg, mutate, words):
     edit(pkg, mutate)
     refused(pkg, words)
-
-
-def test_weight_file_of_another_model(pkg):
-    other = tiny_model(seed=9, intermediate_size=48)
-    streamed.write_buffer(other, "2bit").tofile(pkg / "weights.bin")
-    rehash(pkg)
-    refused(pkg, "weights.bin", "does not match the model")
 
 
 def test_weight_file_bad_header(pkg):
@@ -243,7 +225,8 @@ def test_weight_file_bad_header(pkg):
     raw[:4] = b"JUNK"
     (pkg / "weights.bin").write_bytes(bytes(raw))
     rehash(pkg)
-    refused(pkg, "weights.bin", "bad magic")
+    with pytest.raises(ManifestError, match="magic"):
+        load_manifest(pkg).packed_weights()
 
 
 def test_embeddings_of_another_shape(pkg):
@@ -268,8 +251,8 @@ def test_register_map_corruption(pkg, mutate, words):
 
 
 def test_tier_and_buffers_must_agree(pkg):
-    edit(pkg, lambda d: d.update(tier="streamed"))
-    refused(pkg, "tier 'streamed' but the buffer table has no weight buffer")
+    edit(pkg, lambda d: d.update(tier="on-chip"))
+    refused(pkg, "tier 'on-chip' but the buffer table has weight buffer")
 
 
 def test_buffer_layout_from_manifest_roundtrip(pristine):

@@ -40,7 +40,7 @@ def check_shape(cfg, preset: EnginePreset, packing: str) -> Shape:
         raise EngineShapeError(
             f"a {narrowest}-input BitLinear takes {shape.n_cg(narrowest)} cycles a row block, fewer than the "
             f"{preset.R} rows its write-back needs: this model is too narrow for the {preset.board.name} "
-            f"{preset.tier} engine (R={preset.R}); use the on-chip tier or a board with fewer/narrower ports")
+            f"{preset.tier} engine (R={preset.R}); " + ("lower rows_per_tile" if preset.K == 0 else "use the on-chip tier or a board with fewer or narrower weight ports"))
     if cfg.num_heads != 1:
         raise EngineShapeError(f"num_heads = {cfg.num_heads}: the engine's gated RMSNorm normalises one head; "
                                "convert a model with num_heads 1")
