@@ -44,13 +44,26 @@ def command_line() -> str:
     return " ".join([".venv/bin/python", str(script), *sys.argv[1:]])
 
 
+def git_commit() -> str | None:
+    """The commit measured (``+`` when the tree had local changes), or None outside a checkout."""
+    import subprocess
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return head + ("+" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def write_result(name: str, payload: dict, out: str | Path | None = None, command: str | None = None) -> Path:
     """Write ``bench/results/<name>.json`` (or ``out``) with the common header; return its path.
 
     ``command``: what regenerates the file, when it is not this process's own command line."""
     path = Path(out) if out else RESULTS / f"{name}.json"
     data = {"bench": name, "command": command or command_line(),
-            "measured": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"),
+            "measured": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"), "commit": git_commit(),
             "machine": machine(), **payload}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")

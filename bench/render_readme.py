@@ -124,6 +124,11 @@ def rate(x: float) -> str:
     return f"{x:.1f}" if x < 100 else f"{x:,.0f}".replace(",", " ")
 
 
+def ms(x: float) -> str:
+    """Milliseconds: one decimal below 10 (1.5), whole above (12)."""
+    return f"{x:.1f}" if x < 10 else f"{x:.0f}"
+
+
 def pct(x: float) -> str:
     return f"{100 * x:.1f} %" if x < 0.995 else f"{100 * x:.0f} %"
 
@@ -386,7 +391,7 @@ def render_host(results: Path) -> str:
     g, tp = real["greedy"], real["top-p 0.9"]
     return (f"Measured host time per token on the C-sim path (the same host code minus the cache calls and "
             f"the register accesses): {g['host_us_per_token']:.0f} µs greedy, {tp['host_us_per_token']:.0f} µs "
-            f"top-p, against ~{g['device_us_per_token'] / 1000:.0f} ms of C-simulated device time for the "
+            f"top-p, against ~{ms(g['device_us_per_token'] / 1000)} ms of C-simulated device time for the "
             f"{real.get('model', 'demo_model')} ({r.get('tokens')} tokens; `{r.command}`, {r.machine}).\n")
 
 
