@@ -82,7 +82,9 @@ perf: $(STAMP)       ## performance model: tokens/s vs memory-bandwidth bound pe
 	$(MMFREE) perf
 
 bench: $(STAMP)      ## run the benchmarks under bench/ (tables + JSON in bench/results)
-	for b in bench/bench_*.py; do TF_CPP_MIN_LOG_LEVEL=3 $(PY) $$b || exit 1; done
+	@failed=; for b in bench/bench_*.py; do echo "== $$b"; \
+	  TF_CPP_MIN_LOG_LEVEL=3 $(PY) $$b || failed="$$failed $$b"; done; \
+	if [ -n "$$failed" ]; then echo "bench scripts that failed:$$failed"; exit 1; fi
 
 readme-figures:      ## rewrite README.md's measured figures from bench/results/*.json (standard library only)
 	$(PYTHON) bench/render_readme.py
