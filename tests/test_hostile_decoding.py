@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from host_helpers import build_abi_stub, tiny_model
-from mmfree_hls.commands.package import build_overlay
 from mmfree_hls.runtime import Accelerator
 from mmfree_hls.runtime.errors import AcceleratorError
 from mmfree_hls.sampling import GREEDY_BELOW, Sampler, SamplingError, filtered_probs
@@ -61,14 +59,12 @@ def test_parameters_of_the_wrong_type_name_the_parameter(kwargs, field):
 
 
 # ------------------------------------------------------------------- F3.2
+from test_hostile_manifest import make_overlay  # noqa: E402
+
+
 @pytest.fixture(scope="module")
 def overlay(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("dec")
-    model = tiny_model(seed=2)
-    c = model.config
-    lib = build_abi_stub(tmp / "lib", c.d, c.num_hidden_layers, c.state_size, c.vocab_size, sleep_us=0)
-    build_overlay(tmp / "ov", model=model, board="pynq-z2", name="t", csim_library=lib)
-    return tmp / "ov"
+    return make_overlay(tmp_path_factory.mktemp("dec"), seed=2)
 
 
 def test_one_stream_owns_the_state(overlay):

@@ -19,20 +19,28 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from host_helpers import build_abi_stub, tiny_model
-from mmfree_hls.commands.package import build_overlay
+from mmfree_hls.overlay import build_overlay
 from mmfree_hls.runtime import ManifestError, load_manifest
 from mmfree_hls.runtime.manifest import list_package_files, sha256_file
 
 
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("pkg")
-    model = tiny_model(seed=5)
+def make_overlay(tmp, seed: int, sleep_us: int = 0):
+    """A small on-chip overlay for pynq-z2 around the ABI-2 stub library (fast to build)."""
+    from mmfree_hls.engine.presets import get_preset
+    from mmfree_hls.engine.project import engine_record
+    model = tiny_model(seed=seed, hidden_size=64, intermediate_size=128)
     c = model.config
-    lib = build_abi_stub(tmp / "lib", c.d, c.num_hidden_layers, c.state_size, c.vocab_size)
+    lib = build_abi_stub(tmp / "lib", c.d, c.num_hidden_layers, c.state_size, c.vocab_size,
+                         sleep_us=sleep_us, abi=2)
     build_overlay(tmp / "overlay", model=model, board="pynq-z2", name="tiny", csim_library=lib,
+                  engine=engine_record(c, get_preset("pynq-z2", "on-chip"), "2bit"),
                   csim_sources=[tmp / "lib" / "abi_stub.cpp"])
     return tmp / "overlay"
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    return make_overlay(tmp_path_factory.mktemp("pkg"), seed=5)
 
 
 @pytest.fixture
@@ -124,10 +132,10 @@ def test_paths_in_the_manifest_stay_inside(pkg, path):
 
 
 # ------------------------------------------------------------------- F4.4
-@pytest.mark.parametrize("key,value", [("buffers", []), ("embeddings", "embeddings.npy"), ("packing", None),
+@pytest.mark.parametrize("key,value", [("buffers", []), ("embeddings", "embeddings.npy"), ("engine", None),
                                        ("model", [1]), ("ip", []), ("csim", "x"), ("files", []),
                                        ("bitstream", "x.bit"), ("name", 3), ("format_version", True),
-                                       ("format_version", 1.0), ("format_version", "1")])
+                                       ("format_version", 2.0), ("format_version", "2")])
 def test_sections_of_the_wrong_type(pkg, key, value):
     edit(pkg, lambda d: d.__setitem__(key, value))
     with pytest.raises(ManifestError, match=key):

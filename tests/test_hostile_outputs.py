@@ -116,7 +116,7 @@ def test_an_interrupted_conversion_is_recognised_and_replaceable(tmp_path):
 
 # ----------------------------------------------------------------- package
 def test_package_force_refuses_the_working_directory_and_its_parents(tmp_path, monkeypatch):
-    from mmfree_hls.commands.package import _prepare_out
+    from mmfree_hls.overlay import _prepare_out
     ov = tmp_path / "ov"
     (ov / "inner").mkdir(parents=True)
     for d in (ov, ov / "inner"):
