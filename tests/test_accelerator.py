@@ -5,8 +5,9 @@
 * pynq backend on numpy buffers with a fake AXI-Lite register file whose
   "hardware" runs the numpy reference: the register/cache protocol and greedy
   decoding through the board code path.
-* C-sim backend on the real converted design (hls4ml C-simulation): greedy
-  tokens equal to the numpy reference for ≥ 64 tokens — the accuracy test.
+* C-sim backend on the real converted design (the engine's C-simulation), on
+  chip and streamed in both packings: greedy tokens equal to the numpy
+  reference for ≥ 64 tokens — the accuracy test.
 """
 
 import time
@@ -15,8 +16,12 @@ import numpy as np
 import pytest
 
 from host_helpers import (STUB_FAIL_MARK, STUB_SLEEP_MARK, FakeAllocator, FakeMMIO,
-                          ReferenceDevice, build_abi_stub, stub_step, tiny_model)
-from mmfree_hls.commands.package import build_overlay
+                          ReferenceDevice, build_abi_stub, stub_overlay as make_stub_overlay, stub_step,
+                          tiny_model)
+from mmfree_hls.overlay import build_overlay
+
+#: The narrowest model the pynq-z2 engine takes (a row block must outlast its write-back).
+NARROW = dict(hidden_size=64, intermediate_size=128)
 from mmfree_hls.runtime import (Accelerator, AcceleratorClosedError, AcceleratorError,
                                 BackendUnavailableError, DeviceTimeoutError, ManifestError,
                                 load_manifest)
@@ -27,14 +32,11 @@ SLEEP_TOKEN, FAIL_TOKEN = 3, 4
 
 
 def _stub_package(tmp, marks: bool):
-    model = tiny_model(seed=1)
+    model = tiny_model(seed=1, **NARROW)
     if marks:       # token 3's embedding makes the stub sleep 0.6 s, token 4's makes it fail
         emb = model.params["model.embeddings.weight"]
         emb[SLEEP_TOKEN, 0], emb[FAIL_TOKEN, 0] = STUB_SLEEP_MARK, STUB_FAIL_MARK
-    c = model.config
-    lib = build_abi_stub(tmp / "lib", c.d, c.num_hidden_layers, c.state_size, c.vocab_size,
-                         sleep_us=600_000)
-    build_overlay(tmp / "overlay", model=model, board="pynq-z2", name="stub", csim_library=lib)
+    make_stub_overlay(tmp / "overlay", model, board="pynq-z2", name="stub", sleep_us=600_000)
     return tmp / "overlay", model
 
 
@@ -217,11 +219,14 @@ def test_csim_timeout_then_recovery(faulty_overlay):
 
 
 def test_library_for_another_model_is_refused(tmp_path, stub_overlay):
-    model = tiny_model(seed=2)
+    from mmfree_hls.engine.presets import get_preset
+    from mmfree_hls.engine.project import engine_record
+    model = tiny_model(seed=2, **NARROW)
     c = model.config
-    wrong = build_abi_stub(tmp_path / "wrong", c.d, c.num_hidden_layers, c.state_size, c.vocab_size + 1)
-    with pytest.raises(ManifestError, match=r"compiled for d=16, L=2, e=16, V=65 .* V=64"):
-        build_overlay(tmp_path / "ov", model=model, board="pynq-z2", name="x", csim_library=wrong)
+    wrong = build_abi_stub(tmp_path / "wrong", c.d, c.num_hidden_layers, c.state_size, c.vocab_size + 1, abi=2)
+    with pytest.raises(ManifestError, match=r"compiled for d=64, L=2, e=64, V=65, not for this model"):
+        build_overlay(tmp_path / "ov", model=model, board="pynq-z2", name="x", csim_library=wrong,
+                      engine=engine_record(c, get_preset("pynq-z2", "on-chip"), "2bit"))
     assert not (tmp_path / "ov").exists()               # nothing half-written
 
 
@@ -233,11 +238,9 @@ def test_pynq_backend_needs_a_bitstream(stub_overlay):
 
 def test_generate_text_streams_with_the_tokenizer(tmp_path):
     tok = ByteTokenizer(["<s>", "</s>"], bos_token="<s>", eos_token="</s>")
-    model = tiny_model(seed=5, vocab_size=tok.vocab_size)
+    model = tiny_model(seed=5, vocab_size=tok.vocab_size, **NARROW)
     model.config.extra["mmfree_tokenizer"] = tok.to_config()
-    c = model.config
-    lib = build_abi_stub(tmp_path / "lib", c.d, c.num_hidden_layers, c.state_size, c.vocab_size)
-    build_overlay(tmp_path / "ov", model=model, board="kv260", name="t", csim_library=lib)
+    make_stub_overlay(tmp_path / "ov", model, board="kv260", name="t")
     with Accelerator.open(tmp_path / "ov", backend="csim") as acc:
         assert acc.tokenizer.vocab_size == 258
         pieces = list(acc.generate_text("héllo", max_new_tokens=20))
@@ -265,10 +268,8 @@ def ref_overlay(tmp_path_factory):
     """A package of a random model (the stub library only satisfies packaging; the fake board runs
     the numpy reference)."""
     tmp = tmp_path_factory.mktemp("ref")
-    model = tiny_model(seed=7)
-    c = model.config
-    lib = build_abi_stub(tmp / "lib", c.d, c.num_hidden_layers, c.state_size, c.vocab_size)
-    build_overlay(tmp / "overlay", model=model, board="zcu104", name="ref", csim_library=lib)
+    model = tiny_model(seed=7, **NARROW)
+    make_stub_overlay(tmp / "overlay", model, board="zcu104", name="ref")
     return tmp / "overlay", model
 
 
@@ -329,12 +330,12 @@ def test_hwh_register_offsets_are_cross_checked(ref_overlay):
     path, model = ref_overlay
     manifest = load_manifest(path)
     ip = manifest.data["ip"]
-    offsets = {"CTRL": 0, "GIER": 4, "IP_IER": 8, "IP_ISR": 0xc, "x_in_1": 0x10, "x_in_2": 0x14,
-               "state_1": 0x1c, "state_2": 0x20, "logits_1": 0x28, "logits_2": 0x2c}
+    offsets = {"CTRL": 0, "GIER": 4, "IP_IER": 8, "IP_ISR": 0xc, "ap_return": 0x10, "x_in_1": 0x18,
+               "x_in_2": 0x1c, "state_1": 0x24, "state_2": 0x28, "logits_1": 0x30, "logits_2": 0x34}
     good = {n: {"address_offset": o} for n, o in offsets.items()}
     PynqBackend(ip, manifest.layout, mmio=FakeMMIO()).check_register_map(good)
     bad = dict(good, state_1={"address_offset": 0x20})
-    with pytest.raises(ManifestError, match="state_1 at 0x20, the manifest says 0x1c"):
+    with pytest.raises(ManifestError, match="state_1 at 0x20, the manifest says 0x24"):
         PynqBackend(ip, manifest.layout, mmio=FakeMMIO()).check_register_map(bad)
     no_high = {n: r for n, r in good.items() if n != "logits_2"}
     with pytest.raises(ManifestError, match="logits_2 missing"):
@@ -382,7 +383,7 @@ N_GREEDY = 64
 
 @pytest.fixture(scope="module")
 def csim_design(request, tmp_path_factory):
-    """The hls4ml project of ``margin_model`` converted and compiled with g++, then packaged.
+    """The engine project of ``margin_model`` converted and compiled with g++, then packaged.
 
     The project lives in pytest's cache directory: convert() and compile() are keyed by a
     content hash, so a re-run with unchanged generator sources costs nothing.
@@ -390,15 +391,14 @@ def csim_design(request, tmp_path_factory):
     import fcntl
 
     from host_helpers import margin_model
-    from mmfree_hls.commands.package import package_project
     from mmfree_hls.design.convert import convert
+    from mmfree_hls.overlay import package_project
 
-    model = margin_model()
-    cache = request.config.cache.mkdir("mmfree-host-csim")
+    model = margin_model(d=64)
+    cache = request.config.cache.mkdir("mmfree-engine-csim")
     with open(cache / "lock", "w") as lock:         # pytest-xdist workers share the cache
         fcntl.flock(lock, fcntl.LOCK_EX)
-        project = convert(model, cache / "margin", overwrite=True, verbose=False)
-        project.compile(verbose=False)
+        convert(model, cache / "margin", overwrite=True, verbose=False)
     overlay = tmp_path_factory.mktemp("csim") / "overlay"
     package_project(cache / "margin", "pynq-z2", out=overlay)
     return overlay, model
@@ -429,9 +429,9 @@ def test_csim_greedy_matches_reference_64_tokens(csim_design):
 def test_csim_seeded_sampling_is_reproducible(csim_design):
     path, _ = csim_design
     with Accelerator.open(path, backend="csim") as acc:
-        a = list(acc.generate(PROMPT, 40, temperature=1.5, top_p=0.95, seed=11))
-        b = list(acc.generate(PROMPT, 40, temperature=1.5, top_p=0.95, seed=11))
-        c = list(acc.generate(PROMPT, 40, temperature=1.5, top_p=0.95, seed=12))
+        a = list(acc.generate(PROMPT, 40, temperature=4.0, top_p=0.99, seed=11))
+        b = list(acc.generate(PROMPT, 40, temperature=4.0, top_p=0.99, seed=11))
+        c = list(acc.generate(PROMPT, 40, temperature=4.0, top_p=0.99, seed=12))
         assert acc.stats.device_s and min(acc.stats.device_s) > 0
     assert a == b and a != c
 
@@ -439,22 +439,14 @@ def test_csim_seeded_sampling_is_reproducible(csim_design):
 # ---------------------------------------------------------------- command line
 @pytest.fixture(scope="module")
 def text_project(tmp_path_factory):
-    """An HLS project layout around the ABI stub, for a byte-tokenizer model (V = 258)."""
-    from mmfree_hls.checkpoint import save_checkpoint
+    """An engine project (pynq-z2, on chip, 1.6-bit) of a byte-tokenizer model (V = 258)."""
+    from mmfree_hls.design.convert import convert
 
     tok = ByteTokenizer(["<s>", "</s>"], bos_token="<s>", eos_token="</s>")
-    model = tiny_model(seed=6, vocab_size=tok.vocab_size)
+    model = tiny_model(seed=6, vocab_size=tok.vocab_size, hidden_size=80, intermediate_size=160)
     model.config.extra["mmfree_tokenizer"] = tok.to_config()
-    c = model.config
     root = tmp_path_factory.mktemp("proj") / "hls_project" / "talk"
-    build_abi_stub(root / "csim", c.d, c.num_hidden_layers, c.state_size, c.vocab_size)
-    (root / "firmware").mkdir()
-    (root / "firmware" / "mmfree_step.cpp").write_text("// synthesis top\n")
-    save_checkpoint(model, root / "model")
-    import json
-    (root / "mmfree_project.json").write_text(json.dumps(
-        {"name": "talk", "top": "mmfree_step", "model": c.to_dict(), "precision": {}, "packing": "1.6bit",
-         "tier": "on-chip", "checkpoint": str(root / "model"), "hls4ml_version": "1.3.0"}))
+    convert(model, root, board="pynq-z2", packing="1.6bit", verbose=False)
     return root, model, tok
 
 
@@ -467,9 +459,9 @@ def test_cli_package_then_generate_streams_text(text_project, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "no bitstream: C-sim backend only" in printed
     m = load_manifest(out)
-    assert m.data["packing"]["layout"] == "1.6bit"             # the project's packing
+    assert m.data["engine"]["packing"] == "1.6bit"             # the project's packing
     assert m.tokenizer_dir == out / "tokenizer"
-    assert m.data["source"]["checkpoint"].endswith("model") and m.data["tools"]["hls4ml"] == "1.3.0"
+    assert m.data["source"]["checkpoint"].endswith("model")
     # A second package into the same place needs --force.
     assert cli.main(["package", str(root), "--board", "pynq-z2", "--out", str(out)]) == 2
     assert "pass --force" in capsys.readouterr().err
@@ -481,7 +473,7 @@ def test_cli_package_then_generate_streams_text(text_project, tmp_path, capsys):
                    "--stats-json", str(stats)])
     captured = capsys.readouterr()
     assert rc == 0
-    # The stub is not the model: compare with the host's own id stream through the API.
+    # Compare with the host's own id stream through the API.
     with Accelerator.open(out, backend="csim") as acc:
         want = list(acc.generate(tok.encode("Hi", add_bos=True), 12, stop=tok.eos_token_id))
     assert captured.out == "Hi" + tok.decode(want) + "\n"
@@ -500,7 +492,9 @@ def test_cli_errors_are_one_line(text_project, tmp_path, capsys):
     assert cli.main(["generate", str(tmp_path / "missing"), "--prompt", "x"]) == 2
     assert "mmfree package" in capsys.readouterr().err
     out = tmp_path / "ov"
-    assert cli.main(["package", str(root), "--board", "kv260", "--out", str(out)]) == 0
+    assert cli.main(["package", str(root), "--board", "kv260", "--out", str(out)]) == 2
+    assert "built for board 'pynq-z2', not 'kv260'" in capsys.readouterr().err
+    assert cli.main(["package", str(root), "--out", str(out)]) == 0
     capsys.readouterr()
     assert cli.main(["generate", str(out), "--prompt", "x", "--backend", "pynq"]) == 2
     assert "no bitstream" in capsys.readouterr().err
@@ -508,106 +502,28 @@ def test_cli_errors_are_one_line(text_project, tmp_path, capsys):
     assert "top_p must be in (0, 1]" in capsys.readouterr().err
 
 
-# ---------------------------------------------------------------- streamed tier (state on chip)
-@pytest.fixture(scope="module")
-def streamed_overlay(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("streamed")
-    model = tiny_model(seed=8)
-    c = model.config
-    lib = build_abi_stub(tmp / "lib", c.d, c.num_hidden_layers, c.state_size, c.vocab_size)
-    build_overlay(tmp / "overlay", model=model, board="kv260", name="s", csim_library=lib, tier="streamed")
-    return tmp / "overlay", model
-
-
-def test_streamed_csim_binds_the_weight_buffer(streamed_overlay):
-    path, model = streamed_overlay
-    with Accelerator.open(path, backend="csim") as acc:
-        assert acc.layout.ports == ["weights", "x_in", "state", "logits"]
-        logits = acc.step(5)
-        want, _ = _stub_run(model, [5])
-        assert logits[0] == want[0] + np.float32(ord("M"))   # the buffer's first byte: magic "MMFS"
-        np.testing.assert_array_equal(logits[1:], want[1:])
-
-
-def _fake_streamed_board(path, model):
-    from host_helpers import StreamedReferenceDevice
-
-    manifest = load_manifest(path)
-    log = []
-    alloc = FakeAllocator(log)
-    mmio = FakeMMIO(log=log)
-    mmio.device = StreamedReferenceDevice(model, manifest.data["ip"], alloc)
-    return Accelerator(manifest, PynqBackend(manifest.data["ip"], manifest.layout, mmio=mmio,
-                                             allocate=alloc, timeout_s=0.05)), mmio
-
-
-def test_streamed_board_protocol_and_greedy(streamed_overlay):
-    path, model = streamed_overlay
-    acc, mmio = _fake_streamed_board(path, model)
-    dev = mmio.device
-    with acc:
-        assert "state" not in acc.manifest.data["ip"]["registers"]
-        got = list(acc.generate([1, 17, 42], 64))
-        assert got == model.generate_greedy([1, 17, 42], 64)
-        assert dev.resets[0] == 1 and not any(dev.resets[1:])      # reset only starts the sequence
-        list(acc.generate([3], 2))
-        assert dev.resets[-2:] == [1, 0]
-        with pytest.raises(AcceleratorError, match="on chip"):
-            acc.state
-        with pytest.raises(AcceleratorError, match="on chip"):
-            acc.execute(np.zeros(acc.config.d), np.ones((acc.config.num_hidden_layers, acc.config.state_size)))
-
-
-def test_streamed_board_execute_and_replay(streamed_overlay):
-    path, model = streamed_overlay
-    acc, mmio = _fake_streamed_board(path, model)
-    x = model.embed(9)
-    with acc:
-        acc.step(5)
-        acc.step(6)
-        logits, state = acc.execute(x)                  # runs from a zero state on the device
-        assert state is None
-        np.testing.assert_allclose(logits, model.decode_step(x, model.init_state())[0], rtol=1e-5, atol=1e-5)
-        # The device state now belongs to execute(); the next step replays 5, 6 first.
-        ref, s = None, None
-        for t in (5, 6, 7):
-            ref, s = model.step(t, s)
-        np.testing.assert_allclose(acc.step(7), ref, rtol=1e-5, atol=1e-5)
-        r = acc.throughput_test(5, token_id=2)
-        assert r["steps"] == 5
-        ref, s = model.step(8, s)
-        np.testing.assert_allclose(acc.step(8), ref, rtol=1e-5, atol=1e-5)
-
-
-def test_streamed_board_reports_a_wrong_weight_buffer(streamed_overlay):
-    path, model = streamed_overlay
-    acc, mmio = _fake_streamed_board(path, model)
-    with acc:
-        acc._buffers["weights"][0] = 0                  # the device sees a header that is not ours
-        with pytest.raises(AcceleratorError, match="returned 1: the weight buffer does not match"):
-            acc.step(1)
-
-
+# ---------------------------------------------------------------- streamed tier (weights from DDR)
 @pytest.mark.slow
 @pytest.mark.parametrize("packing", ["2bit", "1.6bit"])
 def test_streamed_csim_greedy_matches_reference_64_tokens(request, tmp_path, packing):
-    """The streamed-weight top (weights read from the packaged buffer every token) in
-    C-simulation, driven by the host class exactly like the on-chip tier."""
+    """The engine with its weights read from the packaged weights buffer every token (pynq-z2:
+    two HP ports), converted, compiled, packaged and opened like any overlay."""
     import fcntl
 
     from host_helpers import margin_model
-    from mmfree_hls import streamed_csim
+    from mmfree_hls.design.convert import convert
+    from mmfree_hls.overlay import package_project
 
-    model = margin_model()
-    cache = request.config.cache.mkdir("mmfree-host-streamed")
+    model = margin_model(d=80)
+    cache = request.config.cache.mkdir("mmfree-engine-streamed")
     with open(cache / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        lib = streamed_csim.build(model.config, packing, cache / packing)   # rebuilt only on change
-    m = build_overlay(tmp_path / "ov", model=model, board="zcu104", name="s", csim_library=lib,
-                      tier="streamed", packing=packing)
-    assert m.data["packing"]["layout"] == packing
+        convert(model, cache / packing, board="pynq-z2", tier="streamed", packing=packing,
+                overwrite=True, verbose=False)
+    m = package_project(cache / packing, out=tmp_path / "ov")
+    assert m.tier == "streamed" and m.data["engine"]["packing"] == packing
     with Accelerator.open(tmp_path / "ov", backend="csim") as acc:
-        assert acc.layout.weight_bytes == m.data["packing"]["total_bytes"]
+        assert acc.layout.weight_bytes == m.data["buffers"]["weights"]["nbytes"]
         got = list(acc.generate(PROMPT, N_GREEDY))
     assert got == model.generate_greedy(PROMPT, N_GREEDY)
 

@@ -389,7 +389,7 @@ class Accelerator:
                 "host_ms_per_token": s["host_ms_per_token"],
                 "device_ms_per_token": s["device_ms_per_token"],
                 "host_io_bytes_per_token": io_bytes,
-                "weight_bytes": self.layout.weight_bytes or self.manifest.data["packing"].get("total_bytes", 0)}
+                "weight_bytes": self.manifest.data["engine"]["weight_bytes_per_token"]}
 
     # --------------------------------------------------------------- decoding
     def generate(self, prompt_ids: Iterable[int], max_new_tokens: int, temperature: float = 0.0,
