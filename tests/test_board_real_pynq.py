@@ -29,14 +29,13 @@ if os.environ.get("MMFREE_REAL_PYNQ"):
 else:
     pytest.importorskip("pynq", reason="needs pynq 4.0.0: run with .venv-board (make test does)")
 
-from host_helpers import STUB_FAIL_MARK, FakeBoard, FakeMMIO, bitstream_bytes, build_abi_stub, tiny_model
-from mmfree_hls.commands.package import build_overlay
+from host_helpers import STUB_FAIL_MARK, FakeBoard, FakeMMIO, bitstream_bytes, stub_overlay, tiny_model
+from mmfree_hls.engine.presets import get_preset
 from mmfree_hls.runtime import Accelerator, AcceleratorError, DeviceTimeoutError, ManifestError, load_manifest
-from mmfree_hls.runtime import backend_csim
 from mmfree_hls.runtime.backend_csim import CSimBackend
 from mmfree_hls.runtime.backend_pynq import BufferLeakWarning, PynqBackend, expected_hwh_registers
 from mmfree_hls.runtime.buffers import DeviceBuffers
-from mmfree_hls.runtime.manifest import vitis_register_map, write_manifest
+from mmfree_hls.runtime.manifest import write_manifest
 
 DATA = Path(__file__).parent / "data"
 HWH = DATA / "mmfree_engine_zcu104.hwh"
@@ -46,10 +45,7 @@ BOARDS = {
     "pynq-z2": dict(hwh=DATA / "mmfree_engine_pynq_z2.hwh", ps="zynq7", part="xc7z020clg400-1",
                     K=2, mhz=125.0),
 }
-HEADER = 128                # at least this many bytes of the weight buffer before w0's region
 FAIL_TOKEN = 4              # its embedding makes the C-simulation step fail (status 7)
-#: The C-sim ABI the project's CSimBackend speaks (2 = the decode engine's mmfree_step).
-ABI = getattr(backend_csim, "ABI_VERSION", 1)
 
 
 class Package(tuple):
@@ -64,27 +60,18 @@ def engine_package(request, tmp_path_factory):
     pointers, ap_return; the board's fixture .hwh and a .bit pynq can parse."""
     board = request.param
     spec = BOARDS[board]
-    k = spec["K"]
     tmp = tmp_path_factory.mktemp(f"engine-{board}")
-    model = tiny_model(seed=5)
+    # The narrowest model both streamed engines take (a row block must outlast its write-back).
+    model = tiny_model(seed=5, hidden_size=256, intermediate_size=512)
     model.params["model.embeddings.weight"][FAIL_TOKEN, 0] = STUB_FAIL_MARK
-    c = model.config
-    lib = build_abi_stub(tmp / "lib", c.d, c.num_hidden_layers, c.state_size, c.vocab_size, abi=ABI)
+    assert get_preset(board, "streamed").K == spec["K"]
     (tmp / "hw").mkdir()
     bit = tmp / "hw" / "engine.bit"
     bit.write_bytes(bitstream_bytes(spec["hwh"].stem, spec["part"]))
     root = tmp / "overlay"
-    build_overlay(root, model=model, board=board, name="engine", csim_library=lib,
-                  tier="streamed", bitstream=bit, hwh=spec["hwh"])
-    data = json.loads((root / "manifest.json").read_text())
-    total = data["packing"]["total_bytes"]
-    region = (total - HEADER) // k // 64 * 64                   # a header, then K equal regions
-    offset = total - k * region
-    ip = vitis_register_map(["x_in", "state", "logits"] + [f"w{i}" for i in range(k)], return_bits=32)
-    ip.update({"top": "mmfree_engine", "instance": "mmfree_0", "region_bytes": region,
-               "region_offset": offset, "vlnv": "xilinx.com:hls:mmfree_engine:1.0"})
-    data["ip"] = ip
-    write_manifest(root, data)
+    # The C-simulation is the ABI-2 stub (exact, fast, and it fails on demand); the weights
+    # buffer is the engine's own (header + K port regions).
+    stub_overlay(root, model, board=board, tier="streamed", name="engine", bitstream=bit, hwh=spec["hwh"])
     pkg = Package((root, model))
     pkg.board = board
     return pkg
@@ -98,12 +85,7 @@ def board(engine_package, tmp_path, monkeypatch):
 def _device_model(path, board):
     """The IP's datapath: the package's C-simulation step, bound by the project's CSimBackend."""
     m = load_manifest(path)
-    if ABI >= 2:
-        backend = CSimBackend(m.csim_library, m.layout)
-    else:
-        csim = m.data["csim"]
-        backend = CSimBackend(m.csim_library, m.layout, step_symbol=csim["step_symbol"], args=csim["args"])
-    return board.attach_engine(m, backend)
+    return board.attach_engine(m, CSimBackend(m.csim_library, m.layout))
 
 
 def _open_board(path, board, timeout_s=0.2) -> Accelerator:
@@ -239,6 +221,11 @@ def test_overlay_loads_through_pynq_and_the_register_map_agrees(engine_package, 
         assert len(got) == 4 + 1 + 2 * (3 + spec["K"])
         assert got["ap_return"] == 0x10 and got[f"w{spec['K'] - 1}_2"] == 0x40 + 12 * (spec["K"] - 1)
         assert overlay.ip_dict["mmfree_0"]["phys_addr"] == board.IP_BASE
+        windows = acc.backend.windows                          # the masters' DDR windows, from the .hwh
+        assert sorted(windows) == sorted(["m_axi_gmem_io", "m_axi_gmem_out"]
+                                         + [f"m_axi_gmem_w{k}" for k in range(spec["K"])])
+        ddr = {"zynq_ultra": 0x8000_0000, "zynq7": 0x2000_0000}[spec["ps"]]
+        assert all(w == [(0, ddr)] for w in windows.values())
         assert ("/sys/class/fpga_manager/fpga0/firmware", "engine.bin") in board.fpga_manager
         # PL clock programmed as the .hwh says (Zynq-7000: only through load_overlay's fill-in)
         assert board.pl_clock_mhz(0) == pytest.approx(spec["mhz"], abs=0.01)
@@ -301,6 +288,18 @@ def test_per_token_host_actions(engine_package, board):
     regs = [e for e in events if e[0] in ("read", "write")]
     assert regs == [("read", (0,)), ("write", (0, 1)), ("read", (0,)), ("read", (0x10,))]
     assert not any(e[0] == "write" and e[1][0] != 0 for e in regs)   # no pointer rewrites per token
+
+
+def test_buffers_outside_the_masters_ddr_window_are_refused(engine_package, tmp_path, monkeypatch):
+    """A CMA pool above the address window the .hwh maps for the IP's masters: refused at open,
+    naming buffer, window and master, and nothing is left allocated."""
+    path, _ = engine_package
+    spec = BOARDS[engine_package.board]
+    high = FakeBoard(tmp_path, spec["ps"], cma_base=0x8_0000_0000).install(monkeypatch)
+    with pytest.raises(AcceleratorError, match=r"buffer '\w+' at 0x800000000-.* lies outside the DDR "
+                                               r"window 0x0-0x[0-9a-f]+ that the IP's m_axi_gmem_\w+ reaches"):
+        _open_board(path, high)
+    assert high.bos and all(bo.released for bo in high.bos)
 
 
 def test_mmio_refuses_numpy_integers_like_the_fake(board):

@@ -88,6 +88,22 @@ def load_overlay(pynq, bitstream: str | Path):
     return overlay
 
 
+def master_windows(overlay, instance: str) -> dict[str, list[tuple[int, int]]]:
+    """m_axi master → the DDR windows (base, size) it reaches, from the .hwh address map that
+    pynq parsed (``overlay.systemgraph``); empty when pynq does not expose it."""
+    graph = getattr(overlay, "systemgraph", None)
+    blocks = getattr(graph, "blocks", None)
+    core = blocks.get(instance) if isinstance(blocks, Mapping) else None
+    out = {}
+    for port in (getattr(core, "ports", None) or {}).values():
+        amap = getattr(port, "addrmap", None) or {}
+        wins = [(int(a["baseaddr"]), int(a["addr_range"])) for a in amap.values()
+                if a.get("memtype") == "memory" and a.get("baseaddr") is not None and a.get("addr_range")]
+        if wins:
+            out[port.name] = wins
+    return out
+
+
 def _describe_status(rc: int) -> str:
     """The IP's ap_return in words: the engine's status bits (as its C-simulation reports them)."""
     try:
@@ -157,6 +173,8 @@ class PynqBackend:
         self.ap_return = ip.get("ap_return")
         self._reset_pending = True
         self.weight_ports = self._weight_ports()
+        #: m_axi master → DDR windows it reaches (from the .hwh; empty = not checked)
+        self.windows: dict[str, list[tuple[int, int]]] = {}
         rb = region_bytes if region_bytes is not None else ip.get("region_bytes")
         self.region_bytes = None if rb is None else int(rb)
         ro = region_offset if region_offset is not None else ip.get("region_offset", 0)
@@ -178,6 +196,7 @@ class PynqBackend:
                                     f"(it has {sorted(overlay.ip_dict)}); the manifest and the "
                                     "bitstream come from different builds: re-run `mmfree package`")
             self.check_register_map(overlay.ip_dict[instance].get("registers") or {})
+            self.windows = master_windows(overlay, instance)
             mmio = getattr(overlay, instance).mmio
             if allocate is None:
                 allocate = pynq.allocate
@@ -248,6 +267,11 @@ class PynqBackend:
         """Allocate every buffer once (cacheable) and point the IP at them (addresses never change)."""
         buffers = DeviceBuffers(
             layout, lambda shape, dtype: self._allocate(shape=shape, dtype=dtype, cacheable=True))
+        try:
+            self._check_windows(buffers)
+        except AcceleratorError:
+            buffers.free()
+            raise
         written = set()
         for spec in layout:
             if spec.name in self.registers:
@@ -272,6 +296,21 @@ class PynqBackend:
                                 f"({layout.ports}): the IP would read address 0; re-run `mmfree package`")
         self._buffers = buffers
         return buffers
+
+    def _check_windows(self, buffers: DeviceBuffers) -> None:
+        """Every buffer lies inside the DDR window of every m_axi master (else the IP's reads
+        and writes there end in a decode error)."""
+        for name, arr in buffers.arrays.items():
+            lo = buffer_address(arr)
+            hi = lo + int(arr.nbytes)
+            for master, wins in self.windows.items():
+                if not any(base <= lo and hi <= base + size for base, size in wins):
+                    shown = ", ".join(f"0x{b:x}-0x{b + n - 1:x}" for b, n in wins)
+                    raise AcceleratorError(
+                        f"buffer '{name}' at 0x{lo:x}-0x{hi - 1:x} lies outside the DDR window "
+                        f"{shown} that the IP's {master} reaches (the bitstream's address map); "
+                        "move the contiguous-memory (CMA) pool below it, or map the high DDR "
+                        "segment in the block design")
 
     def reset_state(self) -> None:
         """A new sequence: with on-chip state the next start carries reset = 1."""
