@@ -40,7 +40,10 @@ from ..reference import MMFreeLM
 
 DEFAULT_BOARD = "pynq-z2"
 _ENGINE_DIR = Path(engine_build.__file__).resolve().parent
-_GENERATOR_SOURCES = sorted(_ENGINE_DIR.glob("*.py")) + [Path(__file__)]
+_DESIGN_DIR = Path(__file__).resolve().parent
+#: Everything that turns a model into a project: the engine generator and the hls4ml front end.
+_GENERATOR_SOURCES = sorted(_ENGINE_DIR.glob("*.py")) + [
+    _DESIGN_DIR / n for n in ("convert.py", "hls4ml_backend.py", "hls_layers.py", "keras_model.py", "layers.py")]
 
 
 class ProjectExistsError(FileExistsError):

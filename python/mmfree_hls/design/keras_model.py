@@ -19,7 +19,7 @@ import tensorflow as tf
 from tensorflow import keras
 
 from ..config import ModelConfig
-from ..reference import expected_shapes
+from ..reference import expected_shapes, lower_bounds
 from .layers import GLU, BitLinear, GatedRMSNorm, MLGRUCell, MLGRUScan, RMSNorm
 
 ATTN = ("i_proj", "f_proj", "g_proj", "o_proj")
@@ -94,7 +94,9 @@ class MMFreeLMKeras(keras.Model):
     def step_model(self) -> keras.Model:
         """Functional decode-step model over the same layers (and variables)."""
         cfg = self.cfg
-        lb = self.layer_lower_bounds().numpy()
+        # the reference's float64 bounds (not TF's float32 softmax): the decode form's constants
+        lb = (lower_bounds(self.lower_bounds.numpy()) if cfg.use_lower_bound
+              else np.zeros((cfg.num_hidden_layers, cfg.input_dim)))
         x_in = keras.Input((cfg.d,), name="x")
         states = [keras.Input((cfg.state_size,), name=f"state_{l}") for l in range(cfg.num_hidden_layers)]
         x, new_states = x_in, []

@@ -164,6 +164,8 @@ class MLGRUCell(keras.layers.Layer):
     Inputs ``[i_pre, f_pre, state_prev]``; output the new state. The layer's
     forget-gate lower bound ``lower_bound`` is a constant of the decode form
     (derived from the trained ``model.lower_bounds`` when the step model is built).
+    It is held in float64, the reference's own values, so the engine written
+    from the hls4ml graph rounds exactly the bounds the reference uses.
     """
 
     def __init__(self, use_lower_bound: bool = False, **kwargs):
@@ -172,12 +174,13 @@ class MLGRUCell(keras.layers.Layer):
 
     def build(self, input_shape):
         self.lower_bound = self.add_weight(name="lower_bound", shape=(int(input_shape[0][-1]),),
-                                           initializer="zeros", trainable=False)
+                                           initializer="zeros", trainable=False, dtype="float64")
         super().build(input_shape)
 
     def call(self, inputs):
         i_pre, f_pre, s_prev = inputs
-        i, f = mlgru_gates(i_pre, f_pre, self.lower_bound, self.use_lower_bound)
+        lb = tf.cast(self.lower_bound, f_pre.dtype)
+        i, f = mlgru_gates(i_pre, f_pre, lb, self.use_lower_bound)
         return f * s_prev + i
 
     def get_config(self):
