@@ -8,7 +8,11 @@
   file with Vitis HLS ap_ctrl_hs semantics (ap_done clear-on-read) whose
   "hardware" runs ``MMFreeLM.decode_step`` on the buffers the pointer registers
   point at. Drives the pynq backend's register, address and cache logic on
-  plain numpy arrays.
+  plain numpy arrays; the buffers are cacheable and not coherent (the device
+  sees DRAM, the host its cache), and ``FakeMMIO.write`` takes what
+  ``pynq.MMIO.write`` takes.
+* ``FakeBoard`` and friends: what a PYNQ image provides under the real pynq
+  package (XRT, FPGA manager, /dev/mem), for ``tests/test_*real_pynq*.py``.
 """
 
 from __future__ import annotations
@@ -116,13 +120,27 @@ def stub_step(x: np.ndarray, state: np.ndarray, V: int):
 
 # ------------------------------------------------------------------ fake board
 class FakeBuffer(np.ndarray):
-    """A numpy array with the pieces of pynq.PynqBuffer the backend uses."""
+    """A numpy array with the pieces of pynq.PynqBuffer the backend uses, cacheable and not
+    coherent: the array is the CPU's cached view, ``dram`` what the device reads and writes.
+    ``flush`` writes the host's changes back; ``invalidate`` re-reads DRAM and discards host
+    changes that were never flushed (recorded in ``lost``, as a write-back cache loses them)."""
+
+    def _dirty(self) -> np.ndarray:
+        return np.asarray(self) != self.clean
 
     def flush(self):
         self.log.append(("flush", self.name))
+        cpu = np.asarray(self)
+        dirty = self._dirty()
+        self.dram[dirty] = cpu[dirty]
+        self.clean[...] = cpu
 
     def invalidate(self):
         self.log.append(("invalidate", self.name))
+        if self._dirty().any():
+            self.lost.append(self.name)
+        np.asarray(self)[...] = self.dram
+        self.clean[...] = self.dram
 
     def freebuffer(self):
         self.log.append(("free", self.name))
@@ -136,6 +154,7 @@ class FakeAllocator:
     def __init__(self, log: list, base: int = 0x8_0000_0000):
         self.log, self.next_addr, self.by_addr = log, base, {}
         self.cacheable: list = []
+        self.lost: list = []            # buffers whose unflushed host writes an invalidate discarded
 
     def __call__(self, shape, dtype="u4", target=None, **kwargs):
         unknown = set(kwargs) - {"cacheable"}
@@ -144,8 +163,10 @@ class FakeAllocator:
         self.cacheable.append(kwargs.get("cacheable", 0))
         arr = np.zeros(shape, dtype=dtype).view(FakeBuffer)
         arr.device_address = self.next_addr
-        arr.log = self.log
+        arr.log, arr.lost = self.log, self.lost
         arr.name = f"buf@{self.next_addr:x}"
+        arr.dram = np.zeros(shape, dtype=dtype)       # what the device sees
+        arr.clean = np.zeros(shape, dtype=dtype)      # the cached copy as of the last flush/invalidate
         self.by_addr[self.next_addr] = arr
         self.next_addr += 0x100_0000
         return arr
@@ -209,7 +230,9 @@ class ReferenceDevice:
         self.steps = 0
 
     def __call__(self, mmio: FakeMMIO) -> None:
-        buf = {name: self.alloc.by_addr[mmio.pointer(r["offset"])] for name, r in self.registers.items()}
+        # The device's masters see DRAM, not the CPU's cache.
+        buf = {name: self.alloc.by_addr[mmio.pointer(r["offset"])].dram for name, r in self.registers.items()
+               if r.get("kind", "pointer") == "pointer" and name in ("x_in", "state", "logits")}
         cfg = self.model.config
         state = np.asarray(buf["state"]).reshape(cfg.num_hidden_layers, cfg.state_size)
         logits, new = self.model.decode_step(np.asarray(buf["x_in"], dtype=np.float64),
@@ -255,31 +278,6 @@ def greedy_margins(model: MMFreeLM, prompt, n: int) -> np.ndarray:
         out.append(top2[1] - top2[0])
         logits, state = model.step(int(np.argmax(logits)), state)
     return np.asarray(out)
-
-
-class StreamedReferenceDevice:
-    """The streamed top as the board runs it: the state lives inside the device, a scalar
-    register starts a new sequence, ap_return = 1 when the weight buffer's header is wrong."""
-
-    def __init__(self, model: MMFreeLM, ip: dict, allocator: FakeAllocator):
-        self.model, self.ip, self.alloc = model, ip, allocator
-        self.state = model.init_state()
-        self.resets: list[int] = []
-
-    def __call__(self, mmio: FakeMMIO) -> None:
-        regs = self.ip["registers"]
-        buf = {n: self.alloc.by_addr[mmio.pointer(r["offset"])] for n, r in regs.items() if r["kind"] == "pointer"}
-        reset = mmio.regs.get(regs[self.ip["reset_register"]]["offset"], 0)
-        self.resets.append(reset)
-        ret = self.ip["ap_return"]["offset"]
-        if bytes(np.asarray(buf["weights"][:4])) != b"MMFS":
-            mmio.regs[ret] = 1
-            return
-        if reset:
-            self.state = self.model.init_state()
-        logits, self.state = self.model.decode_step(np.asarray(buf["x_in"], dtype=np.float64), self.state)
-        buf["logits"][:] = logits
-        mmio.regs[ret] = 0
 
 
 # ------------------------------------------------------------------ the real pynq package, faked below it
