@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import os
 
-HELP = "accuracy-vs-resource sweep over precision knobs, reuse factor and model (resumable, parallel)"
+HELP = "accuracy-vs-resource sweep over the decode engine's knobs, boards, tiers and models (resumable, parallel)"
 
 
 def register(sub) -> None:
     p = sub.add_parser("sweep", help=HELP, description=HELP + (
-        ". Each point converts the model with its precision config, compiles the C-simulation (shared by "
-        "points whose numbers cannot differ), measures perplexity, top-1 and greedy agreement and logit "
-        "error on held-out text against the numpy reference, and estimates resources (from a Vitis HLS "
-        "report when one exists, else analytically). Finished points are skipped on a re-run; results "
-        "go to OUT/results.{jsonl,csv,parquet}, OUT/metadata.json and OUT/pareto*.png."))
+        ". A point is (model, board, tier, packing, engine knobs: vector_lanes, rows_per_tile, clock_mhz, "
+        "frac_bits, sigmoid_table_bits). Points whose C-simulation numbers cannot differ (same model, "
+        "frac_bits and sigmoid_table_bits) share one converted project, one g++ build and one evaluation: "
+        "perplexity, top-1 and greedy agreement and logit error on held-out text against the numpy "
+        "reference. Every point gets resources, fits (per resource and overall, for its own board) and "
+        "tokens/s from the engine's cost model (from a Vitis HLS / Vivado report when one exists). Finished "
+        "points are skipped on a re-run; results go to OUT/results.{jsonl,csv,parquet}, OUT/metadata.json "
+        "and OUT/pareto*.png (points that fit their board filled)."))
     p.add_argument("config", metavar="CONFIG.yaml", help="sweep file (see design/configs/sweep_demo.yaml)")
     p.add_argument("--out", default=None, help="output directory (default runs/sweep_NAME)")
     p.add_argument("--workers", type=int, default=None,
@@ -49,7 +52,8 @@ def run(args) -> int:
         done = ResultsStore(out).done()
         for p in points:
             mark = "done" if p.point_hash in done else "todo"
-            print(f"{p.index:4d}  {p.point_hash}  {mark}  {p.model:<10} {p.label}")
+            print(f"{p.index:4d}  {p.point_hash}  {mark}  {p.model:<10} {p.board:<8} {p.tier:<8} {p.packing:<6} "
+                  f"{p.label}")
         print(f"{len(points)} points, {sum(p.point_hash in done for p in points)} already in {out}")
         return 0
 
@@ -67,6 +71,5 @@ def run(args) -> int:
     report = write_report(out, points)
     print(report["summary"])
     paths = report["paths"]
-    print(f"wrote {paths['csv']}, {paths['parquet'].name}, {paths['layers'].name}, {paths['metadata'].name}, "
-          f"{len(paths['plots'])} plots")
+    print(f"wrote {paths['csv']}, {paths['parquet'].name}, {paths['metadata'].name}, {len(paths['plots'])} plots")
     return 0

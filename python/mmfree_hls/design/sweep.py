@@ -1,39 +1,48 @@
-"""Accuracy-vs-resource sweeps over the precision knobs of the HLS design.
+"""Accuracy-vs-resource sweeps over the decode engine's knobs.
 
-A sweep file (YAML) names the models, a base precision config and a grid::
+A sweep file (YAML) names the models, the targets and a grid of engine knobs::
 
     name: demo
     models:
       demo: {checkpoint: python/mmfree_hls/data/demo_model}
-      tiny: {random: {vocab_size: 256, hidden_size: 64, num_hidden_layers: 2}, seed: 0}
-    base:                        # merged over design/configs/precision_default.yaml
-      bitlinear: {mant_bits: 20}
+      tiny: {random: {vocab_size: 64, hidden_size: 64, num_hidden_layers: 1}, seed: 0}
+    board: pynq-z2               # defaults of the target axes (each may also be a grid axis)
+    tier: on-chip                # on-chip | streamed
+    packing: 2bit                # 2bit | 1.6bit
+    base: {sigmoid_table_bits: 10}   # knob overrides of every point, over the board preset
     grid:                        # the cartesian product of the axes
       model: [demo]
-      tensors.state: [ap_fixed<16,6,AP_RND,AP_SAT>, ap_fixed<24,8,AP_RND,AP_SAT>]
-      sigmoid.table_size: [64, 1024]
-      reuse_factor: [1, 4]
-      widths:                    # a bundle axis: each value sets several knobs at once
-        - {label: w24, set: {tensors.residual: "ap_fixed<24,10,AP_RND,AP_SAT>"}}
-        - {label: w32, set: {}}
+      board: [pynq-z2, zcu104]
+      frac_bits: [14, 20]
+      vector_lanes: [4, 16]
+      target:                    # a bundle axis: each value sets several things at once
+        - {label: onchip, set: {tier: on-chip}}
+        - {label: streamed, set: {tier: streamed, clock_mhz: 125}}
     points:                      # optional extra points, each {model, label, set}
-      - {label: reference-types, set: {}}
+      - {label: preset, set: {board: kv260}}
     random: {k: 8, seed: 0}      # optional: a random subset of the grid (the CLI can override)
     eval: {tokens: 256, prompt_tokens: 16, greedy_tokens: 32, greedy_prompts: 3}
-    board: pynq-z2               # utilisation and "fits" are computed against this board
     timeout_s: 900               # per point (convert + compile + evaluation)
 
-A *point* is one model choice plus one merged precision config. Its content
-hash (model identity + precision + evaluation settings) names it: a re-run
-skips every point already in ``results.jsonl`` (resume), failing points are
-recorded with their error, and results are appended as groups finish.
+A *point* is (model, board, tier, packing, engine knobs): the knobs are the
+board preset's (``mmfree_hls.engine.presets``) with the sweep's overrides
+(vector_lanes, rows_per_tile, clock_mhz, frac_bits, sigmoid_table_bits). Its
+content hash (model identity + target + resolved preset + evaluation
+settings) names it: a re-run skips every point already in ``results.jsonl``
+(resume), failing points are recorded with their error, and results are
+appended as groups finish. Accuracy comes from the engine's C-simulation
+against the numpy reference; resources, ``fits`` (per resource and overall,
+for the point's own board) and tokens/s from the engine's cost model (a
+Vitis HLS / Vivado report of the point's project when one exists).
 
 Compiling is the expensive part, so points are grouped: the C-simulation's
-numbers do not depend on reuse factors (they only set pipeline intervals and
-array reshapes in synthesis), so points that differ only in reuse factors
-share one compiled library and one evaluation; each still gets its own
-converted project (checked by the converter) and its own resources. Compiled
-projects live under ``<cache>/<project hash>/`` and are reused across runs.
+numbers depend only on the model and the numeric knobs (:data:`NUMERIC_KNOBS`:
+frac_bits, sigmoid_table_bits). Board, tier, packing, clock, vector lanes
+and rows per tile change the schedule and the hardware, not one value a
+step computes (tests/test_sweep.py checks this bit for bit), so every point
+of a group shares one converted project, one g++ build and one evaluation,
+and gets its own cost record. Compiled projects live under
+``<cache>/<project hash>/`` and are reused across runs.
 
 Every group runs in its own Python process (``sweep_eval``), driven by the
 scheduler: a local pool of ``workers`` such processes by default, or Dask
@@ -69,17 +78,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
 
-from .precision import PrecisionError, deep_merge, load_precision
-
-SPEC_KEYS = ("name", "models", "base", "grid", "points", "random", "eval", "board", "timeout_s",
-             "share_across_reuse", "runner", "cache_dir")
+SPEC_KEYS = ("name", "models", "board", "tier", "packing", "base", "grid", "points", "random", "eval",
+             "timeout_s", "runner", "cache_dir")
 EVAL_DEFAULTS = {"tokens": 256, "offset": 0, "prompt_tokens": 16, "greedy_tokens": 32, "greedy_prompts": 3}
 DEFAULT_TIMEOUT_S = 900.0
 DEFAULT_BOARD = "pynq-z2"
+DEFAULT_TIER = "on-chip"
+DEFAULT_PACKING = "2bit"
 DEFAULT_RUNNER = "mmfree_hls.design.sweep_eval:CSimRunner"
+#: The engine knobs a sweep sets (fields of presets.EnginePreset), with their short label names.
+KNOBS = {"vector_lanes": "V", "rows_per_tile": "R", "clock_mhz": "MHz", "frac_bits": "frac",
+         "sigmoid_table_bits": "sig"}
+#: The knobs the C-simulation's numbers depend on; the others (and board, tier, packing) only
+#: change the schedule and the hardware, so points that differ only in those share one build.
+NUMERIC_KNOBS = ("frac_bits", "sigmoid_table_bits")
+#: What a point is aimed at, besides its knobs (each a grid axis or a top-level default).
+TARGETS = ("board", "tier", "packing")
 #: Version of what a point measures (sweep_eval's metrics): part of every point's hash, so a
 #: change of definition re-runs points instead of mixing old and new numbers in one table.
-MEASURE_VERSION = 3
+MEASURE_VERSION = 4
 RESULTS_FILE = "results.jsonl"
 DAMAGED_FILE = "results.damaged.jsonl"
 RUNS_FILE = "runs.jsonl"
@@ -115,37 +132,9 @@ def digest(obj: Any, n: int = 16) -> str:
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:n]
 
 
-def strip_reuse(precision: Mapping) -> dict:
-    """The precision dict without any reuse_factor entry: what the C-simulation's numbers depend on."""
-    def strip(node):
-        if isinstance(node, Mapping):
-            return {k: strip(v) for k, v in node.items() if k != "reuse_factor"}
-        return copy.deepcopy(node)
-    return strip(precision)
-
-
-# ===================================================================== nesting
-def nest(flat: Mapping[str, Any], where: str) -> dict:
-    """{'a.b': 1, 'c': {'d': 2}} → {'a': {'b': 1}, 'c': {'d': 2}}."""
-    out: dict = {}
-    for key, value in flat.items():
-        if not isinstance(key, str) or not key:
-            raise SweepConfigError(f"{where}: keys must be knob paths such as tensors.state (got {key!r})")
-        parts = key.split(".")
-        node = out
-        for p in parts[:-1]:
-            nxt = node.setdefault(p, {})
-            if not isinstance(nxt, dict):
-                raise SweepConfigError(f"{where}: {key} sets inside {p}, which is also given a value")
-            node = nxt
-        leaf = parts[-1]
-        if isinstance(value, Mapping) and leaf != "layers":
-            value = nest(value, f"{where}.{key}")
-        if isinstance(node.get(leaf), dict) and isinstance(value, dict):
-            node[leaf] = deep_merge(node[leaf], value)
-        else:
-            node[leaf] = copy.deepcopy(value)
-    return out
+def numeric_knobs(knobs: Mapping) -> dict:
+    """The knobs the C-simulation's numbers depend on (what a group of points shares)."""
+    return {k: knobs[k] for k in NUMERIC_KNOBS if k in knobs}
 
 
 # ===================================================================== spec
@@ -179,8 +168,8 @@ class ModelSpec:
 @dataclass
 class Axis:
     name: str
-    kind: str                   # "model" | "knob" | "bundle"
-    values: list                # model names | knob values | bundles {"label", "set"}
+    kind: str                   # "model" | "target" | "knob" | "bundle"
+    values: list                # model names | target names | knob values | bundles {"label", "set"}
 
     def labels(self) -> list[str]:
         if self.kind == "bundle":
@@ -192,18 +181,22 @@ class Axis:
 class SweepSpec:
     name: str
     models: dict[str, ModelSpec]
-    base: dict
+    targets: dict               # default board, tier, packing
+    base: dict                  # knob overrides of every point
     axes: list[Axis]
     extra_points: list[dict]
     random: Optional[dict]
     eval: dict
-    board: str
     timeout_s: float
-    share_across_reuse: bool
     runner: str
     cache_dir: Optional[str]
     source: Optional[str] = None
     raw: dict = field(default_factory=dict)
+
+    @property
+    def board(self) -> str:
+        """The default board (points may name others)."""
+        return self.targets["board"]
 
     def digest(self) -> str:
         return digest(self.raw)
@@ -246,16 +239,49 @@ def _model_spec(name: str, entry: Any, spec_dir: Optional[Path]) -> ModelSpec:
     return ModelSpec(name, random=dict(cfg), seed=seed)
 
 
+def _target_choices(name: str) -> list[str]:
+    from ..engine.presets import PACKINGS, TIERS, board_names
+    return {"board": board_names(), "tier": list(TIERS), "packing": sorted(PACKINGS)}[name]
+
+
+def _check_target(name: str, value: Any, where: str) -> str:
+    choices = _target_choices(name)
+    if value not in choices:
+        raise SweepConfigError(f"{where}: {name} {value!r} unknown; choose one of {choices}")
+    return str(value)
+
+
+def _check_knob(name: str, value: Any, where: str) -> Any:
+    if name not in KNOBS:
+        raise SweepConfigError(f"{where}: {name!r} is not an engine knob; sweep the knobs {sorted(KNOBS)} "
+                               f"or the targets {list(TARGETS)} (and model)")
+    ok = isinstance(value, (int, float)) if name == "clock_mhz" else isinstance(value, int)
+    if isinstance(value, bool) or not ok:
+        kind = "a number of MHz" if name == "clock_mhz" else "an integer"
+        raise SweepConfigError(f"{where}: {name} = {value!r} must be {kind}")
+    return float(value) if name == "clock_mhz" else value
+
+
+def _settings(sets: Any, where: str) -> dict:
+    """A mapping of knobs and targets (a bundle's or an extra point's ``set``, or ``base``), checked."""
+    if sets is None:
+        return {}
+    if not isinstance(sets, Mapping):
+        raise SweepConfigError(f"{where} must map engine knobs ({', '.join(KNOBS)}) or targets "
+                               f"({', '.join(TARGETS)}) to values")
+    out = {}
+    for k, v in sets.items():
+        out[k] = _check_target(k, v, where) if k in TARGETS else _check_knob(k, v, where)
+    return out
+
+
 def _bundle(axis: str, value: Any, i: int) -> dict:
     if not isinstance(value, Mapping) or "set" not in value:
         raise SweepConfigError(f"grid.{axis}[{i}]: a bundle axis takes mappings {{label: NAME, set: {{knob: value}}}}")
     bad = sorted(set(value) - {"label", "set"})
     if bad:
         raise SweepConfigError(f"grid.{axis}[{i}]: unknown key(s) {bad}; a bundle has label and set")
-    sets = value["set"] or {}
-    if not isinstance(sets, Mapping):
-        raise SweepConfigError(f"grid.{axis}[{i}].set must map knob paths to values")
-    return {"label": str(value.get("label", f"{axis}{i}")), "set": nest(sets, f"grid.{axis}[{i}].set")}
+    return {"label": str(value.get("label", f"{axis}{i}")), "set": _settings(value["set"], f"grid.{axis}[{i}].set")}
 
 
 def load_spec(source: str | Path | Mapping) -> SweepSpec:
@@ -283,13 +309,21 @@ def load_spec(source: str | Path | Mapping) -> SweepSpec:
     if not isinstance(models_raw, Mapping) or not models_raw:
         raise SweepConfigError("models: name at least one model, e.g. models: {demo: {checkpoint: DIR}}")
     models = {str(k): _model_spec(str(k), v, spec_dir) for k, v in models_raw.items()}
-    base = nest(raw.get("base") or {}, "base")
+    targets = {"board": DEFAULT_BOARD, "tier": DEFAULT_TIER, "packing": DEFAULT_PACKING}
+    for t in TARGETS:
+        if t in raw:
+            targets[t] = _check_target(t, raw[t], t)
+    base = _settings(raw.get("base"), "base")
+    if set(base) & set(TARGETS):
+        raise SweepConfigError(f"base: give {sorted(set(base) & set(TARGETS))} at the top level, not in base")
 
     grid = raw.get("grid") or {}
     if not isinstance(grid, Mapping):
-        raise SweepConfigError("grid must map axes (knob paths, 'model', or bundle names) to lists of values")
+        raise SweepConfigError("grid must map axes (engine knobs, model, board, tier, packing, or bundle names) "
+                               "to lists of values")
     axes: list[Axis] = []
     for axis, values in grid.items():
+        axis = str(axis)
         if not isinstance(values, list) or not values:
             raise SweepConfigError(f"grid.{axis} must be a non-empty list of values")
         if axis == "model":
@@ -297,15 +331,16 @@ def load_spec(source: str | Path | Mapping) -> SweepSpec:
             if unknown:
                 raise SweepConfigError(f"grid.model: {unknown} not in models ({sorted(models)})")
             axes.append(Axis("model", "model", [str(v) for v in values]))
+        elif axis in TARGETS:
+            axes.append(Axis(axis, "target", [_check_target(axis, v, f"grid.{axis}") for v in values]))
         elif all(isinstance(v, Mapping) for v in values):
-            axes.append(Axis(str(axis), "bundle", [_bundle(axis, v, i) for i, v in enumerate(values)]))
+            if axis in KNOBS:
+                raise SweepConfigError(f"grid.{axis}: a knob axis takes plain values, not mappings")
+            axes.append(Axis(axis, "bundle", [_bundle(axis, v, i) for i, v in enumerate(values)]))
         elif any(isinstance(v, Mapping) for v in values):
             raise SweepConfigError(f"grid.{axis}: mixes bundles (mappings) and plain values")
         else:
-            nest({axis: values[0]}, f"grid.{axis}")          # path syntax check
-            axes.append(Axis(str(axis), "knob", list(values)))
-    if len({a.name for a in axes}) != len(axes):
-        raise SweepConfigError("grid: an axis is listed twice")
+            axes.append(Axis(axis, "knob", [_check_knob(axis, v, f"grid.{axis}") for v in values]))
 
     extra = []
     for i, p in enumerate(raw.get("points") or []):
@@ -315,7 +350,7 @@ def load_spec(source: str | Path | Mapping) -> SweepSpec:
         if model not in models:
             raise SweepConfigError(f"points[{i}].model {model!r} not in models ({sorted(models)})")
         extra.append({"model": model, "label": str(p.get("label", f"point{i}")),
-                      "set": nest(p.get("set") or {}, f"points[{i}].set")})
+                      "set": _settings(p.get("set"), f"points[{i}].set")})
     if not axes and not extra:
         raise SweepConfigError("the sweep has no points: give a grid or a points list")
 
@@ -333,31 +368,22 @@ def load_spec(source: str | Path | Mapping) -> SweepSpec:
             raise SweepConfigError(f"eval.{k} = {v!r}: use a non-negative integer (tokens, prompt_tokens ≥ 2)")
     if ev["greedy_tokens"] and ev["greedy_prompts"] < 1:
         raise SweepConfigError("eval.greedy_prompts must be ≥ 1 when eval.greedy_tokens > 0")
-    board = str(raw.get("board", DEFAULT_BOARD))
-    from ..perf import load_boards
-    if board not in load_boards():
-        raise SweepConfigError(f"board {board!r} unknown; choose one of {sorted(load_boards())}")
     timeout = raw.get("timeout_s", DEFAULT_TIMEOUT_S)
-    if not isinstance(timeout, (int, float)) or timeout <= 0:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
         raise SweepConfigError("timeout_s must be a positive number of seconds")
     runner = str(raw.get("runner", DEFAULT_RUNNER))
     if ":" not in runner:
         raise SweepConfigError(f"runner {runner!r}: write module:Class")
-    return SweepSpec(name=name, models=models, base=base, axes=axes, extra_points=extra, random=rnd, eval=ev,
-                     board=board, timeout_s=float(timeout), share_across_reuse=bool(raw.get("share_across_reuse", True)),
-                     runner=runner, cache_dir=raw.get("cache_dir"), source=src, raw=raw)
+    return SweepSpec(name=name, models=models, targets=targets, base=base, axes=axes, extra_points=extra,
+                     random=rnd, eval=ev, timeout_s=float(timeout), runner=runner,
+                     cache_dir=raw.get("cache_dir"), source=src, raw=raw)
 
 
 # ===================================================================== points
 def format_value(v: Any) -> str:
-    """Short label of a knob value: ap_fixed<20,8,AP_RND,AP_SAT> → 20.8, ap_ufixed<24,0> → u24.0."""
-    if isinstance(v, str) and v.startswith("ap_"):
-        from .precision import parse_type
-        try:
-            t = parse_type(v)
-            return f"{'' if t.signed else 'u'}{t.width}.{t.integer}"
-        except PrecisionError:
-            return v
+    """Short label of a knob value: 125.0 → 125."""
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
     return str(v)
 
 
@@ -366,44 +392,74 @@ class Point:
     index: int
     label: str
     model: str
+    board: str
+    tier: str
+    packing: str
+    knobs: dict                # engine knobs after the sweep's overrides (the convert config of the point)
     choices: dict              # axis name → label of the chosen value
-    precision: dict            # fully merged precision config (defaults + base + choices)
+    preset: dict = field(default_factory=dict)    # the resolved preset (ports, R, lanes, ...) for the record
     point_hash: str = ""
     project_hash: str = ""
     accuracy_key: str = ""
 
     def to_dict(self) -> dict:
-        return {"index": self.index, "label": self.label, "model": self.model, "choices": self.choices,
-                "precision": self.precision, "point_hash": self.point_hash,
-                "project_hash": self.project_hash, "accuracy_key": self.accuracy_key}
+        return {"index": self.index, "label": self.label, "model": self.model, "board": self.board,
+                "tier": self.tier, "packing": self.packing, "knobs": self.knobs, "choices": self.choices,
+                "preset": self.preset, "point_hash": self.point_hash, "project_hash": self.project_hash,
+                "accuracy_key": self.accuracy_key}
 
 
 def _short(axis: str) -> str:
-    return axis.rsplit(".", 1)[-1]
+    return KNOBS.get(axis, axis)
+
+
+def resolve_preset(board: str, tier: str, packing: str, overrides: Mapping):
+    """(EnginePreset, knobs) of a point: the board's preset with the sweep's overrides.
+
+    ``knobs`` holds every sweep knob's resolved value (what convert takes as its config). On the
+    streamed tier the rows per tile are the weight ports' bytes (K x port_bits / 8), so
+    ``rows_per_tile`` does not apply there: streamed points that differ only in it are one point.
+    """
+    from ..engine.presets import get_preset
+    over = dict(overrides)
+    if tier == "streamed":
+        over.pop("rows_per_tile", None)
+    preset = get_preset(board, tier, **over)
+    knobs = {k: getattr(preset, k) for k in KNOBS if not (tier == "streamed" and k == "rows_per_tile")}
+    return preset, knobs
+
+
+def preset_record(preset, packing: str) -> dict:
+    """What a point's hardware is, beyond its knobs: rows per tile, lanes, ports (for hashes and tables)."""
+    return {"R": preset.R, "K": preset.K, "lanes": preset.lanes(packing), "ports": list(preset.ports),
+            "port_bits": preset.port_bits if preset.K else None, "burst_beats": preset.burst_beats,
+            "outstanding": preset.outstanding, "fifo_words": preset.fifo_words, "part": preset.board.part}
 
 
 def expand(spec: SweepSpec, random_k: Optional[int] = None, seed: Optional[int] = None,
            limit: Optional[int] = None) -> list[Point]:
     """Every point of the grid (then the extra points), or a seeded random subset, hashed."""
-    combos: list[tuple[str, dict, dict, list[str]]] = []     # model, overrides, choices, label parts
+    from ..engine.presets import PresetError
+
+    combos: list[tuple[str, dict, dict, list[str]]] = []     # model, settings, choices, label parts
     default_model = next(iter(spec.models))
     if spec.axes:
         for values in itertools.product(*[range(len(a.values)) for a in spec.axes]):
-            model, over, choices, parts = default_model, copy.deepcopy(spec.base), {}, []
+            model, sets, choices, parts = default_model, {**spec.targets, **spec.base}, {}, []
             for axis, i in zip(spec.axes, values):
                 value = axis.values[i]
                 choices[axis.name] = axis.labels()[i]
                 if axis.kind == "model":
                     model = value
                 elif axis.kind == "bundle":
-                    over = deep_merge(over, value["set"])
+                    sets.update(value["set"])
                 else:
-                    over = deep_merge(over, nest({axis.name: value}, f"grid.{axis.name}"))
-                if len(axis.values) > 1:
-                    parts.append(f"{_short(axis.name)}={axis.labels()[i]}")
-            combos.append((model, over, choices, parts))
+                    sets[axis.name] = value
+                if len(axis.values) > 1:     # knobs are labelled by their resolved value (below)
+                    parts.append(axis.name if axis.kind == "knob" else f"{_short(axis.name)}={axis.labels()[i]}")
+            combos.append((model, sets, choices, parts))
     for p in spec.extra_points:
-        combos.append((p["model"], deep_merge(spec.base, p["set"]), {"point": p["label"]}, [p["label"]]))
+        combos.append((p["model"], {**spec.targets, **spec.base, **p["set"]}, {"point": p["label"]}, [p["label"]]))
 
     k = random_k if random_k is not None else (spec.random or {}).get("k")
     s = seed if seed is not None else (spec.random or {}).get("seed", 0)
@@ -417,19 +473,22 @@ def expand(spec: SweepSpec, random_k: Optional[int] = None, seed: Optional[int] 
     identities = {name: m.identity() for name, m in spec.models.items()}
     points, seen = [], set()
     for i in idx:
-        model, over, choices, parts = combos[i]
+        model, sets, choices, parts = combos[i]
+        target = {t: sets.pop(t) for t in TARGETS}
         try:
-            precision = load_precision(over).to_dict()
-        except PrecisionError as e:
+            preset, knobs = resolve_preset(target["board"], target["tier"], target["packing"], sets)
+        except PresetError as e:
             raise SweepConfigError(f"point {i} ({' '.join(parts) or 'base'}): {e}") from None
-        project = {"model": identities[model], "precision": precision}
-        pt = Point(index=i, label=" ".join(parts) or model, model=model, choices=choices, precision=precision)
+        record = preset_record(preset, target["packing"])
+        parts = [f"{_short(x)}={format_value(knobs.get(x, record['R']))}" if x in KNOBS else x for x in parts]
+        pt = Point(index=i, label=" ".join(parts) or model, model=model, choices=choices, knobs=knobs,
+                   preset=record, **target)
+        project = {"model": identities[model], **target, "knobs": knobs, "preset": record}
         pt.project_hash = digest(project)
         pt.point_hash = digest({**project, "eval": spec.eval, "runner": spec.runner, "measure": MEASURE_VERSION})
-        numbers = strip_reuse(precision) if spec.share_across_reuse else precision
-        pt.accuracy_key = digest({"model": identities[model], "precision": numbers, "eval": spec.eval,
+        pt.accuracy_key = digest({"model": identities[model], "numbers": numeric_knobs(knobs), "eval": spec.eval,
                                   "runner": spec.runner, "measure": MEASURE_VERSION})
-        if pt.point_hash in seen:          # two axes that end in the same config: evaluate it once
+        if pt.point_hash in seen:          # two axes that end in the same design: evaluate it once
             continue
         seen.add(pt.point_hash)
         points.append(pt)
@@ -581,23 +640,30 @@ class SweepLock:
 
 # ===================================================================== tasks
 def make_tasks(spec: SweepSpec, points: list[Point], out_dir: Path, cache_dir: Path) -> list[dict]:
-    """One task per accuracy key: its points share one compiled library and one evaluation."""
+    """One task per accuracy key: its points share one compiled library and one evaluation.
+
+    The first point of a task builds the library: the on-chip tier and 2-bit packing first (the
+    plainest build; the streamed tier also writes the weights buffer), then in sweep order.
+    """
     groups: dict[str, list[Point]] = {}
     for p in points:
         groups.setdefault(p.accuracy_key, []).append(p)
     paths = [p for p in sys.path if p and os.path.isdir(p)]
     tasks = []
     for key, pts in groups.items():
-        # the plainest reuse first: it compiles, its siblings only convert
-        pts = sorted(pts, key=lambda p: canonical_json(p.precision.get("reuse_factor")))
+        pts = sorted(pts, key=lambda p: (p.tier != "on-chip", p.packing != "2bit", p.index))
         tasks.append({
-            "key": key, "sweep": spec.name, "runner": spec.runner, "eval": spec.eval, "board": spec.board,
+            "key": key, "sweep": spec.name, "runner": spec.runner, "eval": spec.eval,
             "timeout_s": spec.timeout_s, "model": spec.models[pts[0].model].to_dict(),
             "points": [p.to_dict() for p in pts], "cache_dir": str(cache_dir),
             "work_dir": str(out_dir / "work" / key), "log": str(out_dir / "logs" / f"{key}.log"),
             "python_path": paths,
         })
     return tasks
+
+
+#: What a result row repeats of its point's definition.
+POINT_FIELDS = ("board", "tier", "packing", "knobs", "preset")
 
 
 def _failure(point: Mapping, status: str, kind: str, message: str, **extra) -> dict:
@@ -734,7 +800,7 @@ def run_task(task: Mapping, poll_s: float = 0.2) -> list[dict]:
         r.update({"point_hash": p["point_hash"], "project_hash": p["project_hash"],
                   "accuracy_key": p["accuracy_key"], "index": p["index"], "label": p["label"],
                   "model": p["model"], "choices": p["choices"], "sweep": task["sweep"],
-                  "precision": p["precision"], "board": task["board"]})
+                  **{k: p[k] for k in POINT_FIELDS}})
         rows.append(r)
     return rows
 
@@ -776,8 +842,8 @@ def _run_local(tasks: list[dict], workers: int, on_done: Callable[[dict, list[di
 def _scheduler_failure(task: Mapping, point: Mapping, e: BaseException) -> dict:
     row = _failure(point, "crashed", "scheduler", f"{type(e).__name__}: {e}")
     row.update({k: point[k] for k in ("project_hash", "accuracy_key", "index", "label", "model", "choices",
-                                      "precision")})
-    row.update(sweep=task["sweep"], board=task["board"])
+                                      *POINT_FIELDS)})
+    row.update(sweep=task["sweep"])
     return row
 
 

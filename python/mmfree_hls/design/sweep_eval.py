@@ -1,14 +1,17 @@
-"""One sweep group in its own process: convert, compile once, evaluate, estimate resources.
+"""One sweep group in its own process: convert, compile once, evaluate, cost every point.
 
 Started by :func:`mmfree_hls.design.sweep.run_task` as
 ``python -m mmfree_hls.design.sweep_eval TASK.json``. For each point of the
 group it writes ``<work>/<point>.started``, then ``<work>/<point>.json`` (the
-result row). The first point that converts is compiled and evaluated; the
-others differ only in reuse factors, which do not change the C-simulation's
-numbers, so they reuse its metrics (``accuracy_from``).
+result row). The first point whose engine build is possible converts its
+project, compiles the C-simulation and evaluates it; the others differ only in
+knobs that do not change the C-simulation's numbers (board, tier, packing,
+clock, lanes, rows per tile), so they reuse its metrics (``accuracy_from``)
+and only get their own cost record.
 
-Accuracy of a point, from the C-simulation on held-out text (the last 5 % of
-the corpus, never trained on), against the numpy reference (the golden model):
+Accuracy of a point, from the engine's C-simulation on held-out text (the
+last 5 % of the corpus, never trained on), against the numpy reference (the
+golden model):
 
 * teacher-forced over ``eval.tokens`` tokens: perplexity of the C-sim (and of
   the reference, for scale), top-1 agreement (the C-sim's argmax is a
@@ -22,9 +25,13 @@ the corpus, never trained on), against the numpy reference (the golden model):
   whether all are (strict), and the reference's own top-1 margin where a run
   diverged (a divergence at a near-tie is a coin toss any fixed-point path
   can lose; 0 = an exact tie);
-* saturation: the state and logits leave the design as floats; a value at the
-  rail of its saturating type (tensors.state / tensors.logits) means that
-  tensor overflowed — the point is recorded as ``overflow`` (metrics kept).
+* saturation: the engine reports in its status word when a value saturated
+  its 32-bit vectors (too many fraction bits for the range); a point with any
+  saturated step is recorded as ``overflow`` (metrics kept).
+
+Resources, ``fits`` (per resource and overall, for the point's own board) and
+tokens/s come from the engine's cost model (:func:`mmfree_hls.engine.cost.estimate`),
+which reads a Vitis HLS / Vivado report of the point's project when one exists.
 
 Evaluating the reference is cheap but not free; its outputs are cached under
 ``<cache>/reference/<key>.npz``.
@@ -43,8 +50,6 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import numpy as np
-
-from .precision import parse_type
 
 
 # ===================================================================== model and text
@@ -142,45 +147,39 @@ def reference_outputs(model, ids: np.ndarray, prompts: np.ndarray, greedy: int, 
     return out
 
 
-def rails(type_text: str) -> Optional[tuple[float, float]]:
-    """(min, max) of a saturating fixed-point type; None for wrapping types (overflow is not visible)."""
-    t = parse_type(type_text)
-    if not (t.saturation or "").startswith("AP_SAT"):
-        return None
-    lsb = 2.0 ** -t.fractional
-    hi = 2.0 ** (t.integer - (1 if t.signed else 0)) - lsb
-    lo = -(2.0 ** (t.integer - 1)) if t.signed else 0.0
-    return lo, hi
+#: Status bits of the engine's step (runtime/backend_csim.describe_status).
+STATUS_NONFINITE = 1
+STATUS_SATURATED = 2
 
 
-def _at_rail(values: np.ndarray, rail: Optional[tuple[float, float]]) -> int:
-    if rail is None:
-        return 0
-    lo, hi = rail
-    # float32 carries 24 bits: a value within a few float32 ulps of the rail is on it
-    tol = max(abs(hi), abs(lo)) * 2.0 ** -21
-    return int(np.count_nonzero((values >= hi - tol) | ((values <= lo + tol) if lo < 0 else False)))
+def csim_outputs(lib, model, ids: np.ndarray, prompts: np.ndarray, greedy: int) -> dict:
+    """Teacher-forced logits of the C-simulation, its greedy continuations and its saturated steps.
 
-
-def csim_outputs(lib, model, ids: np.ndarray, prompts: np.ndarray, greedy: int, precision: Mapping) -> dict:
-    """Teacher-forced logits of the C-simulation, its greedy continuations and saturation counts."""
+    ``lib`` is a :class:`mmfree_hls.runtime.backend_csim.CSimLibrary`; its status word is read
+    on every step (a saturated value is counted, not an error).
+    """
     L, e, V = lib.L, lib.e, lib.V
-    state_rail = rails(precision["tensors"]["state"])
-    logit_rail = rails(precision["tensors"]["logits"])
-    sat = {"tensors.state": 0, "tensors.logits": 0}
+    x = np.zeros(lib.d, np.float32)
+    out = np.zeros(V, np.float32)
+    sat = {"steps": 0}
 
-    def count(lg, state):
-        sat["tensors.state"] += _at_rail(state, state_rail)
-        sat["tensors.logits"] += _at_rail(lg, logit_rail)
+    def step(vec, state):
+        x[:] = vec
+        s = np.array(state, dtype=np.float32).reshape(L * e)
+        rc = lib.call(x, s, out)
+        if rc & ~STATUS_SATURATED:
+            from ..runtime.backend_csim import describe_status
+            raise RuntimeError(f"the C-simulation's step returned {rc}: {describe_status(rc)}")
+        sat["steps"] += bool(rc & STATUS_SATURATED)
+        return out.copy(), s
 
-    state = np.zeros((L, e), np.float32)
+    state = np.zeros(L * e, np.float32)
     logits = np.empty((len(ids), V))
     for t, tok in enumerate(ids):
-        logits[t], state = lib.step(model.embed(int(tok)), state)
-        count(logits[t], state)
-    tokens = [_greedy(lib.step, model.embed, p, greedy, np.zeros((L, e), np.float32), count)[0] for p in prompts]
+        logits[t], state = step(model.embed(int(tok)), state)
+    tokens = [_greedy(step, model.embed, p, greedy, np.zeros(L * e, np.float32))[0] for p in prompts]
     return {"logits": logits, "greedy": np.asarray(tokens, dtype=np.int64).reshape(len(prompts), greedy),
-            "saturated": sat}
+            "saturated": {"vectors": sat["steps"]} if sat["steps"] else {}}
 
 
 #: Version of the cached reference outputs (bump when reference_outputs stores something new).
@@ -225,7 +224,11 @@ def accuracy_metrics(ids: np.ndarray, ref: Mapping, sim: Mapping) -> dict:
 
 # ===================================================================== runners
 class CSimRunner:
-    """The sweep's default runner: hls4ml project → g++ C-simulation → metrics vs the numpy reference."""
+    """The sweep's default runner: engine project → g++ C-simulation → metrics vs the numpy reference.
+
+    A runner has ``model_config()``, ``check(point)`` (refuses a build the engine cannot make,
+    before anything is written), ``convert(point, project_dir)`` and ``measure(point, project_dir)``.
+    """
 
     def __init__(self, model_spec: Mapping, eval_settings: Mapping, cache_dir: Path):
         self.spec = model_spec
@@ -235,15 +238,20 @@ class CSimRunner:
         # checkpoints convert from their directory (the project records the path); random models as objects
         self._source = model_spec.get("checkpoint") or self.model
 
+    def check(self, point: Mapping) -> None:
+        from ..engine.project import check_shape
+        check_shape(self.model.config, point_preset(point), point["packing"])
+
     def convert(self, point: Mapping, project_dir: Path) -> dict:
         from .convert import convert
         t0 = time.perf_counter()
-        convert(self._source, project_dir, config=point["precision"], overwrite=True, verbose=False)
+        convert(self._source, project_dir, config=point["knobs"], board=point["board"], tier=point["tier"],
+                packing=point["packing"], overwrite=True, compile=False, verbose=False)
         return {"convert_s": time.perf_counter() - t0}
 
     def measure(self, point: Mapping, project_dir: Path) -> dict:
-        from .convert import MMFreeProject
-        project = MMFreeProject(project_dir)
+        from ..engine.project import EngineProject
+        project = EngineProject(project_dir)
         t0 = time.perf_counter()
         compiled_here = not project.is_compiled()
         project.compile(verbose=False)
@@ -255,14 +263,20 @@ class CSimRunner:
         ref_key = _reference_key(self.spec, ev)
         ref = reference_outputs(self.model, ids, prompts, ev["greedy_tokens"],
                                 self.cache_dir / "reference" / f"{ref_key}.npz")
-        sim = csim_outputs(project.csim(), self.model, ids, prompts, ev["greedy_tokens"], point["precision"])
+        sim = csim_outputs(project.csim(), self.model, ids, prompts, ev["greedy_tokens"])
         metrics = accuracy_metrics(ids, ref, sim)
-        metrics["saturated"] = {k: v for k, v in sim["saturated"].items() if v}
+        metrics["saturated"] = sim["saturated"]
         metrics.update(compile_s=t1 - t0, compiled=compiled_here, eval_s=time.perf_counter() - t1)
         return metrics
 
     def model_config(self):
         return self.model.config
+
+
+def point_preset(point: Mapping):
+    """The EnginePreset of a point (its board and tier with its knobs)."""
+    from ..engine.presets import get_preset
+    return get_preset(point["board"], point["tier"], **point["knobs"])
 
 
 def _reference_key(model_spec: Mapping, ev: Mapping) -> str:
@@ -285,9 +299,11 @@ def resolve_runner(text: str):
 def classify(stage: str, e: BaseException) -> str:
     """Error kind of a failure: the stage it happened in, refined by the exception type."""
     name = type(e).__name__
-    if name in ("CompileError",):
+    if name in ("CompileError", "BuildError"):
         return "compile"
-    if name in ("ConversionError", "PrecisionError", "ProjectExistsError"):
+    if name in ("EngineShapeError", "PresetError", "LayoutError"):
+        return "shape"
+    if name in ("ConversionError", "ProjectExistsError"):
         return "convert"
     return stage
 
@@ -308,19 +324,33 @@ def _json_default(o: Any):
     return str(o)
 
 
-def _resources(cfg, point: Mapping, project_dir: Path, board: str) -> dict:
-    from . import resources
+#: Resources of a cost record; ``fits_<R>`` and ``util_<R>`` columns are written for each.
+RESOURCES = ("LUT", "FF", "BRAM_18K", "URAM", "DSP")
+#: Throughput keys of a cost record copied into the row.
+THROUGHPUT = ("cycles_per_token", "tokens_per_s", "bound_tokens_per_s", "share_of_bound")
+
+
+def cost_row(cfg, point: Mapping, project_dir: Optional[Path]) -> dict:
+    """Resources, utilisation and ``fits`` per resource and overall for the point's own board, and
+    tokens/s, from the engine's cost model (a synthesis report of ``project_dir`` when it has one)."""
+    from ..engine import cost
     try:
-        est = resources.estimate(cfg, point["precision"], project_dir if project_dir.is_dir() else None,
-                                 board=board, top="mmfree_step")
-    except Exception as e:              # the estimator refuses what the design cannot build
+        rec = cost.estimate(cfg, point_preset(point), point["packing"], model=point["model"],
+                            project_dir=project_dir if project_dir is not None and project_dir.is_dir() else None)
+    except Exception as e:              # the cost model refuses what the engine cannot build
         return {"resource_source": None, "resource_error": f"{type(e).__name__}: {e}"}
-    row = est.totals()
-    util = resources.utilisation(row, board)
+    row = {k: rec[k] for k in RESOURCES}
+    util = {k: float(rec["util"][k]) for k in RESOURCES}
     row.update({f"util_{k}": v for k, v in util.items()})
+    row.update({f"fits_{k}": bool(v <= 1.0) for k, v in util.items()})
     row["util_max"] = max(util.values())
-    row["fits"] = bool(row["util_max"] <= 1.0)
-    row["layers"] = [l.to_dict() for l in est.layers]
+    row["fits"] = bool(rec["fits"])
+    row["over_budget"] = [k for k in RESOURCES if util[k] > 1.0]
+    row.update({k: rec.get(k) for k in THROUGHPUT})
+    row["resource_source"] = rec["source"]
+    if rec.get("report"):
+        row["resource_report"] = str(rec["report"])
+    row["R"], row["lanes"] = rec.get("R"), rec.get("lanes")
     return row
 
 
@@ -338,10 +368,13 @@ def run_group(task: Mapping) -> None:
         t0 = time.perf_counter()
         project_dir = cache / point["project_hash"]
         row: dict = {"status": "ok", "error_kind": None, "error": None}
-        stage = "convert"
+        stage = "shape"
         try:
-            row.update(runner.convert(point, project_dir))
+            if hasattr(runner, "check"):
+                runner.check(point)
             if shared is None:
+                stage = "convert"
+                row.update(runner.convert(point, project_dir))
                 stage = "measure"
                 metrics = runner.measure(point, project_dir)
                 metrics["accuracy_from"] = h
@@ -352,15 +385,16 @@ def run_group(task: Mapping) -> None:
                 metrics.update(compile_s=0.0, eval_s=0.0, compiled=False)
             row.update(metrics)
             if metrics.get("saturated"):
-                what = ", ".join(f"{k} ({v} values)" for k, v in metrics["saturated"].items())
+                what = ", ".join(f"{k} ({v} steps)" for k, v in metrics["saturated"].items())
                 row.update(status="overflow", error_kind="overflow",
-                           error=f"saturated at the rail of its type: {what}; give it more integer bits")
+                           error=f"values saturated the engine's 32-bit {what}; use fewer frac_bits")
             elif not math.isfinite(metrics.get("max_logit_err", 0.0)):
                 row.update(status="overflow", error_kind="overflow", error="non-finite logits")
         except Exception as e:
             row.update(status="failed", error_kind=classify(stage, e),
                        error=f"{type(e).__name__}: {e}"[-4000:], traceback=traceback.format_exc()[-4000:])
-        row.update(_resources(cfg, point, project_dir, task["board"]))
+        if row["error_kind"] != "shape":
+            row.update(cost_row(cfg, point, project_dir))
         row["wall_s"] = time.perf_counter() - t0
         _write_json(work / f"{h}.json", row)
 

@@ -3,18 +3,22 @@
 Outputs (in the sweep's output directory):
 
 * ``results.csv`` / ``results.parquet`` — one tidy row per point: identity
-  (hashes, label, one column per grid axis), status and error, accuracy
-  metrics, resources (+ ``resource_source``), utilisation of the board, timings;
-* ``layers.csv`` — the analytic per-layer resources of every point (long form);
-* ``metadata.json`` — tool versions, the sweep file and its digest, the default
-  precision digest, every point's hashes, the run log (wall times);
+  (hashes, label, one column per grid axis, board, tier, packing, every
+  engine knob as ``knob:<name>``), status and error, accuracy metrics,
+  resources (+ ``resource_source``), utilisation of the point's board and
+  ``fits`` per resource (``fits_LUT``, ...) and overall, tokens/s, timings;
+* ``metadata.json`` — tool versions, the sweep file and its digest, the board
+  table's digest, every point's hashes, the run log (wall times);
 * ``pareto.png`` (every accuracy metric × every resource) and
-  ``pareto_<resource>.png`` (the primary metric) — points, and the front of
-  configurations no other beats on both that resource and accuracy.
+  ``pareto_<resource>.png`` (the primary metric) — points that fit their
+  board filled, points that do not hollow, and the front of configurations
+  no other beats on both that resource and accuracy (among all points, and
+  among the points that fit).
 
-Cost of a configuration (for "cheapest"): the utilisation of the board's
-scarcest resource (``util_max``: max of LUT, FF, BRAM_18K, DSP shares — what
-decides whether it fits), then the sum of the four shares, then latency.
+Cost of a configuration (for "cheapest"): the utilisation of its board's
+scarcest resource (``util_max``: max of the LUT, FF, BRAM_18K, URAM, DSP
+shares — what decides whether it fits), then the sum of the shares, then
+cycles per token.
 """
 
 from __future__ import annotations
@@ -27,20 +31,24 @@ from importlib import metadata
 from pathlib import Path
 from typing import Iterable, Optional
 
-from .sweep import RESULTS_FILE, RUNS_FILE, REPO_ROOT, ResultsStore, digest
+from .sweep import KNOBS, RESULTS_FILE, RUNS_FILE, REPO_ROOT, ResultsStore, digest
 
-RESOURCES = ("LUT", "FF", "BRAM_18K", "DSP", "latency_cycles")
+UTIL_RESOURCES = ("LUT", "FF", "BRAM_18K", "URAM", "DSP")
+#: Plotted against accuracy (lower is cheaper).
+RESOURCES = ("util_max", "LUT", "FF", "BRAM_18K", "DSP", "cycles_per_token")
 #: accuracy metric → True when higher is better
 METRICS = {"top1_agreement": True, "greedy_agreement": True, "perplexity": False}
 PRIMARY_METRIC = "top1_agreement"
-COST_ORDER = ("util_max", "util_sum", "latency_cycles")
+COST_ORDER = ("util_max", "util_sum", "cycles_per_token")
 PACKAGES = ("mmfree-hls", "numpy", "hls4ml", "tensorflow", "qkeras", "dask", "distributed", "pandas",
             "pyarrow", "matplotlib", "pyyaml")
-FIRST_COLUMNS = ("sweep", "index", "label", "model", "status", "error_kind", "top1_agreement", "greedy_agreement",
-                 "greedy_identical", "greedy_prefix", "perplexity", "ref_perplexity", "max_logit_err",
-                 "mean_logit_err", "rel_logit_err", "LUT", "FF", "BRAM_18K", "DSP", "latency_cycles", "ii_cycles",
-                 "resource_source", "util_LUT", "util_FF", "util_BRAM_18K", "util_DSP", "util_max", "util_sum",
-                 "fits", "point_hash", "project_hash", "accuracy_key", "accuracy_from")
+FIRST_COLUMNS = ("sweep", "index", "label", "model", "board", "tier", "packing", *[f"knob:{k}" for k in KNOBS],
+                 "status", "error_kind", "fits", *[f"fits_{k}" for k in UTIL_RESOURCES], "top1_agreement",
+                 "greedy_agreement", "greedy_identical", "greedy_prefix", "perplexity", "ref_perplexity",
+                 "max_logit_err", "mean_logit_err", "rel_logit_err", "LUT", "FF", "BRAM_18K", "URAM", "DSP",
+                 "resource_source", *[f"util_{k}" for k in UTIL_RESOURCES], "util_max", "util_sum",
+                 "cycles_per_token", "tokens_per_s", "bound_tokens_per_s", "share_of_bound", "R", "lanes",
+                 "point_hash", "project_hash", "accuracy_key", "accuracy_from")
 
 
 # ===================================================================== tables
@@ -56,23 +64,26 @@ def load_rows(out_dir: str | Path, point_hashes: Optional[Iterable[str]] = None)
 
 
 def tidy(rows: list[dict]):
-    """A pandas DataFrame, one flat row per point (axes as columns, nested fields as JSON text)."""
+    """A pandas DataFrame, one flat row per point (axes and knobs as columns, nested fields as JSON text)."""
     import pandas as pd
     flat = []
     axes: list[str] = []
     for r in rows:
-        f = {k: v for k, v in r.items() if k not in ("layers", "choices", "precision", "saturated", "traceback")}
+        f = {k: v for k, v in r.items() if k not in ("choices", "knobs", "preset", "saturated", "traceback",
+                                                    "over_budget")}
         for axis, label in (r.get("choices") or {}).items():
-            if axis == "model":
+            if axis in ("model", "board", "tier", "packing"):
                 continue
             col = f"axis:{axis}"
             f[col] = label
             if col not in axes:
                 axes.append(col)
+        for k, v in (r.get("knobs") or {}).items():
+            f[f"knob:{k}"] = v
         f["saturated"] = json.dumps(r.get("saturated") or {}, sort_keys=True)
-        f["precision_hash"] = digest(r.get("precision") or {})
-        f["precision_json"] = json.dumps(r.get("precision") or {}, sort_keys=True)
-        utils = [r.get(f"util_{k}") for k in ("LUT", "FF", "BRAM_18K", "DSP")]
+        f["over_budget"] = ",".join(r.get("over_budget") or [])
+        f["preset_json"] = json.dumps(r.get("preset") or {}, sort_keys=True)
+        utils = [r.get(f"util_{k}") for k in UTIL_RESOURCES]
         f["util_sum"] = sum(utils) if all(u is not None for u in utils) else None
         flat.append(f)
     df = pd.DataFrame(flat)
@@ -82,19 +93,10 @@ def tidy(rows: list[dict]):
         first[at:at] = axes
     rest = sorted(c for c in df.columns if c not in first)
     df = df[first + rest] if len(df) else df
-    for col in ("greedy_identical", "fits", "compiled"):
+    for col in ("greedy_identical", "fits", "compiled", *[f"fits_{k}" for k in UTIL_RESOURCES]):
         if col in df.columns:
             df[col] = df[col].astype("boolean")
     return df
-
-
-def layer_table(rows: list[dict]):
-    import pandas as pd
-    recs = []
-    for r in rows:
-        for layer in r.get("layers") or []:
-            recs.append({"point_hash": r["point_hash"], "label": r.get("label"), **layer})
-    return pd.DataFrame(recs)
 
 
 def _versions() -> dict:
@@ -120,8 +122,15 @@ def _git_commit() -> Optional[str]:
         return None
 
 
+def _boards_digest() -> Optional[str]:
+    from ..engine.presets import BOARDS_FILE
+    try:
+        return digest(json.loads(BOARDS_FILE.read_text()))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 def build_metadata(out_dir: Path, rows: list[dict]) -> dict:
-    from .precision import load_precision
     spec_file = out_dir / "sweep_spec.json"
     spec = json.loads(spec_file.read_text()) if spec_file.is_file() else None
     runs = []
@@ -131,13 +140,14 @@ def build_metadata(out_dir: Path, rows: list[dict]) -> dict:
         "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": _versions(), "git_commit": _git_commit(),
         "sweep": spec, "sweep_digest": digest(spec) if spec is not None else None,
-        "precision_default_digest": load_precision().digest(),
+        "boards_digest": _boards_digest(),
         "points": [{"index": r.get("index"), "label": r.get("label"), "status": r.get("status"),
+                    "board": r.get("board"), "tier": r.get("tier"), "packing": r.get("packing"),
+                    "knobs": r.get("knobs"), "fits": r.get("fits"),
                     "point_hash": r["point_hash"], "project_hash": r.get("project_hash"),
-                    "accuracy_key": r.get("accuracy_key"), "precision_hash": digest(r.get("precision") or {})}
-                   for r in rows],
+                    "accuracy_key": r.get("accuracy_key")} for r in rows],
         "runs": runs,
-        "cost": "util_max (share of the board's scarcest resource), then util_sum, then latency_cycles",
+        "cost": "util_max (share of the point's board's scarcest resource), then util_sum, then cycles_per_token",
     }
 
 
@@ -165,13 +175,24 @@ def _valid(df, cols: Iterable[str]):
     return ok
 
 
-def pareto_front(df, resource: str = "util_max", metric: str = PRIMARY_METRIC):
-    """Rows of the front of ``metric`` vs ``resource`` (status ok only), cheapest first."""
+def pareto_front(df, resource: str = "util_max", metric: str = PRIMARY_METRIC, fitting: bool = False):
+    """Rows of the front of ``metric`` vs ``resource`` (status ok only; ``fitting``: only points that
+    fit their board), cheapest first."""
     ok = _valid(df, [resource, metric])
+    if fitting:
+        ok = ok[_fits(ok)]
     if not len(ok):
         return ok
     mask = pareto_mask(ok[resource].astype(float).tolist(), ok[metric].astype(float).tolist(), METRICS.get(metric, True))
     return ok[mask].sort_values([resource, metric])
+
+
+def _fits(df):
+    """Boolean mask: the point fits its board (unknown counts as not)."""
+    import pandas as pd
+    if "fits" not in df.columns:
+        return pd.Series(False, index=df.index)
+    return df["fits"].fillna(False).astype(bool)
 
 
 def cheapest_greedy_identical(df, min_prompts: Optional[int] = None):
@@ -217,31 +238,53 @@ def greedy_lines(df) -> list[str]:
 
 
 def plot_pareto(df, out_dir: Path, primary: str = PRIMARY_METRIC) -> list[Path]:
+    """Accuracy vs resources: fitting points filled (one colour per board), the others hollow;
+    the Pareto front of all ok points (dashed) and of the points that fit (solid)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    boards = sorted(df["board"].dropna().unique()) if "board" in df.columns else []
+    colours = {b: f"C{i % 10}" for i, b in enumerate(boards)}
 
     def panel(ax, resource: str, metric: str) -> None:
         ok = _valid(df, [resource, metric])
         over = df[df["status"] == "overflow"] if "status" in df.columns else df.iloc[0:0]
         over = over[over[resource].notna() & over[metric].notna()] if len(over) and resource in over and metric in over else over.iloc[0:0]
-        ax.scatter(ok[resource], ok[metric], s=22, c="tab:blue", alpha=0.7, label="ok")
+        fit = _fits(ok)
+        for b in boards or [None]:
+            mine = ok if b is None else ok[ok["board"] == b]
+            mf = _fits(mine)
+            c = colours.get(b, "C0")
+            if mf.any():
+                ax.scatter(mine[mf][resource], mine[mf][metric], s=30, c=c, alpha=0.85,
+                           label=f"{b or 'point'}: fits")
+            if (~mf).any():
+                ax.scatter(mine[~mf][resource], mine[~mf][metric], s=30, facecolors="none", edgecolors=c,
+                           alpha=0.85, label=f"{b or 'point'}: over budget")
         if len(over):
             ax.scatter(over[resource], over[metric], s=22, marker="x", c="tab:red", alpha=0.7, label="overflow")
         front = pareto_front(df, resource, metric)
         if len(front):
-            ax.step(front[resource], front[metric], where="post",
-                    c="tab:orange", lw=1.5, label="Pareto front")
-            ax.scatter(front[resource], front[metric], s=40, facecolors="none", edgecolors="tab:orange")
+            ax.step(front[resource], front[metric], where="post", c="grey", lw=1, ls="--", label="Pareto front (all)")
+        front = pareto_front(df, resource, metric, fitting=True)
+        if len(front):
+            ax.step(front[resource], front[metric], where="post", c="tab:green", lw=1.8,
+                    label="Pareto front (fits)")
+            ax.scatter(front[resource], front[metric], s=70, facecolors="none", edgecolors="tab:green", lw=1.5)
+        if resource == "util_max":
+            ax.axvline(1.0, c="tab:red", lw=0.8, ls=":", label="board budget")
         one_model = "model" in df.columns and df["model"].nunique() == 1
         if metric == "perplexity" and one_model and "ref_perplexity" in df.columns and df["ref_perplexity"].notna().any():
             ax.axhline(float(df["ref_perplexity"].dropna().iloc[0]), ls="--", c="grey", lw=1,
                        label="numpy reference")
-        ax.set_xlabel(resource + (" (analytic)" if _source(df) == "analytic" else ""))
+        src = _source(df)
+        ax.set_xlabel(resource + (f" ({src})" if src and src != "analytic" else " (model estimate)" if src else ""))
         ax.set_ylabel(metric)
         if len(ok) and float(ok[resource].min()) > 0 and float(ok[resource].max()) / float(ok[resource].min()) > 20:
             ax.set_xscale("log")
         ax.grid(alpha=0.3)
+        ax.set_title(f"{int(fit.sum())}/{len(ok)} fit", fontsize=8, loc="right")
 
     paths = []
     metrics = [m for m in METRICS if m in df.columns]
@@ -253,9 +296,9 @@ def plot_pareto(df, out_dir: Path, primary: str = PRIMARY_METRIC) -> list[Path]:
     for i, m in enumerate(metrics):
         for j, r in enumerate(resources):
             panel(axes[i][j], r, m)
-    axes[0][0].legend(fontsize=7)
+    axes[0][0].legend(fontsize=6)
     name = str(df["sweep"].iloc[0]) if "sweep" in df.columns and len(df) else "sweep"
-    fig.suptitle(f"{name}: accuracy vs resources ({len(df)} points)")
+    fig.suptitle(f"{name}: accuracy vs resources ({len(df)} points; filled = fits its board)")
     fig.tight_layout()
     p = out_dir / "pareto.png"
     fig.savefig(p, dpi=90)
@@ -263,10 +306,10 @@ def plot_pareto(df, out_dir: Path, primary: str = PRIMARY_METRIC) -> list[Path]:
     paths.append(p)
     if primary in df.columns:
         for r in resources:
-            fig, ax = plt.subplots(figsize=(5.5, 4))
+            fig, ax = plt.subplots(figsize=(6, 4.2))
             panel(ax, r, primary)
             ax.legend(fontsize=7)
-            ax.set_title(f"{name}: {primary} vs {r}")
+            ax.set_title(f"{name}: {primary} vs {r} (filled = fits its board)", fontsize=9)
             fig.tight_layout()
             p = out_dir / f"pareto_{r}.png"
             fig.savefig(p, dpi=90)
@@ -297,15 +340,18 @@ def _fmt(v, kind: str = "") -> str:
 
 
 def summary_table(df, max_rows: int = 40) -> str:
-    """Points cheapest first: accuracy, resources and source; '*' marks the util_max Pareto front.
+    """Points cheapest first: accuracy, resources, fits and source; '*' marks the util_max Pareto front
+    of the points that fit their board.
 
-    greedy = share of greedy tokens equal to the reference's; same = prompts decoded identically.
+    greedy = share of greedy tokens equal to the reference's; same = prompts decoded identically;
+    fits = yes, or the resources over the board's budget.
     """
     if not len(df):
         return "(no results)"
-    front = set(pareto_front(df)["point_hash"]) if "util_max" in df.columns else set()
-    cols = [("", 1), ("label", 38), ("status", 8), ("top1", 6), ("greedy", 6), ("same", 4), ("ppl", 7), ("max|Δ|", 7),
-            ("LUT", 10), ("FF", 10), ("BRAM", 6), ("DSP", 7), ("cycles", 8), ("util", 8), ("source", 8)]
+    front = set(pareto_front(df, fitting=True)["point_hash"]) if "util_max" in df.columns else set()
+    cols = [("", 1), ("label", 34), ("board", 7), ("status", 8), ("top1", 6), ("greedy", 6), ("same", 4),
+            ("ppl", 6), ("LUT", 8), ("BRAM", 5), ("DSP", 5), ("util", 7), ("fits", 12), ("tok/s", 7),
+            ("source", 8)]
     order = df.copy()
     order["_cost"] = order["util_max"] if "util_max" in order.columns else 0
     order = order.sort_values(["_cost"], na_position="last")
@@ -314,11 +360,15 @@ def summary_table(df, max_rows: int = 40) -> str:
         g = r.get("greedy_agreement")
         same = (f"{_fmt(r.get('greedy_identical_prompts'), 'int')}/{_fmt(r.get('greedy_prompts'), 'int')}"
                 if r.get("greedy_prompts") == r.get("greedy_prompts") and r.get("greedy_prompts") is not None else "-")
-        vals = ["*" if r["point_hash"] in front else " ", str(r.get("label", ""))[:38], r.get("status"),
-                _fmt(r.get("top1_agreement"), "pct"), _fmt(g, "pct"), same, _fmt(r.get("perplexity"), "f"),
-                _fmt(r.get("max_logit_err"), "f"), _fmt(r.get("LUT"), "int"), _fmt(r.get("FF"), "int"),
-                _fmt(r.get("BRAM_18K"), "int"), _fmt(r.get("DSP"), "int"), _fmt(r.get("latency_cycles"), "int"),
-                _fmt(r.get("util_max"), "pct"), {"vitis_hls_report": "report", "analytic": "analytic"}.get(
+        fits = r.get("fits")
+        fits = "-" if fits is None or fits != fits or r.get("util_max") != r.get("util_max") else (
+            "yes" if bool(fits) else "no " + str(r.get("over_budget") or ""))
+        vals = ["*" if r["point_hash"] in front else " ", str(r.get("label", ""))[:34], str(r.get("board", ""))[:7],
+                r.get("status"), _fmt(r.get("top1_agreement"), "pct"), _fmt(g, "pct"), same,
+                _fmt(r.get("perplexity"), "f"), _fmt(r.get("LUT"), "int"), _fmt(r.get("BRAM_18K"), "int"),
+                _fmt(r.get("DSP"), "int"), _fmt(r.get("util_max"), "pct"), fits[:12],
+                _fmt(r.get("tokens_per_s"), "int"),
+                {"vitis_hls_report": "csynth", "vivado_impl": "vivado", "analytic": "model"}.get(
                     r.get("resource_source"), "-")]
         lines.append(" ".join(f"{str(v):<{w}}" for v, (_, w) in zip(vals, cols)))
     if len(order) > max_rows:
@@ -326,6 +376,11 @@ def summary_table(df, max_rows: int = 40) -> str:
     failed = df[~df["status"].isin(["ok"])] if "status" in df.columns else df.iloc[0:0]
     for _, r in failed.iterrows():
         lines.append(f"  {r.get('status')}: {r.get('label')}: {str(r.get('error') or '')[:160]}")
+    ok = _valid(df, [])
+    if "board" in ok.columns and len(ok):
+        per = ", ".join(f"{b} {int(_fits(g).sum())}/{len(g)}" for b, g in ok.groupby("board"))
+        lines.append(f"points that fit their board: {per}"
+                     + ("" if _source(df) not in ("analytic", "") else " (cost model estimates)"))
     lines += greedy_lines(df)
     return "\n".join(lines)
 
@@ -333,17 +388,15 @@ def summary_table(df, max_rows: int = 40) -> str:
 # ===================================================================== all of it
 def write_report(out_dir: str | Path, point_hashes: Optional[Iterable[str]] = None,
                  primary: str = PRIMARY_METRIC) -> dict:
-    """CSV, Parquet, per-layer CSV, metadata JSON and plots; returns their paths and the summary text."""
+    """CSV, Parquet, metadata JSON and plots; returns their paths and the summary text."""
     out = Path(out_dir)
     if not (out / RESULTS_FILE).is_file():
         raise FileNotFoundError(f"{out / RESULTS_FILE} not found; run `mmfree sweep CONFIG.yaml --out {out}` first")
     rows = load_rows(out, point_hashes)
     df = tidy(rows)
-    paths = {"csv": out / "results.csv", "parquet": out / "results.parquet", "layers": out / "layers.csv",
-             "metadata": out / "metadata.json"}
+    paths = {"csv": out / "results.csv", "parquet": out / "results.parquet", "metadata": out / "metadata.json"}
     df.to_csv(paths["csv"], index=False)
     df.to_parquet(paths["parquet"], index=False)
-    layer_table(rows).to_csv(paths["layers"], index=False)
     paths["metadata"].write_text(json.dumps(build_metadata(out, rows), indent=2, default=str) + "\n")
     paths["plots"] = plot_pareto(df, out, primary)
     return {"paths": paths, "summary": summary_table(df), "frame": df}
