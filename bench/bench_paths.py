@@ -43,12 +43,13 @@ ONCHIP_MAX_TERNARY = 4_000_000
 
 
 def load_model(spec: str, seed: int):
-    from mmfree_hls import MMFreeLM, load_checkpoint, perf
+    from mmfree_hls import MMFreeLM, load_checkpoint
+    from mmfree_hls.engine import cost
 
     if spec == "demo":
         return "demo", load_checkpoint(DEMO)
-    if spec in perf.load_presets():
-        return spec, MMFreeLM.random(perf.model_preset(spec), seed=seed)
+    if spec in cost.published_models():
+        return spec, MMFreeLM.random(cost.resolve_model(spec)[1], seed=seed)
     return Path(spec).name, load_checkpoint(spec)
 
 

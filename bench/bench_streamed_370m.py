@@ -77,9 +77,10 @@ def main() -> int:
     if args.child:
         return child(args)
 
-    from mmfree_hls import MMFreeLM, perf, streamed, streamed_csim
+    from mmfree_hls import MMFreeLM, streamed, streamed_csim
+    from mmfree_hls.engine import cost
 
-    cfg = perf.model_preset(args.model)
+    cfg = cost.resolve_model(args.model)[1]
     t0 = time.perf_counter()
     model = MMFreeLM.random(cfg, seed=args.seed)
     print(f"{args.model}: {cfg.parameter_count() / 1e6:.0f}M parameters, random weights built in "

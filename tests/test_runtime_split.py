@@ -20,7 +20,7 @@ BLOCKER = textwrap.dedent("""
 RUNTIME_MODULES = ["mmfree_hls", "mmfree_hls.config", "mmfree_hls.quant", "mmfree_hls.reference",
                    "mmfree_hls.packing", "mmfree_hls.checkpoint", "mmfree_hls.hgrn_bit",
                    "mmfree_hls.safetensors_io", "mmfree_hls.tokenizer", "mmfree_hls.sampling",
-                   "mmfree_hls.corpus", "mmfree_hls.hls_project", "mmfree_hls.perf", "mmfree_hls.streamed",
+                   "mmfree_hls.corpus", "mmfree_hls.hls_project", "mmfree_hls.engine.cost", "mmfree_hls.streamed",
                    "mmfree_hls.streamed_csim", "mmfree_hls.runtime.accelerator", "mmfree_hls.runtime.buffers",
                    "mmfree_hls.runtime.manifest", "mmfree_hls.runtime.backend_csim",
                    "mmfree_hls.runtime.backend_pynq", "mmfree_hls.commands.package",

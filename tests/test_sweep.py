@@ -9,7 +9,6 @@ import pytest
 
 from mmfree_hls.cli import main
 from mmfree_hls.config import ModelConfig
-from mmfree_hls.design import resources as res
 from mmfree_hls.design import sweep_report
 from mmfree_hls.design.sweep import (ResultsStore, SweepConfigError, expand, load_spec, parse_scheduler,
                                      run_sweep, strip_reuse)
@@ -292,81 +291,6 @@ def test_accuracy_metrics_count_exact_reference_ties_as_agreement():
     uniform = np.zeros((4, 3))
     assert perplexity(uniform, ids) == pytest.approx(3.0)
     assert m["ref_perplexity"] == pytest.approx(perplexity(ref_logits, ids))
-
-
-# ======================================================================= resources
-def _cfg(**kw):
-    return ModelConfig(**{**TINY, **kw})
-
-
-def test_analytic_resources_follow_the_knobs():
-    cfg = _cfg()
-    base = res.analytic_estimate(cfg)
-    narrow = res.analytic_estimate(cfg, {"tensors": {"residual": "ap_fixed<12,6>"},
-                                         "rmsnorm": {"result": "ap_fixed<12,5>", "weight": "ap_fixed<10,3>"},
-                                         "bitlinear": {"norm": "ap_fixed<10,3>", "quant_bits": 12, "mant_bits": 12}})
-    assert narrow.DSP < base.DSP and narrow.LUT < base.LUT
-    small_table = res.analytic_estimate(cfg, {"sigmoid": {"table_size": 64}})
-    assert small_table.BRAM_18K < base.BRAM_18K
-    shared = res.analytic_estimate(cfg, {"reuse_factor": 4})
-    assert shared.LUT < base.LUT and shared.latency_cycles > base.latency_cycles
-    assert base.source == "analytic" and len(base.layers) == 13 + 2
-    assert sum(l.DSP for l in base.layers) == base.DSP
-    # the per-layer override reaches only that layer
-    head = res.analytic_estimate(cfg, {"layers": {"lm_head": {"reuse_factor": 8}}})
-    diff = [a.name for a, b in zip(base.layers, head.layers) if a != b]
-    assert diff == ["lm_head"]
-    with pytest.raises(res.ResourceEstimateError, match="choose one of"):
-        res.analytic_estimate(cfg, {"reuse_factor": 3})
-    # narrower activations shrink the add/sub lanes and the accumulator; a saturating accumulator
-    # trades adder width for saturation logic, so it only has to be accounted for
-    act4 = res.analytic_estimate(cfg, {"bitlinear": {"act_bits": 4}})
-    acc10 = res.analytic_estimate(cfg, {"bitlinear": {"accum_bits": 10}})
-    bl = lambda e: sum(l.LUT for l in e.layers if l.kind == "bitlinear")
-    assert bl(act4) < bl(base) and bl(acc10) != bl(base)
-
-
-def test_operator_costs_match_the_device_figures():
-    cm = res.CostModel()
-    assert res.rom(cm, 128, 256).BRAM_18K == 8          # 512x36 aspect: 8 wide, 1 deep
-    assert res.rom(cm, 4096, 64).BRAM_18K == 16         # 256 kbit: 16 x (4Kx4) or (512x36: 2 x 8)
-    assert res.rom(cm, 65, 24).LUT == 24 * 2 and res.rom(cm, 65, 24).BRAM_18K == 0
-    assert res.mult(cm, 24, 18).DSP == 1 and res.mult(cm, 26, 18).DSP == 2 and res.mult(cm, 32, 32).DSP == 4
-    assert res.mult(cm, 16, 8).DSP == 0 and res.mult(cm, 16, 8).LUT > 0
-    assert res.CostModel.for_board("zcu104").dsp_a_bits == 27
-    assert res.mult(res.CostModel.for_board("zcu104"), 26, 18).DSP == 1
-
-
-CSYNTH = """<?xml version="1.0" encoding="UTF-8"?>
-<profile>
-  <UserAssignments><Part>xc7z020clg400-1</Part><TopModelName>mmfree_step</TopModelName>
-    <TargetClockPeriod>10.00</TargetClockPeriod></UserAssignments>
-  <PerformanceEstimates>
-    <SummaryOfTimingAnalysis><EstimatedClockPeriod>8.1</EstimatedClockPeriod></SummaryOfTimingAnalysis>
-    <SummaryOfOverallLatency><Best-caseLatency>4000</Best-caseLatency><Worst-caseLatency>4321</Worst-caseLatency>
-      <Interval-min>4001</Interval-min><Interval-max>4322</Interval-max></SummaryOfOverallLatency>
-  </PerformanceEstimates>
-  <AreaEstimates>
-    <Resources><BRAM_18K>40</BRAM_18K><DSP>99</DSP><FF>12345</FF><LUT>23456</LUT><URAM>0</URAM></Resources>
-    <AvailableResources><BRAM_18K>280</BRAM_18K><DSP>220</DSP><FF>106400</FF><LUT>53200</LUT><URAM>0</URAM>
-    </AvailableResources>
-  </AreaEstimates>
-</profile>
-"""
-
-
-def test_vitis_report_wins_over_the_estimate(tmp_path):
-    cfg = _cfg()
-    assert res.estimate(cfg, None, tmp_path).source == "analytic"
-    rpt = tmp_path / "mmfree_hls_prj" / "solution1" / "syn" / "report"
-    rpt.mkdir(parents=True)
-    (rpt / "mmfree_step_csynth.xml").write_text(CSYNTH)
-    (rpt / "bitlinear_csynth.xml").write_text(CSYNTH.replace("23456", "7"))
-    est = res.estimate(cfg, None, tmp_path, top="mmfree_step")
-    assert est.source == "vitis_hls_report"
-    assert est.totals() == {"LUT": 23456, "FF": 12345, "BRAM_18K": 40, "DSP": 99, "latency_cycles": 4321,
-                            "ii_cycles": 4322, "resource_source": "vitis_hls_report"}
-    assert len(est.layers) == 15          # per-layer rows stay analytic
 
 
 # ======================================================================= the real thing
