@@ -19,17 +19,17 @@ import pytest
 from mmfree_hls.design.sweep import (DamagedResultsWarning, ResultsStore, SweepLock, SweepLockedError,
                                      load_spec, run_sweep)
 
-TINY = {"vocab_size": 64, "hidden_size": 16, "num_hidden_layers": 1, "intermediate_size": 32}
-STATE16 = "ap_fixed<16,6,AP_RND,AP_SAT>"
-STATE24 = "ap_fixed<24,8,AP_RND,AP_SAT>"
+TINY = {"vocab_size": 64, "hidden_size": 64, "num_hidden_layers": 1, "intermediate_size": 128}
+HANG_SEED = 7          # the stub runner hangs on the model with this seed
 STUB = '''
 import time
 from pathlib import Path
 from mmfree_hls.config import ModelConfig
 
 class StubRunner:
-    def __init__(self, model_spec, eval_settings, cache_dir):
+    def __init__(self, model_spec, *args, **kwargs):
         self.cfg = ModelConfig.from_dict(dict(model_spec["random"]))
+        self.hang = model_spec.get("seed") == 7
 
     def model_config(self):
         return self.cfg
@@ -38,7 +38,7 @@ class StubRunner:
         return {"convert_s": 0.0}
 
     def measure(self, point, project_dir):
-        if point["precision"]["sigmoid"]["table_size"] == 32768:
+        if self.hang:
             time.sleep(300)
         return {"top1_agreement": 1.0, "greedy_agreement": 1.0, "greedy_identical": True,
                 "perplexity": 3.0, "max_logit_err": 0.0, "saturated": {}}
@@ -54,11 +54,17 @@ def stub(tmp_path, monkeypatch):
     return mod
 
 
-def spec(table_size=64, states=(STATE16, STATE24)):
-    return load_spec({"name": "h", "models": {"tiny": {"random": TINY, "seed": 0}},
-                      "grid": {"tensors.state": list(states)}, "runner": "hostile_stub_runner:StubRunner",
-                      "eval": {"tokens": 16, "prompt_tokens": 4, "greedy_tokens": 4}, "timeout_s": 600,
-                      "base": {"sigmoid.table_size": table_size}})
+def spec_dict(hang: bool = False) -> dict:
+    """Two points (two models) -- or one model the stub hangs on -- in the plainest sweep file."""
+    models = ({"stuck": {"random": TINY, "seed": HANG_SEED}} if hang else
+              {"a": {"random": TINY, "seed": 0}, "b": {"random": TINY, "seed": 1}})
+    return {"name": "h", "models": models, "grid": {"model": list(models)},
+            "runner": "hostile_stub_runner:StubRunner",
+            "eval": {"tokens": 16, "prompt_tokens": 4, "greedy_tokens": 4}, "timeout_s": 600}
+
+
+def spec(hang: bool = False):
+    return load_spec(spec_dict(hang))
 
 
 def hashes(out: Path) -> list[str]:
@@ -146,11 +152,7 @@ def test_workers_die_with_a_killed_driver(tmp_path, stub):
     (stub / "tests_hostile_driver.py").write_text(textwrap.dedent(f"""
         from mmfree_hls.design.sweep import load_spec, run_sweep
         def main():
-            s = load_spec({{"name": "h", "models": {{"tiny": {{"random": {TINY!r}, "seed": 0}}}},
-                           "grid": {{"tensors.state": [{STATE16!r}]}}, "runner": "hostile_stub_runner:StubRunner",
-                           "eval": {{"tokens": 16, "prompt_tokens": 4, "greedy_tokens": 4}}, "timeout_s": 600,
-                           "base": {{"sigmoid.table_size": 32768}}}})
-            run_sweep(s, {str(out)!r}, workers=1, progress=False)
+            run_sweep(load_spec({spec_dict(hang=True)!r}), {str(out)!r}, workers=1, progress=False)
         main()
     """))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(stub)] + sys.path))
