@@ -32,7 +32,7 @@
 // Each product uses one DSP48 (25 x 18) and, where precision needs more than
 // 18 bits on the other side, a 25 x 7 or 7 x 18 partial product in LUTs
 // (mul_wide, mul_exact): sigma and the gates carry 23 fraction bits, scales 24-bit
-// mantissas. Norm weights are 18-bit mantissas with one exponent per vector.
+// mantissas. Norm weights are 24-bit mantissas with one exponent per vector.
 //
 // The weight stream carries, in exactly the order compute uses them, the
 // parameter records (folded norm vectors, 1/gamma) and the weight tiles
@@ -75,7 +75,7 @@ static const int NORM_FIELDS = R / 4;    // 32-bit vector values per stream word
 
 typedef ap_uint<8 * R> word_t;
 typedef int32_t vec_t;                   // holds a VEC_BITS-bit value
-typedef int32_t norm_t;                  // folded norm weight: 18-bit mantissa
+typedef int32_t norm_t;                  // folded norm weight: 24-bit mantissa
 typedef int8_t act_t;                    // quantised activation
 
 static const int MAX_N = (D > E ? (D > M ? D : M) : (E > M ? E : M));
@@ -164,10 +164,12 @@ inline i64 silu(i64 x, int sh) {
     return rshift_round(mul_wide(x >> sh, sigmoid(x)), SIG_FRAC - sh);
 }
 
-// v (a VEC_BITS vector value) x w (<= 18 bits), exact: 25 x 18 on a DSP plus 7 x 18 in LUTs.
+// v (a VEC_BITS vector value) x w (a 25-bit norm mantissa), exact: (v >> 7) x (w >> 7) on one
+// DSP48 (25 x 18), the two 7-bit partial products (25 x 7, 7 x 25) in LUTs.
 inline i64 mul_exact(i64 v, i64 w) {
     #pragma HLS INLINE
-    return (mul_25x18(v >> 7, w) << 7) + i64(v & 127) * w;
+    const i64 vh = v >> 7, vl = v & 127, wh = w >> 7, wl = w & 127;
+    return (mul_25x18(vh, wh) << 14) + ((vh * wl) << 7) + vl * w;
 }
 
 // Shift that brings |v| <= bound into the VIEW_BITS-bit view.
@@ -222,7 +224,7 @@ inline unsigned word_byte(const word_t &w, int r) {
     return unsigned(w.range(8 * r + 7, 8 * r));
 }
 
-// A vector of n 32-bit values (18-bit mantissas): ceil(n / NORM_FIELDS) words, one a cycle.
+// A vector of n 32-bit values (24-bit mantissas): ceil(n / NORM_FIELDS) words, one a cycle.
 template <class Src>
 void read_vector(Src &src, norm_t *dst, int n, counters &ctr) {
     const int words = (n + NORM_FIELDS - 1) / NORM_FIELDS;
@@ -585,7 +587,7 @@ int compute_token(Src &src, engine_state &st, const float *x_in, float *state, L
         const int sh_sp = view_shift(s_max[l]);                    // s_t-1
         const u64 s_bound = s_max[l] + si.amax + 1;                // |s_t| <= |s_t-1| + |i'|
         const int sh_sn = view_shift(s_bound);                     // s_t and silu(s_t)
-        const int sh_gg = view_shift(sg.amax << 17);               // |g gn| < amax(g) 2^17 -> 25 bits
+        const int sh_gg = view_shift(sg.amax << 23);               // |g gn| < amax(g) 2^23 -> 25 bits
         const int gg_frac = FRAC + egn - sh_gg;                    // fraction bits of (g gn) >> sh_gg
         // o = silu(s) (g gn) stored at 2^-sh_o so that it fills 30 bits
         const int sh_o = bitlen((s_bound >> sh_sn) << 24) + sh_sn - gg_frac - 30;

@@ -23,8 +23,8 @@ little-endian, each record whole words):
     glu     [e_nd]                           n_down
     matrix  [1/γ mantissa lo16, hi8, exp]    tiles: n_rb x n_cg words, word
             (rb, cg) byte r = the PER inputs cg*PER.. of row rb*R + r.
-A vector is stored as 18-bit mantissas m with one exponent e: v = m 2^-e
-(the DSP48's 18-bit operand); the lower bound lb in 2^-23 units.
+A vector is stored as 24-bit mantissas m with one exponent e: v = m 2^-e;
+the lower bound lb in 2^-23 units.
 
 The streamed tier stripes every word over the K ports: port k holds bytes
 [k*B, (k+1)*B) of each word (B = port bytes), so every record streams from
@@ -126,11 +126,11 @@ class Shape:
 
 
 # ------------------------------------------------------------------ encoding
-MANT_BITS = 18
+MANT_BITS = 24
 
 
 def encode_vector(v: np.ndarray) -> tuple[np.ndarray, int]:
-    """18-bit mantissas and one exponent: v ≈ m 2^-e, max|m| in [2^16, 2^17)."""
+    """24-bit mantissas and one exponent: v ≈ m 2^-e, max|m| in [2^22, 2^23)."""
     v = np.asarray(v, dtype=np.float64)
     if not np.all(np.isfinite(v)):
         raise ValueError("a norm weight holds NaN or Inf")
@@ -308,7 +308,7 @@ def synthetic_image(shape: Shape, seed: int = 0) -> np.ndarray:
     def vector(n: int, lo: int = 1 << 15, hi: int = 1 << 16) -> None:
         per = R // 4
         buf = np.zeros(shape.vec_words(n) * per, np.int32)
-        buf[:n] = rng.integers(lo, hi, n)
+        buf[:n] = rng.integers(lo, hi, n) << 6
         words.append(buf.view(np.uint8).reshape(-1, R))
 
     for kind, name, n_words in shape.records():
@@ -321,7 +321,7 @@ def synthetic_image(shape: Shape, seed: int = 0) -> np.ndarray:
             has_lb = n_words == 1 + 3 * shape.vec_words(shape.e)
             header(16, 16, int(has_lb))
             if has_lb:
-                vector(shape.e, 0, 1 << 22)
+                vector(shape.e, 0, 1 << 16)          # lb < 2^22 (2^-23 units)
             vector(shape.e)
             vector(shape.e)
         elif kind == "glu":
