@@ -194,3 +194,21 @@ def test_fuzz_sampling_parameters(temperature, top_k, top_p, seed, logits):
     else:
         assume(s.top_k is None or s.top_k >= 1)
         assert np.isfinite(z[tok])
+
+
+# ------------------------------------------------------------- shard index
+@FAST
+@given(index=st.one_of(JSON, st.fixed_dictionaries({"weight_map": st.dictionaries(
+    st.text(max_size=6), st.one_of(JSON, st.sampled_from(["../x.safetensors", "/etc/passwd", "s.safetensors",
+                                                          "", ".", "a/b.safetensors"])), max_size=3)})))
+def test_fuzz_shard_index(tmp_path, index):
+    from mmfree_hls.hgrn_bit import INDEX_FILE, find_weight_tensors
+    root = tmp_path / "ck"
+    root.mkdir(exist_ok=True)
+    (root / INDEX_FILE).write_text(json.dumps(index))
+    try:
+        find_weight_tensors(root)
+    except CheckpointError as e:
+        assert INDEX_FILE in str(e) or str(root) in str(e)
+    except FileNotFoundError as e:                     # a listed shard is not there: says which
+        assert "shard files that are not there" in str(e)

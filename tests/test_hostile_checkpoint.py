@@ -227,3 +227,37 @@ def test_save_checkpoint_leaves_no_temporary_files(tmp_path, tiny_model):
     tensors, meta = read_header(out / PACKED_FILE)
     assert all(f"sha256:{k}" in meta for k in tensors)      # every packed tensor's hash is recorded
     assert load_checkpoint(out).config == tiny_model.config
+
+
+def test_full_disk_while_writing_weights_names_the_file(tmp_path, tiny_model, monkeypatch):
+    import errno
+
+    from mmfree_hls.fsio import OutputError
+    from mmfree_hls.safetensors_io import SafetensorsWriter
+    real_write = SafetensorsWriter.write
+
+    def full(self, name, array):
+        if name.endswith("mlp_norm.weight"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, name, array)
+    monkeypatch.setattr(SafetensorsWriter, "write", full)
+    with pytest.raises(OSError):
+        save_checkpoint(tiny_model, tmp_path / "ck")
+    assert not list((tmp_path / "ck").glob("*.partial"))          # nothing half-written is left
+    assert not (tmp_path / "ck" / "model.safetensors").exists()
+    monkeypatch.undo()
+
+    real_open = open
+
+    def full_open(path, mode="r", *a, **k):
+        fh = real_open(path, mode, *a, **k)
+        if str(path).endswith("model.safetensors.partial"):
+            def write(_data):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            fh.write = write
+        return fh
+    monkeypatch.setattr("builtins.open", full_open)
+    with pytest.raises(OutputError, match=r"ck2/model.safetensors: no space left on the device"):
+        save_checkpoint(tiny_model, tmp_path / "ck2")
+    monkeypatch.undo()
+    assert not list((tmp_path / "ck2").glob("*.partial"))

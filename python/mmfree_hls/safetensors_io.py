@@ -272,7 +272,7 @@ class SafetensorsWriter:
         blob = self._header_blob()
         self._base = 8 + len(blob)
         self._tmp = self.path.with_name(self.path.name + ".partial")
-        with io_errors(self._tmp):
+        with io_errors(self.path):
             self._f = open(self._tmp, "wb")
             try:
                 self._f.write(struct.pack("<Q", len(blob)) + blob)
@@ -341,7 +341,7 @@ class SafetensorsWriter:
             a = a.byteswap().newbyteorder()
         self._seek(name)
         data = memoryview(a).cast("B")
-        with io_errors(self._tmp):
+        with io_errors(self.path):
             self._f.write(data)
         self._hashes[name] = hashlib.sha256(data).hexdigest()
         return self._hashes[name]
@@ -356,7 +356,7 @@ class SafetensorsWriter:
                              f"spec says {spec.dtype} {spec.shape}")
         self._seek(name)
         h = hashlib.sha256()
-        with io_errors(self._tmp):
+        with io_errors(self.path):
             for block in iter_raw(source):
                 h.update(block)
                 self._f.write(block)
