@@ -314,18 +314,18 @@ def synthetic_image(shape: Shape, seed: int = 0) -> np.ndarray:
     for kind, name, n_words in shape.records():
         if kind == "group":
             n_c = 3 if name.startswith("attn") else 1
-            header(16, *([16] * n_c), *([0] * (3 - n_c)), n_c, 1)
+            header(22, *([22] * n_c), *([0] * (3 - n_c)), n_c, 1)     # norms in [0.5, 1)
             for _ in range(1 + n_c):
                 vector(shape.d)
         elif kind == "mlgru":
             has_lb = n_words == 1 + 3 * shape.vec_words(shape.e)
-            header(16, 16, int(has_lb))
+            header(22, 22, int(has_lb))
             if has_lb:
                 vector(shape.e, 0, 1 << 16)          # lb < 2^22 (2^-23 units)
             vector(shape.e)
             vector(shape.e)
         elif kind == "glu":
-            header(16)
+            header(22)
             vector(shape.M)
         else:
             header(0, 1 << 7, 23)                 # 1/γ = 2^23 · 2^-23
