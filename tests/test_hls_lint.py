@@ -24,11 +24,12 @@ from mmfree_hls.engine.presets import get_preset
 
 DEMO = ModelConfig(vocab_size=256, hidden_size=128, num_hidden_layers=2, intermediate_size=256)
 MID = ModelConfig(vocab_size=512, hidden_size=512, num_hidden_layers=2, intermediate_size=1024)
-BUILDS = {
-    "pynq-z2/on-chip": ("pynq-z2", "on-chip", DEMO),
-    "pynq-z2/streamed": ("pynq-z2", "streamed", MID),
-    "kv260/streamed": ("kv260", "streamed", MID),
-    "zcu104/streamed": ("zcu104", "streamed", MID),
+BUILDS = {                                   # key: (board, tier, model, packing)
+    "pynq-z2/on-chip": ("pynq-z2", "on-chip", DEMO, "2bit"),
+    "pynq-z2/streamed": ("pynq-z2", "streamed", MID, "2bit"),
+    "kv260/streamed": ("kv260", "streamed", MID, "2bit"),
+    "zcu104/streamed": ("zcu104", "streamed", MID, "2bit"),
+    "kv260/streamed/1.6bit": ("kv260", "streamed", MID, "1.6bit"),      # the 5-trit decode branch
 }
 
 
@@ -49,7 +50,7 @@ class Known:
 
 KNOWN = (
     Known("csim-only", "mmfree_engine.h", r'fprintf\(stderr, "dbg', ("*",),
-          "mmfree_engine.h:568/637/648/696: debug fprintf sits under #ifdef MMFREE_DEBUG, not under "
+          "compute_token's debug fprintf blocks sit under #ifdef MMFREE_DEBUG, not under "
           "#ifndef __SYNTHESIS__ (fix: #if defined(MMFREE_DEBUG) && !defined(__SYNTHESIS__))"),
     Known("maxi-outstanding", "mmfree_engine_top.cpp", r"num_read_outstanding=MMFREE_OUTSTANDING",
           ("pynq-z2/streamed",),
@@ -63,11 +64,11 @@ def builds(tmp_path_factory):
     root = tmp_path_factory.mktemp("lint_builds")
     out = {}
     models = {}
-    for key, (board, tier, cfg) in BUILDS.items():
+    for key, (board, tier, cfg, packing) in BUILDS.items():
         model = models.setdefault(id(cfg), MMFreeLM.random(cfg, seed=1))
         preset = get_preset(board, tier)
         d = root / key.replace("/", "_")
-        write_engine_sources(d, model, preset, "2bit")
+        write_engine_sources(d, model, preset, packing)
         out[key] = (d, preset)
     return out
 
@@ -120,11 +121,12 @@ def test_the_lint_reads_each_build_as_vitis_would(reports, builds):
     """The rules are only as good as what the lint resolved: lanes, loops, tables, regions."""
     for key, (d, preset) in builds.items():
         r = reports[key]
-        P = preset.R * 4
-        assert r.lanes == max(P, preset.vector_lanes), key
+        packing = BUILDS[key][3]
+        per = {"2bit": 4, "1.6bit": 5}[packing]
+        assert r.lanes == max(preset.lanes(packing), preset.vector_lanes), key
         trips = {t for _, t, _ in r.unrolled_loops}
         # the MAC's R accumulators, the PER activations, the V vector lanes, the 64-bit encoder
-        assert {preset.R, 4, preset.vector_lanes, 64} <= trips, (key, r.unrolled_loops)
+        assert {preset.R, per, preset.vector_lanes, 64} <= trips, (key, r.unrolled_loops)
         assert None not in trips, key
         assert any("PIPELINE" in why for _, _, why in r.unrolled_loops), key
         assert r.csim_only == {"mmfree_csim_fast.h"}, key          # found from its guarded include
