@@ -93,3 +93,10 @@ def test_an_abandoned_stream_does_not_block(overlay):
         next(g)
         del g                                                 # garbage-collected: closed
         acc.step(1)
+
+
+@pytest.mark.parametrize("stop", ["x", [1, "x"], 10**6, -1, 2.0])
+def test_a_bad_stop_names_the_parameter(overlay, stop):
+    with Accelerator.open(overlay, backend="csim") as acc:
+        with pytest.raises(ValueError, match="stop must be a token id"):
+            acc.generate([3, 1, 4], 4, stop=stop)

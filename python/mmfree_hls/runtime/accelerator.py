@@ -412,8 +412,11 @@ class Accelerator:
                 or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be an integer ≥ 0, got {max_new_tokens!r}")
         sampler = Sampler(temperature, top_k, top_p, seed)
-        stops = set() if stop is None else ({int(stop)} if isinstance(stop, (int, np.integer))
-                                            else {int(s) for s in stop})
+        try:
+            stops = set() if stop is None else ({self._check_token(stop)} if isinstance(stop, (int, np.integer))
+                                                else {self._check_token(s) for s in stop})
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"stop must be a token id or a list of token ids, got {stop!r} ({e})") from None
         return self._generate(prompt, int(max_new_tokens), sampler, stops)
 
     def _generate(self, prompt: list[int], max_new: int, sampler: Sampler, stops: set) -> Iterator[int]:
