@@ -7,6 +7,8 @@
 // accumulated as exact integers (order does not matter) and written back in
 // the same row order, so every logit and state value is bit-identical to the
 // stream schedule; tests/test_engine_csim.py builds both and compares them.
+// The unpacked weights are int16 (not int8) so that g++ turns the dot product
+// into pmaddwd on any x86-64 (SSE2) and sdot-free NEON on the boards' Arm cores.
 #ifndef MMFREE_CSIM_FAST_H_
 #define MMFREE_CSIM_FAST_H_
 
@@ -18,20 +20,32 @@
 
 namespace mmfree {
 
+// A stream word as plain bytes: the parameter records are read every token,
+// and field access on a wide ap_uint is the slow part of a C-simulation.
+struct fast_word {
+    uint8_t b[R];
+};
+
+inline int word_field(const fast_word &w, int i) {
+    return int(int16_t(uint16_t(w.b[2 * i] | (w.b[2 * i + 1] << 8))));
+}
+
+inline int32_t word_value(const fast_word &w, int i) {
+    return int32_t(uint32_t(w.b[4 * i]) | (uint32_t(w.b[4 * i + 1]) << 8) | (uint32_t(w.b[4 * i + 2]) << 16) |
+                   (uint32_t(w.b[4 * i + 3]) << 24));
+}
+
 // Reads words of the image: on chip, R consecutive bytes; streamed, the K
 // port regions' slices of the same word.
 struct fast_src {
     const uint8_t *image;      // on-chip: the ROM; streamed: the weights buffer
     size_t word;               // words read so far this token
     int matrix_index;
-    std::vector<std::vector<int8_t> > *unpacked;
+    std::vector<std::vector<int16_t> > *unpacked;
 
-    word_t read() {
-        word_t w;
-        uint8_t bytes[R];
-        fetch(word, bytes);
-        for (int r = 0; r < R; r++)
-            w.range(8 * r + 7, 8 * r) = bytes[r];
+    fast_word read() {
+        fast_word w;
+        fetch(word, w.b);
         word++;
         return w;
     }
@@ -48,10 +62,10 @@ struct fast_src {
     }
 
     // The next matrix's tiles as (rows, cols) int8, unpacked on first use.
-    const int8_t *matrix(int rows, int cols, size_t words) {
-        std::vector<std::vector<int8_t> > &cache = *unpacked;
+    const int16_t *matrix(int rows, int cols, size_t words) {
+        std::vector<std::vector<int16_t> > &cache = *unpacked;
         if ((int)cache.size() <= matrix_index) {
-            std::vector<int8_t> m((size_t)rows * cols);
+            std::vector<int16_t> m((size_t)rows * cols);
             const int n_cg = cols / PER;
             uint8_t bytes[R];
             for (size_t t = 0; t < words; t++) {
@@ -60,7 +74,7 @@ struct fast_src {
                 for (int r = 0; r < R; r++) {
                     const unsigned codes = byte_codes(bytes[r]);
                     for (int k = 0; k < PER; k++)
-                        m[(size_t)(rb * R + r) * cols + cg * PER + k] = int8_t(trit_code(codes, k));
+                        m[(size_t)(rb * R + r) * cols + cg * PER + k] = int16_t(trit_code(codes, k));
                 }
             }
             cache.push_back(m);
@@ -77,7 +91,7 @@ void bitlinear(fast_src &src, const bl_input &in, Sink &sink, counters &ctr) {
     static const int N_IN_PAD = N_CG * PER;
     const pf inv_gamma = read_inv_gamma(src, ctr);
     const bl_scalars s = bl_prepare(in);
-    static int8_t xq[N_IN_PAD];
+    static int16_t xq[N_IN_PAD];       // int16: the dot product vectorises to pmaddwd (SSE2)
     u64 sa = 0, sx = 0;
     for (int j = 0; j < N_IN_PAD; j++) {
         const i64 x = j < N_IN ? i64(in.x[j]) : i64(0);
@@ -85,10 +99,10 @@ void bitlinear(fast_src &src, const bl_input &in, Sink &sink, counters &ctr) {
         if (j < N_IN)
             bl_square_sums(in, s, j, x, sa, sx);
     }
-    const int8_t *wrows = src.matrix(N_RB * R, N_IN_PAD, (size_t)N_RB * N_CG);
+    const int16_t *wrows = src.matrix(N_RB * R, N_IN_PAD, (size_t)N_RB * N_CG);
     const mant24 sc = bl_out_scale(in, s, sa, sx, inv_gamma);
     for (int row = 0; row < N_OUT; row++) {
-        const int8_t *w = wrows + (size_t)row * N_IN_PAD;
+        const int16_t *w = wrows + (size_t)row * N_IN_PAD;
         int32_t acc = 0;
         for (int j = 0; j < N_IN_PAD; j++)
             acc += int32_t(w[j]) * int32_t(xq[j]);
@@ -112,7 +126,7 @@ inline int fast_step(const float *x_in, float *state, float *logits, const unsig
     const uint8_t *image = MMFREE_IMAGE;
 #endif
     // int8 copies of the weights, keyed by the image they came from
-    static std::vector<std::vector<int8_t> > unpacked;
+    static std::vector<std::vector<int16_t> > unpacked;
     static const uint8_t *unpacked_from = NULL;
     static uint8_t first_word[R];
     uint8_t probe[R];

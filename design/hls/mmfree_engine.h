@@ -231,7 +231,7 @@ void read_vector(Src &src, norm_t *dst, int n, counters &ctr) {
     READ_VECTOR:
     for (int w = 0; w < words; w++) {
         #pragma HLS PIPELINE II=1
-        const word_t word = src.read();
+        const auto word = src.read();
         for (int f = 0; f < NORM_FIELDS; f++) {
             #pragma HLS UNROLL
             const int j = w * NORM_FIELDS + f;
@@ -256,7 +256,7 @@ struct group_params {
 
 template <class Src>
 void read_group(Src &src, group_params &g, int n, counters &ctr) {
-    const word_t h = src.read();
+    const auto h = src.read();
     MMFREE_COUNT(ctr, 1);
     g.ea = word_field(h, 0);
     g.ec[0] = word_field(h, 1);
@@ -412,7 +412,7 @@ struct sink_logits {            // logits leave as float32 through a stream
 // The matrix header word: 1/gamma as a 24-bit mantissa (two fields) and an exponent.
 template <class Src>
 pf read_inv_gamma(Src &src, counters &ctr) {
-    const word_t h = src.read();
+    const auto h = src.read();
     MMFREE_COUNT(ctr, 1);
     return pf_make(u64(uint16_t(word_field(h, 0))) | (u64(word_field(h, 1)) << 16), -word_field(h, 2));
 }
@@ -570,7 +570,7 @@ int compute_token(Src &src, engine_state &st, const float *x_in, float *state, L
         if (l == 0) { for (int j = 0; j < 3; j++) fprintf(stderr, "dbg i %d %.6f f %.6f g %.6f\n", j, st.i[j] / double(1 << FRAC), st.f[j] / double(1 << FRAC), st.g[j] / double(1 << FRAC)); }
 #endif
         // ---- MLGRU + gated RMSNorm, one pass over E
-        const word_t h = src.read();
+        const auto h = src.read();
         MMFREE_COUNT(ctr, 1);
         const int egn = word_field(h, 0);
         st.o_grp.ec[0] = word_field(h, 1);
@@ -655,7 +655,7 @@ int compute_token(Src &src, engine_state &st, const float *x_in, float *state, L
         sink_plain su = {st.u, 0};
         bitlinear<D, 2 * M>(src, in_m, su, ctr);
 
-        const word_t hg = src.read();
+        const auto hg = src.read();
         MMFREE_COUNT(ctr, 1);
         st.z_grp.ec[0] = word_field(hg, 0);
         st.z_grp.n_c = 1; st.z_grp.has_a = false; st.z_grp.ea = 0;
