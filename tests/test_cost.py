@@ -141,12 +141,14 @@ def test_operator_costs():
 def test_knobs_move_the_estimate():
     base = rec(M370, "zcu104", "streamed")
     more_v = rec(M370, "zcu104", "streamed", vector_lanes=16)
-    assert more_v["LUT"] > base["LUT"] and more_v["DSP"] > base["DSP"] and more_v["BRAM_18K"] >= base["BRAM_18K"]
+    mem = lambda r, unit: r["units"][unit]["BRAM_18K"] + 16 * r["units"][unit]["URAM"]   # itemised: placement rebalances
+    assert more_v["LUT"] > base["LUT"] and more_v["DSP"] > base["DSP"]
+    assert mem(more_v, "sigma tables") > mem(base, "sigma tables")
     assert more_v["throughput"]["cycles"]["vector"] < base["throughput"]["cycles"]["vector"]
     trit = rec(M370, "zcu104", "streamed", packing="1.6bit")
     assert trit["LUT"] > base["LUT"] and trit["tokens_per_s"] > base["tokens_per_s"]
     table = rec(M370, "zcu104", "streamed", sigmoid_table_bits=12)
-    assert table["BRAM_18K"] + 4 * table["URAM"] > base["BRAM_18K"] + 4 * base["URAM"]
+    assert mem(table, "sigma tables") > mem(base, "sigma tables")
     rows = rec(DEMO, "zcu104", "on-chip", rows_per_tile=32)
     small = rec(DEMO, "zcu104", "on-chip")
     assert rows["LUT"] > small["LUT"] and rows["FF"] > small["FF"]
@@ -154,18 +156,18 @@ def test_knobs_move_the_estimate():
     fast = rec(DEMO, "zcu104", "on-chip", clock_mhz=300)
     assert fast["tokens_per_s"] == pytest.approx(small["tokens_per_s"] * 1.5)
     deep = rec(M370, "zcu104", "streamed", fifo_words=8192)
-    assert deep["BRAM_18K"] + 4 * deep["URAM"] > base["BRAM_18K"] + 4 * base["URAM"]
+    assert mem(deep, "port FIFOs") > mem(base, "port FIFOs")
     assert rec(M370, "zcu104", "streamed", ports=("a",) * 2)["LUT"] < base["LUT"]
 
 
 def test_a_shallow_fifo_or_a_slow_clock_costs_throughput():
     base = rec(M370, "kv260", "streamed")
-    assert base["throughput"]["fifo"]["absorbs_stalls"] and base["throughput"]["limit"] == "DDR"
+    assert base["throughput"]["fifo"]["absorbs_stalls"] and base["throughput"]["limit"].startswith("DDR")
     shallow = rec(M370, "kv260", "streamed", fifo_words=32)
     assert not shallow["throughput"]["fifo"]["absorbs_stalls"]
     assert shallow["tokens_per_s"] < base["tokens_per_s"]
     slow = rec(M370, "kv260", "streamed", clock_mhz=100)              # ports below the DDR rate
-    assert slow["throughput"]["limit"] in ("ports", "compute") and slow["share_of_bound"] < 0.6
+    assert slow["throughput"]["limit"].split("+")[0] in ("ports", "compute") and slow["share_of_bound"] < 0.6
 
 
 def test_fluid_fifo_model():

@@ -24,6 +24,8 @@ Resources (LUT, FF, BRAM_18K, URAM, DSP), itemised by unit
   (3 sigma lookups, 9 products, statistics: 4 more) and of the GLU pass; the two
   passes share the lanes (one loop runs at a time, so the binder may share their
   operators: per resource the larger pass is charged). Cross-lane max/sum trees.
+  Risk, not charged: if Vitis HLS keeps each pipelined loop a module of its own,
+  the GLU's operators come on top (``vector_lane["glu"]``: 7 DSP a lane).
 * **Sigma tables**: 3 lookups per lane in the MLGRU, 2 reads per copy (dual
   port): ceil(3V/2) copies of (2^bits entries x (table + slope) bits), BRAM only
   (a ``static const`` ROM: never URAM, which the bitstream cannot initialise).
@@ -109,6 +111,7 @@ UNIT = {
     "axilite_lut": 400, "axilite_ff": 500, "axilite_reg_lut": 40,             # control + per 64-bit register
     "dataflow_lut": 300, "dataflow_ff": 300,
     "lutram_max_depth": 256,
+    "uram_min_bram18": 4,           # a bank smaller than 4 BRAM_18K does not take a 288 Kb URAM
 }
 BRAM18_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
 URAM_SHAPE = (4096, 72)
@@ -252,7 +255,7 @@ def memory(name: str, elements: int, width: int, banks: int, budget: dict, *, ro
 
     Options per bank: LUTRAM (<= 256 deep; 64 x 3 bits per 4 LUTs as simple dual port, 64 x 1 per LUT
     as ROM), BRAM_18K (best aspect ratio), URAM (4K x 72; boards that have it, run-time-written
-    memories only). It starts in the option that costs the smallest share of the board;
+    memories of at least 4 BRAM_18K a bank only). It starts in the option that costs the smallest share of the board;
     :func:`place` then balances all memories of a build.
     """
     depth = max(1, math.ceil(elements / banks))
@@ -262,7 +265,7 @@ def memory(name: str, elements: int, width: int, banks: int, budget: dict, *, ro
         options["lutram"] = Res(LUT=lut, FF=width) * banks
     options["bram"] = Res(BRAM_18K=bram18(depth, width)) * banks
     uram_ok = (not rom) if allow_uram is None else allow_uram
-    if uram_ok and budget.get("URAM"):
+    if uram_ok and budget.get("URAM") and bram18(depth, width) >= UNIT["uram_min_bram18"]:
         options["uram"] = Res(URAM=math.ceil(depth / URAM_SHAPE[0]) * math.ceil(width / URAM_SHAPE[1])) * banks
     kind = min(options, key=lambda k: _share(options[k], budget))
     return Placement(name, elements, width, banks, kind, options[kind], options)
@@ -356,7 +359,7 @@ def buffers(shape: Shape, preset: EnginePreset, budget: dict) -> list[Placement]
     max_n = max(d, e, M)
     grp = max(nf, per, V)
     mem = lambda name, n, banks: memory(name, n, 32, banks, budget)
-    out = [mem("x", d, per), mem("i", e, V), mem("f", e, V), mem("g", e, V), mem("o", e, max(V, per)),
+    out = [memory("s_max", L, 64, 1, budget), mem("x", d, per), mem("i", e, V), mem("f", e, V), mem("g", e, V), mem("o", e, max(V, per)),
            mem("u", 2 * M, V), mem("z", M, max(V, per)), mem("s", L * e, V),
            mem("lb", e, max(nf, V)), mem("gn", e, max(nf, V))]
     # group_params: a[MAX_N] and c[3][MAX_N] (dim 1 complete: stats read c[0..2][j] together);
@@ -569,6 +572,8 @@ def throughput(cfg: ModelConfig, preset: EnginePreset, packing: str) -> dict:
     t_ports = shape.words() / (f * port_rate)
     t = max(sim / f, t_ddr, t_compute, t_ports)
     limit = max((("compute", t_compute), ("DDR", t_ddr), ("ports", t_ports)), key=lambda x: x[1])[0]
+    if sim / f > 1.005 * max(t_compute, t_ddr, t_ports):
+        limit += "+stalls"          # compute stalls the FIFO does not hide (state I/O, a shallow FIFO)
     bound = usable / weight_bytes
     out.update(cycles_per_token=int(round(t * f)), tokens_per_s=1.0 / t, bound_tokens_per_s=bound,
                bound_basis="usable DDR bandwidth / packed weight bytes per token",
