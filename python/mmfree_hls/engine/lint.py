@@ -22,6 +22,9 @@ Rules (``RULES``):
                       array, scalar, pointer, global or m_axi bundle in two of them.
   table-storage       arrays with an initialiser (tables, the on-chip image) are
                       ``static const`` and never bound to URAM.
+  table-ports         one iteration of a pipelined loop (unrolled lanes and the functions it
+                      calls included) reads a table at most twice: a ROM has two ports, and a
+                      data-dependent address cannot be partitioned, only replicated.
   csim-only           C-simulation-only code (std::vector, printf, __builtin_, the fast
                       C-sim include, ...) is dead whenever __SYNTHESIS__ is defined.
 
@@ -38,7 +41,9 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 RULES = ("unroll-model-dim", "partition-complete", "pragma-constant", "maxi-width", "maxi-burst",
-         "maxi-outstanding", "dataflow", "table-storage", "csim-only")
+         "maxi-outstanding", "dataflow", "table-storage", "table-ports", "csim-only")
+#: Reads one ROM serves per cycle (dual port).
+ROM_PORTS = 2
 
 #: Macros whose value is a model dimension (engine_config.h): a loop or array sized by
 #: anything derived from them scales with the model, never with the lanes.
@@ -697,12 +702,14 @@ class Lint:
     # -- rules
     def run(self) -> Report:
         for s in self.synth():
+            self.rule_tables(s)                         # first: the other rules need the tables
+        for s in self.synth():
             self.rule_unroll(s)
             self.rule_partition(s)
             self.rule_pragma_constant(s)
-            self.rule_tables(s)
             self.rule_csim_only(s)
             self.rule_dataflow(s)
+            self.rule_table_ports(s)
         self.rule_ports()
         self.findings.sort(key=lambda f: (f.path, f.line, f.rule))
         return Report(self.findings, self.lanes, self.csim_only, self.tables, self.unrolled,
@@ -765,6 +772,53 @@ class Lint:
                 for loop in self._loops_in(s, region.start, region.end):
                     self._check_unrolled(s, loop, why, p.line, seen)
                 self._calls_unrolled(s, region, why, seen, set())
+
+    def _weight(self, s: Source, pos: int, lo: int, hi: int) -> int:
+        """Copies of the code at pos per iteration of the region [lo, hi): its unrolled loops' trips."""
+        w = 1
+        for b in s.blocks:
+            if b.kind == "loop" and lo < b.start and b.header_start <= pos <= b.end and b.end <= hi:
+                try:
+                    w *= max(1, self._loop_trip(s, b)[0])
+                except Unresolved:
+                    pass
+        return w
+
+    def _table_reads(self, s: Source, lo: int, hi: int, stack: Tuple = ()) -> Dict[str, int]:
+        """Reads of each table by one pass over s.struct[lo:hi], callees included."""
+        out: Dict[str, int] = {}
+        body = s.struct[lo:hi]
+        for name in self.tables:
+            for m in re.finditer(r"\b" + re.escape(name) + r"\s*\[", body):
+                out[name] = out.get(name, 0) + self._weight(s, lo + m.start(), lo, hi)
+        for m in re.finditer(r"\b([A-Za-z_]\w*)\s*(?:<[^;(){}]*>)?\s*\(", body):
+            best: Dict[str, int] = {}
+            for fs, fb in self.functions.get(m.group(1), []):
+                key = (fs.path, fb.start)
+                if key in stack or (fs is s and fb.start <= lo + m.start() <= fb.end):
+                    continue
+                for tname, n in self._table_reads(fs, fb.start, fb.end, stack + (key,)).items():
+                    best[tname] = max(best.get(tname, 0), n)      # one of the overloads runs
+            if best:
+                w = self._weight(s, lo + m.start(), lo, hi)
+                for tname, n in best.items():
+                    out[tname] = out.get(tname, 0) + n * w
+        return out
+
+    def rule_table_ports(self, s: Source):
+        partitioned = {p.args.get("variable") for src in self.synth() for p in src.pragmas
+                       if p.name in ("ARRAY_PARTITION", "ARRAY_RESHAPE")}
+        for p in s.pragmas:
+            if p.name != "PIPELINE" or "off" in p.flags:
+                continue
+            region = s.enclosing(p.pos, ("loop", "function"))
+            if region is None:
+                continue
+            for name, n in sorted(self._table_reads(s, region.start, region.end).items()):
+                if n > ROM_PORTS and name not in partitioned:
+                    self.add("table-ports", s, p.line, f"one iteration of this pipelined loop reads {name} {n} "
+                             f"times, its ROM serves {ROM_PORTS}: II >= {-(-n // ROM_PORTS)}; replicate the "
+                             f"table (static const {name}[copies][N], ARRAY_PARTITION dim=1 complete)")
 
     def _calls_unrolled(self, s: Source, region: Block, why: str, seen, visited: Set[Tuple[int, int]]):
         body = s.struct[region.start:region.end]
