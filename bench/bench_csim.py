@@ -1,151 +1,127 @@
-"""hls4ml conversion, g++ compile and C-simulation decode speed against the numpy reference.
+"""C-simulation speed against the numpy reference, measured side by side in one run.
 
-One run, one model (the shipped demo model when present, else a random model
-of the given size):
+For each model: convert + compile the engine (cold, then cached), then time
+decode steps of the engine's C-simulation (the fast path the suite proves
+bit-identical to the synthesised schedule) and of ``MMFreeLM.decode_step`` on
+the same tokens, interleaved in rounds so that machine noise hits both; the
+ratio of their tokens/s is the figure.
 
-1. ``convert`` into a fresh directory (Keras step model → hls4ml → our layers),
-2. ``compile`` the C-simulation library with g++,
-3. the same two calls again (content-hash cache: should be ~instant),
-4. decode ``--tokens`` greedy tokens with the C-simulation and with
-   ``MMFreeLM.decode_step``; tokens/s of each and their ratio.
+    python bench/bench_csim.py [--tokens 64] [--with-370m]
 
-Wall times on a shared machine include waiting for the CPU, so CPU seconds
-(this process + its compiler children) are reported next to them.
+Models:
+  demo      the shipped demo model, pynq-z2 on-chip           csim_over_numpy_demo
+  streamed  random d=512, 4 layers, pynq-z2 streamed          csim_over_numpy_streamed
+  370m      random 370M shape, kv260 streamed (--with-370m;   csim_over_numpy_370m
+            about 4 GB of memory and a few minutes), with the
+            agreement of 3 greedy steps (argmax, cosine)
 
-    python bench/bench_csim.py [--tokens 64] [--ckpt DIR | --d 128 --layers 2 --vocab 512] [--opt -O2]
-
-Writes a table to stdout and ``bench/results/csim.json``.
+Writes a table to stdout and bench/results/csim.json.
 """
 
 from __future__ import annotations
 
+import _common  # noqa: F401  (quiet TensorFlow, machine record)
+
 import argparse
 import json
-import os
-import platform
-import resource
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from mmfree_hls.config import ModelConfig
-from mmfree_hls.reference import MMFreeLM
+from mmfree_hls import MMFreeLM, ModelConfig, convert
+from mmfree_hls.checkpoint import load_checkpoint
+from mmfree_hls.engine.presets import model_preset
 
-RESULTS = Path(__file__).resolve().parent / "results" / "csim.json"
-DEMO_CKPT = Path(__file__).resolve().parents[1] / "python" / "mmfree_hls" / "data" / "demo_model"
-
-
-class Clock:
-    """Wall seconds and CPU seconds (self + waited-for children) of a block."""
-
-    def __enter__(self):
-        self.w0, self.c0 = time.perf_counter(), self._cpu()
-        return self
-
-    def __exit__(self, *exc):
-        self.wall, self.cpu = time.perf_counter() - self.w0, self._cpu() - self.c0
-
-    @staticmethod
-    def _cpu() -> float:
-        s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-        return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
+DEMO = _common.ROOT / "python" / "mmfree_hls" / "data" / "demo_model"
 
 
-def load_model(args) -> tuple[MMFreeLM, str]:
-    if args.ckpt or DEMO_CKPT.is_dir():
-        from mmfree_hls.checkpoint import load_checkpoint
-        path = Path(args.ckpt) if args.ckpt else DEMO_CKPT
-        return load_checkpoint(path), str(path)
-    cfg = ModelConfig(vocab_size=args.vocab, hidden_size=args.d, num_hidden_layers=args.layers,
-                      intermediate_size=args.ffn or None)
-    return MMFreeLM.random(cfg, seed=0), f"random (seed 0)"
+def timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
 
 
-def decode(step, embed, prompt, n: int, state) -> tuple[list[int], float]:
-    """Greedy decoding with ``step``; returns the tokens and the seconds spent in ``step``."""
-    spent = 0.0
-    logits = None
-    for tok in prompt:
-        t0 = time.perf_counter()
-        logits, state = step(embed(tok), state)
-        spent += time.perf_counter() - t0
-    out = []
-    for _ in range(n):
-        tok = int(np.argmax(logits))
-        out.append(tok)
-        t0 = time.perf_counter()
-        logits, state = step(embed(tok), state)
-        spent += time.perf_counter() - t0
-    return out, spent
+def measure(name: str, model: MMFreeLM, board: str, tier: str, tokens: int, rounds: int = 4) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / name
+        project, t_cold = timed(lambda: convert(model, root, board=board, tier=tier, verbose=False))
+        _, t_cached = timed(lambda: convert(model, root, board=board, tier=tier, verbose=False))
+        sim = project.csim()
+        rng = np.random.default_rng(0)
+        toks = rng.integers(0, model.config.vocab_size, tokens)
+        xs = [model.embed(int(t)) for t in toks]
+        sim.step(xs[0], np.zeros((sim.L, sim.e), np.float32))      # first call unpacks the weights
+        t_sim = t_ref = 0.0
+        per_round = max(1, tokens // rounds)
+        for r in range(rounds):
+            batch = xs[r * per_round:(r + 1) * per_round]
+            state = np.zeros((sim.L, sim.e), np.float32)
+            t = time.perf_counter()
+            for x in batch:
+                _, state = sim.step(x, state)
+            t_sim += time.perf_counter() - t
+            rs = model.init_state()
+            t = time.perf_counter()
+            for x in batch:
+                _, rs = model.decode_step(x, rs)
+            t_ref += time.perf_counter() - t
+        n = per_round * rounds
+        row = {"model": name, "board": board, "tier": tier, "d": model.config.d,
+               "layers": model.config.num_hidden_layers, "tokens": n,
+               "convert_compile_s": round(t_cold, 2), "cached_convert_s": round(t_cached, 3),
+               "csim_ms_per_token": round(1e3 * t_sim / n, 4), "numpy_ms_per_token": round(1e3 * t_ref / n, 4),
+               "csim_over_numpy": round(t_ref / t_sim, 2), "cycles_per_token": sim.cycles}
+        if name == "370m":
+            row.update(agreement(model, sim))
+        return row
 
 
-def main() -> None:
+def agreement(model: MMFreeLM, sim, steps: int = 3) -> dict:
+    """Greedy steps from token 1 with the reference's state: argmax and cosine of each step."""
+    state, rs, tok = np.zeros((sim.L, sim.e), np.float32), model.init_state(), 1
+    same, cosines = 0, []
+    for _ in range(steps):
+        lg, state = sim.step(model.embed(tok), rs.astype(np.float32))
+        ref, rs = model.decode_step(model.embed(tok), rs)
+        same += int(np.argmax(lg) == np.argmax(ref))
+        cosines.append(float(ref @ lg / np.linalg.norm(ref) / np.linalg.norm(lg)))
+        tok = int(np.argmax(ref))
+    return {"argmax_same": same, "argmax_steps": steps, "cosine_min": round(min(cosines), 5)}
+
+
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tokens", type=int, default=64)
-    ap.add_argument("--ckpt", default=None, help="checkpoint (default: the shipped demo model if present)")
-    ap.add_argument("--d", type=int, default=128)
-    ap.add_argument("--layers", type=int, default=2)
-    ap.add_argument("--vocab", type=int, default=512)
-    ap.add_argument("--ffn", type=int, default=0, help="intermediate size (0: from hidden_ratio)")
-    ap.add_argument("--opt", default="-O2", choices=("-O1", "-O2", "-O3"))
+    ap.add_argument("--tokens", type=int, default=64, help="decode steps per model (default 64)")
+    ap.add_argument("--with-370m", action="store_true", help="also the 370M shape (slow, ~4 GB)")
+    ap.add_argument("--out", default=None, help="JSON path (default bench/results/csim.json)")
     args = ap.parse_args()
 
-    from mmfree_hls.design.convert import convert
-    model, source = load_model(args)
-    cfg = model.config
-    prompt = [1, 2, 3]
+    rows = [measure("demo", load_checkpoint(DEMO), "pynq-z2", "on-chip", args.tokens)]
+    cfg = ModelConfig(vocab_size=1024, hidden_size=512, num_hidden_layers=4, intermediate_size=1536)
+    rows.append(measure("streamed", MMFreeLM.random(cfg, seed=0), "pynq-z2", "streamed", args.tokens))
+    if args.with_370m:
+        print("building a random 370M-shaped model (a few minutes) ...", flush=True)
+        rows.append(measure("370m", MMFreeLM.random(model_preset("370M"), seed=0), "kv260", "streamed",
+                            min(args.tokens, 8), rounds=2))
+    else:
+        old = _common.RESULTS / "csim.json"
+        if old.is_file():       # keep the last 370M measurement (optional, separate run)
+            prev = json.loads(old.read_text())
+            rows += [r for r in prev.get("rows", []) if r.get("model") == "370m"]
 
-    with tempfile.TemporaryDirectory(prefix="bench_csim_") as tmp:
-        out = Path(tmp) / "bench"
-        with Clock() as t_convert:
-            project = convert(model, out, verbose=False)
-        with Clock() as t_compile:
-            project.compile(opt=args.opt, verbose=False)
-        with Clock() as t_cached:
-            again = convert(model, out, verbose=False)
-            again.compile(opt=args.opt, verbose=False)
-        lib = project.csim()
-        state0 = np.zeros((cfg.num_hidden_layers, cfg.state_size), np.float32)
-        sim_tokens, sim_s = decode(lib.step, model.embed, prompt, args.tokens, state0)
-        ref_tokens, ref_s = decode(model.decode_step, model.embed, prompt, args.tokens, model.init_state())
-
-    steps = len(prompt) + args.tokens
-    sim_tps, ref_tps = steps / sim_s, steps / ref_s
-    same = sum(a == b for a, b in zip(sim_tokens, ref_tokens))
-    first_diff = next((i for i, (a, b) in enumerate(zip(sim_tokens, ref_tokens)) if a != b), None)
-    result = {
-        "model": {"source": source, "d": cfg.d, "L": cfg.num_hidden_layers, "e": cfg.state_size,
-                  "m": cfg.ffn_dim, "V": cfg.vocab_size, "ternary_weights": cfg.ternary_weight_count()},
-        "convert_s": {"wall": round(t_convert.wall, 2), "cpu": round(t_convert.cpu, 2)},
-        "compile_s": {"wall": round(t_compile.wall, 2), "cpu": round(t_compile.cpu, 2), "opt": args.opt},
-        "cached_convert_compile_s": {"wall": round(t_cached.wall, 3), "cpu": round(t_cached.cpu, 3)},
-        "decode_steps": steps,
-        "csim_tokens_per_s": round(sim_tps, 2),
-        "numpy_tokens_per_s": round(ref_tps, 2),
-        "csim_over_numpy": round(sim_tps / ref_tps, 3),
-        "greedy_tokens_equal": f"{same}/{args.tokens}",
-        "first_divergence": first_diff,
-        "machine": {"cpus": os.cpu_count(), "loadavg_1min": round(os.getloadavg()[0], 2),
-                    "python": platform.python_version(), "platform": platform.platform()},
-    }
-    rows = [("convert (wall / cpu s)", f"{t_convert.wall:.1f} / {t_convert.cpu:.1f}"),
-            (f"compile g++ {args.opt} (wall / cpu s)", f"{t_compile.wall:.1f} / {t_compile.cpu:.1f}"),
-            ("cached convert+compile (wall s)", f"{t_cached.wall:.3f}"),
-            ("C-sim decode (tokens/s)", f"{sim_tps:.1f}"),
-            ("numpy reference decode (tokens/s)", f"{ref_tps:.1f}"),
-            ("C-sim / numpy", f"{sim_tps / ref_tps:.3f}"),
-            ("greedy tokens equal", result["greedy_tokens_equal"])]
-    print(f"model: {source}, d={cfg.d} L={cfg.num_hidden_layers} m={cfg.ffn_dim} V={cfg.vocab_size}; "
-          f"load average {result['machine']['loadavg_1min']} on {os.cpu_count()} CPUs")
-    width = max(len(r[0]) for r in rows)
-    for name, value in rows:
-        print(f"  {name:<{width}}  {value}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    print(f"{'model':9} {'board/tier':18} {'convert+g++ s':>13} {'cached s':>9} {'C-sim ms/tok':>12} "
+          f"{'numpy ms/tok':>12} {'ratio':>6}")
+    for r in rows:
+        print(f"{r['model']:9} {r['board'] + '/' + r['tier']:18} {r['convert_compile_s']:>13} "
+              f"{r['cached_convert_s']:>9} {r['csim_ms_per_token']:>12} {r['numpy_ms_per_token']:>12} "
+              f"{r['csim_over_numpy']:>6}")
+    payload = {f"csim_over_numpy_{r['model']}": r["csim_over_numpy"] for r in rows}
+    payload["rows"] = rows
+    print(f"wrote {_common.write_result('csim', payload, out=args.out)}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

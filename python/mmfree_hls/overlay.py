@@ -84,42 +84,6 @@ def _prepare_out(out: Path, force: bool) -> None:
         check_not_protected(out)
 
 
-def _copy_sources(src_dirs: Sequence[Path], dest: Path) -> None:
-    """The C++ the library was built from, so it can be rebuilt on another CPU."""
-    for src in src_dirs:
-        src = Path(src)
-        if not src.exists():
-            continue
-        if src.is_file():
-            dest.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / src.name)
-            continue
-        for path in sorted(src.rglob("*")):
-            if path.is_file() and path.suffix in _SOURCE_SUFFIXES:
-                target = dest / src.name / path.relative_to(src)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, target)
-
-
-def _prepare_out(out: Path, force: bool) -> None:
-    """An overlay is replaced only with ``force``, only if it is an overlay (its manifest.json is
-    the marker), and never when it is the working directory, a parent of it, home or a link."""
-    from .fsio import check_not_protected
-
-    if out.is_symlink():
-        raise FileExistsError(f"{out} is a symbolic link; pass the directory it points to "
-                              "(or a new directory) as --out")
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a directory; choose another --out")
-    if out.exists() and any(out.iterdir()):
-        if not (out / "manifest.json").is_file():
-            raise FileExistsError(f"{out} exists and is not an overlay package (no manifest.json); "
-                                  "refusing to replace it: choose another --out")
-        if not force:
-            raise FileExistsError(f"{out} already exists; pass --force to replace it")
-        check_not_protected(out)
-
-
 def _check_library(lib: Path, cfg) -> None:
     """Refuse a C-sim library built for another model now, rather than when a user opens it."""
     from .runtime.backend_csim import _HOST_MACHINES, CSimLibrary, library_machine

@@ -133,13 +133,18 @@ class CSimLibrary:
                           logits.ctypes.data_as(_FLOAT_P), None if w is None else w.ctypes.data)
 
     def step(self, x, state) -> tuple[np.ndarray, np.ndarray]:
-        """(x_t (d,), s_{t-1} (L, e)) -> (logits (V,), s_t (L, e)), float32."""
-        self._x[:] = np.asarray(x, dtype=np.float32).reshape(self.d)
-        s = np.array(state, dtype=np.float32).reshape(self.L * self.e)
-        rc = self.call(self._x, s, self._logits)
+        """(x_t (d,), s_{t-1} (L, e)) -> (logits (V,), s_t (L, e)), float32 (new arrays)."""
+        self._x[:] = np.ravel(x)
+        s = np.array(state, dtype=np.float32, order="C")
+        if s.size != self.L * self.e:
+            raise AcceleratorError(f"state must hold {self.L} x {self.e} values, got shape {np.shape(state)}")
+        logits = np.empty(self.V, np.float32)
+        w = self.weights
+        rc = self._step(self._x.ctypes.data_as(_FLOAT_P), s.ctypes.data_as(_FLOAT_P),
+                        logits.ctypes.data_as(_FLOAT_P), None if w is None else w.ctypes.data)
         if rc != 0:
             raise AcceleratorError(f"{STEP_SYMBOL} returned {rc}: " + describe_status(rc))
-        return self._logits.copy(), s.reshape(self.L, self.e)
+        return logits, s.reshape(self.L, self.e)
 
 
 def describe_status(rc: int) -> str:
