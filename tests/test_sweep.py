@@ -484,3 +484,33 @@ def test_ci_sweep_through_a_dask_local_cluster_on_csim(tmp_path):
     rep = sweep_report.write_report(out)
     assert rep["paths"]["csv"].is_file() and (out / "pareto_util_max.png").is_file()
     assert wall < 60, f"the CI sweep took {wall:.0f} s"
+
+
+def test_the_sweeps_projects_are_what_convert_writes(tmp_path):
+    """The sweep writes a point's project with the engine's writer (no hls4ml front end, for speed):
+    firmware and weights byte-identical to mmfree_hls.convert's, on both tiers."""
+    from mmfree_hls.config import ModelConfig
+    from mmfree_hls.design.convert import convert
+    from mmfree_hls.design.sweep_eval import CSimRunner
+    spec = load_spec({"models": {"tiny": {"random": TINY, "seed": 4}}, "grid": {"tier": ["on-chip", "streamed"]},
+                      "base": {"frac_bits": 17, "vector_lanes": 2}})
+    runner = CSimRunner(spec.models["tiny"].to_dict(), spec.eval, tmp_path / "cache")
+    for point in expand(spec):
+        p = point.to_dict()
+        ours = tmp_path / f"sweep-{point.tier}"
+        runner.convert(p, ours)
+        theirs = convert(runner.model, tmp_path / f"convert-{point.tier}", config=p["knobs"], board=point.board,
+                         tier=point.tier, packing=point.packing, compile=False, verbose=False).root
+        names = sorted(f.name for f in (theirs / "firmware").iterdir())
+        assert names == sorted(f.name for f in (ours / "firmware").iterdir())
+        for n in names:
+            assert (ours / "firmware" / n).read_bytes() == (theirs / "firmware" / n).read_bytes(), n
+        assert (ours / "weights.bin").is_file() == (point.tier == "streamed")
+        if point.tier == "streamed":
+            assert (ours / "weights.bin").read_bytes() == (theirs / "weights.bin").read_bytes()
+        a, b = (json.loads((d / "mmfree_project.json").read_text()) for d in (ours, theirs))
+        assert a["content_hash"] == b["content_hash"] and a["engine"] == b["engine"] and a["ports"] == b["ports"]
+        stamp = (ours / "mmfree_project.json").stat().st_mtime_ns
+        runner.convert(p, ours)                   # up to date: nothing rewritten
+        assert (ours / "mmfree_project.json").stat().st_mtime_ns == stamp
+        assert ModelConfig.from_dict(a["model"]) == runner.model.config

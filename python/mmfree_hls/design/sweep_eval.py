@@ -243,10 +243,22 @@ class CSimRunner:
         check_shape(self.model.config, point_preset(point), point["packing"])
 
     def convert(self, point: Mapping, project_dir: Path) -> dict:
-        from .convert import convert
+        """The point's engine project, as ``convert()`` writes it, from the engine's own writer.
+
+        ``convert()`` runs the model through hls4ml first (a TensorFlow import and a Keras graph:
+        several seconds a process); its writer ends in the same ``engine.project.write_project``,
+        so the firmware and weights are byte-identical (tests/test_sweep.py checks it) and the
+        sweep skips the front end. Cached by the same content hash as ``convert()``.
+        """
+        from ..engine.project import write_project
+        from .convert import _prepare_dir, content_hash
         t0 = time.perf_counter()
-        convert(self._source, project_dir, config=point["knobs"], board=point["board"], tier=point["tier"],
-                packing=point["packing"], overwrite=True, compile=False, verbose=False)
+        preset = point_preset(point)
+        digest = content_hash(self.model, preset, point["packing"])
+        if not _prepare_dir(project_dir, digest, overwrite=True):
+            write_project(self.model, project_dir, preset, point["packing"],
+                          extra={"content_hash": digest, "checkpoint": self.spec.get("checkpoint"),
+                                 "written_by": "mmfree sweep (engine writer)"})
         return {"convert_s": time.perf_counter() - t0}
 
     def measure(self, point: Mapping, project_dir: Path) -> dict:
