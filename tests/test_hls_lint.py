@@ -18,10 +18,12 @@ from pathlib import Path
 import pytest
 
 from mmfree_hls import MMFreeLM, ModelConfig
-from mmfree_hls.engine.build import ENGINE_HEADERS, hls_source_dir, write_engine_sources
+from mmfree_hls.engine.build import ENGINE_HEADERS, write_engine_sources
 from mmfree_hls.engine.lint import RULES, Finding, PortExpect, lint_build, lint_sources
 from mmfree_hls.engine.presets import get_preset
 
+REPO = Path(__file__).resolve().parents[1]
+HLS_DIR = REPO / "design" / "hls"           # the engine's fixed sources, as committed
 DEMO = ModelConfig(vocab_size=256, hidden_size=128, num_hidden_layers=2, intermediate_size=256)
 MID = ModelConfig(vocab_size=512, hidden_size=512, num_hidden_layers=2, intermediate_size=1024)
 BUILDS = {                                   # key: (board, tier, model, packing)
@@ -86,20 +88,19 @@ def builds(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reports(builds):
     """Lint reports: per build its firmware, and design/hls read with that build's config."""
-    hls = hls_source_dir()
     out = {}
     for key, (d, preset) in builds.items():
         fw = d / "firmware"
         out[key] = lint_build(fw, preset, root=d)
-        out["hls+" + key] = lint_sources([hls / h for h in ENGINE_HEADERS],
+        out["hls+" + key] = lint_sources([HLS_DIR / h for h in ENGINE_HEADERS],
                                          context=[fw / "engine_config.h", fw / "engine_tables.h"],
-                                         csim_only=["mmfree_csim_fast.h"], root=hls.parent.parent)
+                                         csim_only=["mmfree_csim_fast.h"], root=REPO)
     return out
 
 
 def _text_of(builds, key):
     """The source line a finding of report ``key`` points at."""
-    base = builds[key][0] if key in builds else hls_source_dir().parent.parent
+    base = builds[key][0] if key in builds else REPO
 
     def text_of(f: Finding) -> str:
         return (base / f.path).read_text().splitlines()[f.line - 1]
@@ -144,6 +145,10 @@ def test_the_lint_reads_each_build_as_vitis_would(reports, builds):
         want |= {"MMFREE_IMAGE"} if preset.K == 0 else set()
         assert want <= set(r.tables), key
         assert r.dataflow_regions == ["engine_dataflow"], key
+        h = reports["hls+" + key]                                   # design/hls with this build's config
+        assert h.lanes == r.lanes and h.csim_only == {"mmfree_csim_fast.h"}, key
+        assert {t for p, t, _ in h.unrolled_loops if p.startswith("design/hls/mmfree_engine.h")} >= \
+            {preset.R, per, preset.vector_lanes}, key
 
 
 # ----------------------------------------------------------------------------- bad snippets
