@@ -247,6 +247,15 @@ def test_pipeline_unrolls_the_loops_under_it_and_in_what_it_calls():
     assert sorted(f.line for f in found) == [line_of(code, "v[j] = 0") - 1, line_of(code, "y[j] += x[j]") - 1]
     assert any("through clear()" in f.message for f in found)
     assert all("PIPELINE" in f.message for f in found)
+    whole = """\
+    void k(int x[D]) {
+        #pragma HLS PIPELINE II=1
+        for (int j = 0; j < D; j++)
+            x[j] = 0;
+    }
+    """
+    found = only(lint(whole), "unroll-model-dim")                # a pipelined function unrolls its loops
+    assert [f.line for f in found] == [line_of(whole, "for (int j")]
 
 
 def test_complete_partition_larger_than_the_lanes_is_reported():
@@ -275,6 +284,9 @@ def test_pragma_values_are_constants_not_expressions():
         #pragma HLS ARRAY_RESHAPE variable=w cyclic factor=CONFIG_T::row_bytes / CONFIG_T::reuse_factor
         #pragma HLS ARRAY_PARTITION variable=x cyclic factor=CONFIG_T::n_lanes
         #pragma HLS PIPELINE II=(R/4)
+    }
+    template <int N, class T> void h(T *x) {
+        #pragma HLS ARRAY_PARTITION variable=x cyclic factor=N
     }
     void g(int *p) {
         #pragma HLS INTERFACE m_axi port=p depth=4096ULL

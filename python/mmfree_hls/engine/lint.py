@@ -889,12 +889,20 @@ class Lint:
                     try:
                         self.resolve(v, s, p.pos)
                     except Unresolved as e:
-                        if "::" in v:          # a template parameter: constant per instance
-                            continue
+                        if "::" in v or v in self._template_params(s, p.pos):
+                            continue           # a template parameter: a constant per instance
                         self.add("pragma-constant", s, p.line, f"{k}={v} does not resolve to a constant ({e})")
                     continue
                 self.add("pragma-constant", s, p.line, f"{k}={v!r} is not a plain constant; hoist it into "
                          "a `const int` (or a macro) and name that")
+
+    def _template_params(self, s: Source, pos: int) -> Set[str]:
+        fn = s.enclosing(pos, ("function",))
+        m = re.search(r"template\s*<(.*)>", fn.header) if fn else None
+        if not m:
+            return set()
+        return {re.findall(r"(\w+)\s*(?:=[^,]*)?$", part.strip())[0] for part in _split_top(m.group(1))
+                if re.search(r"\b(int|unsigned|long|size_t|bool)\b", part) and re.search(r"\w+\s*(?:=[^,]*)?$", part.strip())}
 
     def rule_tables(self, s: Source):
         for m in _ARRAY_INIT.finditer(s.struct):
