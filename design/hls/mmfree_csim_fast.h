@@ -84,37 +84,39 @@ struct fast_src {
     }
 };
 
-template <int N_IN, int N_OUT, class Sink>
-void bitlinear(fast_src &src, const bl_input &in, Sink &sink, counters &ctr) {
-    static const int N_CG = (N_IN + PER - 1) / PER;
-    static const int N_RB = (N_OUT + R - 1) / R;
-    static const int N_IN_PAD = N_CG * PER;
+template <class LogitStream>
+void bitlinear(fast_src &src, const bl_input &in, int n_in, int n_out, bl_sink &sink, LogitStream &logits,
+               counters &ctr) {
+    const int n_cg = (n_in + PER - 1) / PER;
+    const int n_rb = (n_out + R - 1) / R;
+    const int n_in_pad = n_cg * PER;
     const pf inv_gamma = read_inv_gamma(src, ctr);
     const bl_scalars s = bl_prepare(in);
-    static int16_t xq[N_IN_PAD];       // int16: the dot product vectorises to pmaddwd (SSE2)
+    static int16_t xq[MAX_CG * PER];    // int16: the dot product vectorises to pmaddwd (SSE2)
     u64 sa = 0, sx = 0;
-    for (int j = 0; j < N_IN_PAD; j++) {
-        const i64 x = j < N_IN ? i64(in.x[j]) : i64(0);
-        xq[j] = (j < N_IN && !s.zero) ? bl_quantise(in, s, j, x) : act_t(0);
-        if (j < N_IN)
+    for (int j = 0; j < n_in_pad; j++) {
+        const i64 x = j < n_in ? i64(in.x[j]) : i64(0);
+        xq[j] = (j < n_in && !s.zero) ? bl_quantise(in, s, j, x) : act_t(0);
+        if (j < n_in)
             bl_square_sums(in, s, j, x, sa, sx);
     }
-    const int16_t *wrows = src.matrix(N_RB * R, N_IN_PAD, (size_t)N_RB * N_CG);
+    const int16_t *wrows = src.matrix(n_rb * R, n_in_pad, (size_t)n_rb * n_cg);
     const mant24 sc = bl_out_scale(in, s, sa, sx, inv_gamma);
-    for (int row = 0; row < N_OUT; row++) {
-        const int16_t *w = wrows + (size_t)row * N_IN_PAD;
+    for (int row = 0; row < n_out; row++) {
+        const int16_t *w = wrows + (size_t)row * n_in_pad;
         int32_t acc = 0;
-        for (int j = 0; j < N_IN_PAD; j++)
+        for (int j = 0; j < n_in_pad; j++)
             acc += int32_t(w[j]) * int32_t(xq[j]);
-        sink.put(row, s.zero ? i64(0) : bl_rescale(acc, sc), ctr);
+        sink_put(sink, logits, row, s.zero ? i64(0) : bl_rescale(acc, sc), ctr);
     }
     // the same cycles the stream schedule counts
-    MMFREE_COUNT(ctr, SCALAR_RECIP + N_CG + DEPTH_MAC + SCALAR_RSQRT + (N_RB - 1) * N_CG + R + DEPTH_MAC);
+    MMFREE_COUNT(ctr, SCALAR_RECIP + n_cg + DEPTH_MAC + SCALAR_RSQRT + (n_rb - 1) * n_cg + R + DEPTH_MAC);
 }
 
-struct sink_float {             // logits straight into the host's buffer
+struct float_writer {           // logits straight into the host's buffer
     float *out;
-    void put(int row, i64 y, counters &ctr) { out[row] = fixed_to_float(sat<VEC_BITS>(y, ctr.clipped)); }
+    int n;
+    void write(float v) { out[n++] = v; }
 };
 
 inline int fast_step(const float *x_in, float *state, float *logits, const unsigned char *weights,
@@ -138,7 +140,7 @@ inline int fast_step(const float *x_in, float *state, float *logits, const unsig
         memcpy(first_word, probe, R);
     }
     counters ctr = {0, false};
-    sink_float sink = {logits};
+    float_writer sink = {logits, 0};
     const int status = compute_token(src, st, x_in, state, sink, ctr);
     ctr_out = ctr;
     return status;

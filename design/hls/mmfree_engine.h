@@ -375,39 +375,49 @@ inline i64 bl_rescale(i64 acc, const mant24 &sc) {
     return rshift_round(mul_wide(acc, sc.m), sc.s);
 }
 
-// Write-back targets: one row a cycle.
-struct sink_plain {             // y -> out[row]; tracks max|y|
-    vec_t *out;
-    u64 amax;
-    void put(int row, i64 y, counters &ctr) {
-        #pragma HLS INLINE
+// Write-back target of the one BitLinear unit, one row a cycle: a plain
+// vector (tracks max|y|), the residual stream (x += y, statistics for the
+// next consumers) or the logits (float32 through a stream). One unit serves
+// every projection, so the kind is data, not a type: a 3-way mux.
+static const int SINK_PLAIN = 0;
+static const int SINK_RESIDUAL = 1;
+static const int SINK_LOGITS = 2;
+
+struct bl_sink {
+    int kind;
+    vec_t *out;                 // plain: the output vector; residual: the stream x
+    const group_params *g;      // residual: the next consumers' norm group
+    vec_stats st;               // residual: statistics on write
+    u64 amax;                   // plain: max |y|
+};
+
+inline bl_sink make_sink(int kind, vec_t *out, const group_params *g) {
+    #pragma HLS INLINE
+    bl_sink s;
+    s.kind = kind;
+    s.out = out;
+    s.g = g;
+    stats_clear(s.st);
+    s.amax = 0;
+    return s;
+}
+
+template <class LogitStream>
+inline void sink_put(bl_sink &s, LogitStream &logits, int row, i64 y, counters &ctr) {
+    #pragma HLS INLINE
+    if (s.kind == SINK_LOGITS) {
+        logits.write(fixed_to_float(sat<VEC_BITS>(y, ctr.clipped)));
+    } else if (s.kind == SINK_RESIDUAL) {
+        const i64 v = sat<VEC_BITS>(i64(s.out[row]) + y, ctr.clipped);
+        s.out[row] = vec_t(v);
+        stats_update(s.st, *s.g, row, v);
+    } else {
         const i64 v = sat<VEC_BITS>(y, ctr.clipped);
-        out[row] = vec_t(v);
+        s.out[row] = vec_t(v);
         const u64 a = absval(v);
-        if (a > amax) amax = a;
+        if (a > s.amax) s.amax = a;
     }
-};
-
-struct sink_residual {          // x[row] += y; statistics for the next consumers
-    vec_t *x;
-    const group_params *g;
-    vec_stats st;
-    void put(int row, i64 y, counters &ctr) {
-        #pragma HLS INLINE
-        const i64 v = sat<VEC_BITS>(i64(x[row]) + y, ctr.clipped);
-        x[row] = vec_t(v);
-        stats_update(st, *g, row, v);
-    }
-};
-
-template <class Stream>
-struct sink_logits {            // logits leave as float32 through a stream
-    Stream *s;
-    void put(int, i64 y, counters &ctr) {
-        #pragma HLS INLINE
-        s->write(fixed_to_float(sat<VEC_BITS>(y, ctr.clipped)));
-    }
-};
+}
 
 // The matrix header word: 1/gamma as a 24-bit mantissa (two fields) and an exponent.
 template <class Src>
@@ -417,20 +427,27 @@ pf read_inv_gamma(Src &src, counters &ctr) {
     return pf_make(u64(uint16_t(word_field(h, 0))) | (u64(word_field(h, 1)) << 16), -word_field(h, 2));
 }
 
-// One BitLinear on the stream: n_out x n_in ternary weights in R x PER tiles.
-// The synthesised schedule: block 0 quantises on first read; then blocks
-// 1..n_rb-1 accumulate while the previous block is written back; a drain
-// writes the last block.
-template <int N_IN, int N_OUT, class Src, class Sink>
-void bitlinear_stream(Src &src, const bl_input &in, Sink &sink, counters &ctr) {
-    static const int N_CG = (N_IN + PER - 1) / PER;
-    static const int N_RB = (N_OUT + R - 1) / R;
-    static_assert(N_CG >= R, "a row block must take at least R cycles for its write-back (raise n_in or lower R)");
+// The BitLinear unit: n_out x n_in ternary weights in R x PER tiles, on the stream.
+// One function with run-time dimensions, so Vitis HLS builds one MAC unit,
+// one quantiser and one write-back lane that every projection shares.
+// The schedule: block 0 quantises on first read; then blocks 1..n_rb-1
+// accumulate while the previous block is written back; a drain writes the
+// last block. Python (engine.project.check_shape) guarantees n_cg >= R.
+static const int MAX_IN = (D > E ? (D > M ? D : M) : (E > M ? E : M));
+static const int MAX_CG = (MAX_IN + PER - 1) / PER;
+static const int MAX_OUT = (VOCAB > 2 * M ? VOCAB : 2 * M) > D ? (VOCAB > 2 * M ? VOCAB : 2 * M) : D;
+static const int MAX_RB = (MAX_OUT + R - 1) / R;
+
+template <class Src, class LogitStream>
+void bitlinear(Src &src, const bl_input &in, int n_in, int n_out, bl_sink &sink, LogitStream &logits,
+               counters &ctr) {
+    const int n_cg = (n_in + PER - 1) / PER;
+    const int n_rb = (n_out + R - 1) / R;
     const pf inv_gamma = read_inv_gamma(src, ctr);
     const bl_scalars s = bl_prepare(in);
     MMFREE_COUNT(ctr, SCALAR_RECIP);
 
-    static act_t xq[N_CG * PER];
+    static act_t xq[MAX_CG * PER];
     #pragma HLS ARRAY_PARTITION variable=xq cyclic factor=MMFREE_PER
     i64 acc[R], prev[R];
     #pragma HLS ARRAY_PARTITION variable=acc complete
@@ -441,16 +458,17 @@ void bitlinear_stream(Src &src, const bl_input &in, Sink &sink, counters &ctr) {
     }
     u64 sa = 0, sx = 0;
     FIRST_BLOCK:
-    for (int cg = 0; cg < N_CG; cg++) {
+    for (int cg = 0; cg < n_cg; cg++) {
         #pragma HLS PIPELINE II=1
+        #pragma HLS LOOP_TRIPCOUNT min=MMFREE_R max=MMFREE_MAX_CG
         const word_t w = src.read();
         act_t a[PER];
         for (int k = 0; k < PER; k++) {
             #pragma HLS UNROLL
             const int j = cg * PER + k;
-            const i64 x = j < N_IN ? i64(in.x[j]) : i64(0);
-            a[k] = (j < N_IN && !s.zero) ? bl_quantise(in, s, j, x) : act_t(0);
-            if (j < N_IN)
+            const i64 x = j < n_in ? i64(in.x[j]) : i64(0);
+            a[k] = (j < n_in && !s.zero) ? bl_quantise(in, s, j, x) : act_t(0);
+            if (j < n_in)
                 bl_square_sums(in, s, j, x, sa, sx);
             xq[j] = a[k];
         }
@@ -459,15 +477,16 @@ void bitlinear_stream(Src &src, const bl_input &in, Sink &sink, counters &ctr) {
             acc[r] += ternary_dot(word_byte(w, r), a);
         }
     }
-    MMFREE_COUNT(ctr, N_CG + DEPTH_MAC);
+    MMFREE_COUNT(ctr, n_cg + DEPTH_MAC);
     const mant24 sc = bl_out_scale(in, s, sa, sx, inv_gamma);
     MMFREE_COUNT(ctr, SCALAR_RSQRT);
 
     NEXT_BLOCKS:
-    for (int it = 0; it < (N_RB - 1) * N_CG; it++) {
+    for (int it = 0; it < (n_rb - 1) * n_cg; it++) {
         #pragma HLS PIPELINE II=1
-        const int rb = 1 + it / N_CG;
-        const int cg = it % N_CG;
+        #pragma HLS LOOP_TRIPCOUNT min=MMFREE_R max=MMFREE_MAX_TILES
+        const int rb = 1 + it / n_cg;
+        const int cg = it % n_cg;
         if (cg == 0) {
             for (int r = 0; r < R; r++) {
                 #pragma HLS UNROLL
@@ -486,26 +505,18 @@ void bitlinear_stream(Src &src, const bl_input &in, Sink &sink, counters &ctr) {
             acc[r] += ternary_dot(word_byte(w, r), a);
         }
         const int row = (rb - 1) * R + cg;
-        if (cg < R && row < N_OUT)
-            sink.put(row, s.zero ? i64(0) : bl_rescale(prev[cg], sc), ctr);
+        if (cg < R && row < n_out)
+            sink_put(sink, logits, row, s.zero ? i64(0) : bl_rescale(prev[cg], sc), ctr);
     }
-    MMFREE_COUNT(ctr, (N_RB - 1) * N_CG);
+    MMFREE_COUNT(ctr, (n_rb - 1) * n_cg);
     DRAIN:
     for (int r = 0; r < R; r++) {
         #pragma HLS PIPELINE II=1
-        const int row = (N_RB - 1) * R + r;
-        if (row < N_OUT)
-            sink.put(row, s.zero ? i64(0) : bl_rescale(acc[r], sc), ctr);
+        const int row = (n_rb - 1) * R + r;
+        if (row < n_out)
+            sink_put(sink, logits, row, s.zero ? i64(0) : bl_rescale(acc[r], sc), ctr);
     }
     MMFREE_COUNT(ctr, R + DEPTH_MAC);
-}
-
-// The BitLinear compute_token calls: the stream schedule above. The
-// C-simulation's fast source overloads it (mmfree_csim_fast.h).
-template <int N_IN, int N_OUT, class Src, class Sink>
-void bitlinear(Src &src, const bl_input &in, Sink &sink, counters &ctr) {
-    #pragma HLS INLINE
-    bitlinear_stream<N_IN, N_OUT>(src, in, sink, ctr);
 }
 
 // ------------------------------------------------------------------ the token
@@ -561,10 +572,11 @@ int compute_token(Src &src, engine_state &st, const float *x_in, float *state, L
         // ---- token mixing: i, f, g projections
         bl_input in_x;
         in_x.x = st.x; in_x.g = &st.attn; in_x.st = xs; in_x.eps = bl_eps; in_x.inv_n = inv_d;
-        sink_plain si = {st.i, 0}, sf = {st.f, 0}, sg = {st.g, 0};
-        in_x.k = 0; bitlinear<D, E>(src, in_x, si, ctr);
-        in_x.k = 1; bitlinear<D, E>(src, in_x, sf, ctr);
-        in_x.k = 2; bitlinear<D, E>(src, in_x, sg, ctr);
+        bl_sink si = make_sink(SINK_PLAIN, st.i, 0), sf = make_sink(SINK_PLAIN, st.f, 0),
+                sg = make_sink(SINK_PLAIN, st.g, 0);
+        in_x.k = 0; bitlinear(src, in_x, D, E, si, logits, ctr);
+        in_x.k = 1; bitlinear(src, in_x, D, E, sf, logits, ctr);
+        in_x.k = 2; bitlinear(src, in_x, D, E, sg, logits, ctr);
 
 #ifdef MMFREE_DEBUG
         if (l == 0) { for (int j = 0; j < 3; j++) fprintf(stderr, "dbg i %d %.6f f %.6f g %.6f\n", j, st.i[j] / double(1 << FRAC), st.f[j] / double(1 << FRAC), st.g[j] / double(1 << FRAC)); }
@@ -642,9 +654,8 @@ int compute_token(Src &src, engine_state &st, const float *x_in, float *state, L
         read_group(src, st.mlp, D, ctr);
         bl_input in_o;
         in_o.x = st.o; in_o.g = &st.o_grp; in_o.k = 0; in_o.st = os; in_o.eps = o_eps; in_o.inv_n = inv_e;
-        sink_residual xo = {st.x, &st.mlp};
-        stats_clear(xo.st);
-        bitlinear<E, D>(src, in_o, xo, ctr);
+        bl_sink xo = make_sink(SINK_RESIDUAL, st.x, &st.mlp);
+        bitlinear(src, in_o, E, D, xo, logits, ctr);
 
 #ifdef MMFREE_DEBUG
         if (1) { for (int j = 0; j < 3; j++) fprintf(stderr, "dbg x_after_o %d %.6f\n", j, st.x[j] / double(1 << FRAC)); }
@@ -652,8 +663,8 @@ int compute_token(Src &src, engine_state &st, const float *x_in, float *state, L
         // ---- channel mixing: gate/up projection, GLU, down projection
         bl_input in_m;
         in_m.x = st.x; in_m.g = &st.mlp; in_m.k = 0; in_m.st = xo.st; in_m.eps = bl_eps; in_m.inv_n = inv_d;
-        sink_plain su = {st.u, 0};
-        bitlinear<D, 2 * M>(src, in_m, su, ctr);
+        bl_sink su = make_sink(SINK_PLAIN, st.u, 0);
+        bitlinear(src, in_m, D, 2 * M, su, logits, ctr);
 
         const auto hg = src.read();
         MMFREE_COUNT(ctr, 1);
@@ -690,9 +701,8 @@ int compute_token(Src &src, engine_state &st, const float *x_in, float *state, L
         read_group(src, st.attn, D, ctr);
         bl_input in_z;
         in_z.x = st.z; in_z.g = &st.z_grp; in_z.k = 0; in_z.st = zs; in_z.eps = z_eps; in_z.inv_n = inv_m;
-        sink_residual xd = {st.x, &st.attn};
-        stats_clear(xd.st);
-        bitlinear<M, D>(src, in_z, xd, ctr);
+        bl_sink xd = make_sink(SINK_RESIDUAL, st.x, &st.attn);
+        bitlinear(src, in_z, M, D, xd, logits, ctr);
         xs = xd.st;
 #ifdef MMFREE_DEBUG
         for (int j = 0; j < 3; j++) fprintf(stderr, "dbg u %.6f %.6f z %.6f (sh_z %d) x_after_down %.6f\n", st.u[j] / double(1 << FRAC), st.u[M + j] / double(1 << FRAC), st.z[j] / double(1 << FRAC), sh_z, st.x[j] / double(1 << FRAC));
@@ -702,7 +712,8 @@ int compute_token(Src &src, engine_state &st, const float *x_in, float *state, L
     // ---- head
     bl_input in_h;
     in_h.x = st.x; in_h.g = &st.attn; in_h.k = 0; in_h.st = xs; in_h.eps = bl_eps; in_h.inv_n = inv_d;
-    bitlinear<D, VOCAB>(src, in_h, logits, ctr);
+    bl_sink head = make_sink(SINK_LOGITS, 0, 0);
+    bitlinear(src, in_h, D, VOCAB, head, logits, ctr);
 
     STORE_STATE:
     for (int n = 0; n < L * E; n++) {

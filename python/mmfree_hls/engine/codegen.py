@@ -48,6 +48,9 @@ def config_header(cfg: ModelConfig, preset: EnginePreset, packing: str) -> str:
         "FIFO_WORDS": preset.fifo_words, "SIG_BITS": preset.sigmoid_table_bits,
         "SIG_RANGE_LOG2": SIG_RANGE_LOG2,
         "HEADER_BYTES": HEADER_BYTES,
+        # loop trip-count bounds of the one BitLinear unit (LOOP_TRIPCOUNT pragmas)
+        "MAX_CG": max(shape.n_cg(n_in) for _, n_in, _ in shape.matrices()),
+        "MAX_TILES": max((shape.n_rb(n_out) - 1) * shape.n_cg(n_in) for _, n_in, n_out in shape.matrices()),
         "REGION_STRIDE": region_stride(shape.words(), preset.port_bytes) if preset.K else 0,
     }
     for name, val in PIPELINE.items():
@@ -232,8 +235,7 @@ static counters g_ctr;
 static void compute(hls::stream<word_t> &words, const float *x_in, float *state,
                     hls::stream<float> &logit_s, int &status) {{
     counters ctr = {{0, false}};
-    sink_logits<hls::stream<float> > sink = {{&logit_s}};
-    status = compute_token(words, g_state, x_in, state, sink, ctr);
+    status = compute_token(words, g_state, x_in, state, logit_s, ctr);
 #ifndef __SYNTHESIS__
     g_ctr = ctr;
 #endif
