@@ -545,7 +545,6 @@ def _structure(src: Source):
             prev_end = i + 1
     for b in stack:
         b.end = len(s)
-    braced = {b.header_start for b in src.blocks if b.kind == "loop"}
     for m in re.finditer(r"\b(for|while)\s*\(", s):
         close = _match_paren(s, m.end() - 1)
         j = close + 1
@@ -657,6 +656,7 @@ class Lint:
         self.lanes = lanes if lanes is not None else self._lanes()
         self.tables: Dict[str, str] = {}
         self.unrolled: List[Tuple[str, Optional[int], str]] = []
+        self.seen_loops: Set[Tuple[str, int]] = set()
         self.dataflow_regions: List[str] = []
 
     # -- helpers
@@ -729,10 +729,10 @@ class Lint:
         trip = max(0, -(-(bound + (m.group(3) == "<=") - start) // step))
         return trip, st1 | st2 | st3
 
-    def _check_unrolled(self, src: Source, loop: Block, why: str, line: int, seen: Set[int]):
-        if (id(src), loop.start) in seen:
+    def _check_unrolled(self, src: Source, loop: Block, why: str):
+        if (src.path, loop.start) in self.seen_loops:
             return
-        seen.add((id(src), loop.start))
+        self.seen_loops.add((src.path, loop.start))
         kw = re.search(r"\b(for|while|do)\b", src.struct[loop.header_start:loop.start])
         lh = src.line_of(loop.header_start + kw.start() if kw else loop.start)
         try:
@@ -756,22 +756,21 @@ class Lint:
         return [b for b in src.blocks if b.kind == "loop" and start < b.start < end]
 
     def rule_unroll(self, s: Source):
-        seen: Set[Tuple[int, int]] = set()
         for p in s.pragmas:
             if p.name == "UNROLL" and "factor" not in p.args and "off" not in p.flags:
                 loop = s.enclosing(p.pos, ("loop", "function"))
                 if loop is None or loop.kind != "loop":
                     self.add("unroll-model-dim", s, p.line, "UNROLL outside a loop")
                     continue
-                self._check_unrolled(s, loop, f"UNROLL at line {p.line}", p.line, seen)
+                self._check_unrolled(s, loop, f"UNROLL at line {p.line}")
             elif p.name == "PIPELINE" and "off" not in p.flags:
                 region = s.enclosing(p.pos, ("loop", "function"))
                 if region is None:
                     continue
                 why = f"inside the PIPELINE at {Path(s.path).name}:{p.line}"
                 for loop in self._loops_in(s, region.start, region.end):
-                    self._check_unrolled(s, loop, why, p.line, seen)
-                self._calls_unrolled(s, region, why, seen, set())
+                    self._check_unrolled(s, loop, why)
+                self._calls_unrolled(s, region, why, set())
 
     def _weight(self, s: Source, pos: int, lo: int, hi: int) -> int:
         """Copies of the code at pos per iteration of the region [lo, hi): its unrolled loops' trips."""
@@ -820,17 +819,17 @@ class Lint:
                              f"times, its ROM serves {ROM_PORTS}: II >= {-(-n // ROM_PORTS)}; replicate the "
                              f"table (static const {name}[copies][N], ARRAY_PARTITION dim=1 complete)")
 
-    def _calls_unrolled(self, s: Source, region: Block, why: str, seen, visited: Set[Tuple[int, int]]):
+    def _calls_unrolled(self, s: Source, region: Block, why: str, visited: Set[Tuple[str, int]]):
         body = s.struct[region.start:region.end]
-        for name in set(re.findall(r"\b([A-Za-z_]\w*)\s*(?:<[^;(){}]*>)?\s*\(", body)):
+        for name in sorted(set(re.findall(r"\b([A-Za-z_]\w*)\s*(?:<[^;(){}]*>)?\s*\(", body))):
             for fs, fb in self.functions.get(name, []):
                 key = (id(fs), fb.start)
                 if key in visited or fb is region:
                     continue
                 visited.add(key)
                 for loop in self._loops_in(fs, fb.start, fb.end):
-                    self._check_unrolled(fs, loop, why + f" (through {name}())", 0, seen)
-                self._calls_unrolled(fs, fb, why, seen, visited)
+                    self._check_unrolled(fs, loop, why + f" (through {name}())")
+                self._calls_unrolled(fs, fb, why, visited)
 
     def _array_dims(self, s: Source, var: str, pos: int) -> Optional[List[str]]:
         fn = s.enclosing(pos, ("function",))
