@@ -43,13 +43,14 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..cli import CLIError
     from ..design.convert import CompileError, ProjectExistsError, convert
+    from ..design.hls_layers import ConversionError
     from ..engine.presets import PresetError
     from ..engine.project import EngineShapeError
 
     try:
         project = convert(args.checkpoint, args.out, config=args.config, board=args.board, tier=args.tier,
                           packing=args.packing, overwrite=args.force, compile=not args.no_compile)
-    except (ProjectExistsError, CompileError, PresetError, EngineShapeError) as e:
+    except (ProjectExistsError, CompileError, PresetError, EngineShapeError, ConversionError) as e:
         raise CLIError(str(e)) from None
     info, eng = project.info, project.info["engine"]
     dims = info["dims"]

@@ -343,5 +343,6 @@ def convert_through_hls4ml(model: MMFreeLM, root: str | Path, preset: EnginePres
     check_same_model(engine_model(hm), model)
     with contextlib.redirect_stdout(log):
         hm.write()
-    (Path(root) / "hls4ml.log").write_text(log.getvalue())
+    if log.getvalue().strip():
+        (Path(root) / "hls4ml.log").write_text(log.getvalue())
     return hm
