@@ -224,22 +224,32 @@ inline unsigned word_byte(const word_t &w, int r) {
     return unsigned(w.range(8 * r + 7, 8 * r));
 }
 
-// A vector of n 32-bit values (24-bit mantissas): ceil(n / NORM_FIELDS) words, one a cycle.
+// A vector of n 32-bit values (24-bit mantissas): ceil(n / NORM_FIELDS) words,
+// written PARAM_LANES values a cycle. The parameter arrays are then banked by
+// PARAM_LANES, not by a whole word's fields (R / 4 of them: 20 banks of
+// 32-bit LUTRAM per array on a 5-port KV260), for a few % more cycles.
+static const int PARAM_LANES = MMFREE_PARAM_LANES;
+static const int PARAM_STEPS = NORM_FIELDS / PARAM_LANES;   // cycles per word
+
 template <class Src>
 void read_vector(Src &src, norm_t *dst, int n, counters &ctr) {
     const int words = (n + NORM_FIELDS - 1) / NORM_FIELDS;
+    decltype(src.read()) word;                                 // held across the word's steps
     READ_VECTOR:
-    for (int w = 0; w < words; w++) {
+    for (int it = 0; it < words * PARAM_STEPS; it++) {
         #pragma HLS PIPELINE II=1
-        const auto word = src.read();
-        for (int f = 0; f < NORM_FIELDS; f++) {
+        #pragma HLS LOOP_TRIPCOUNT min=1 max=MMFREE_MAX_PARAM_STEPS
+        const int w = it / PARAM_STEPS, step = it % PARAM_STEPS;
+        if (step == 0)
+            word = src.read();
+        for (int f = 0; f < PARAM_LANES; f++) {
             #pragma HLS UNROLL
-            const int j = w * NORM_FIELDS + f;
+            const int j = w * NORM_FIELDS + step * PARAM_LANES + f;
             if (j < n)
-                dst[j] = norm_t(word_value(word, f));
+                dst[j] = norm_t(word_value(word, step * PARAM_LANES + f));
         }
     }
-    MMFREE_COUNT(ctr, words + DEPTH_IO);
+    MMFREE_COUNT(ctr, words * PARAM_STEPS + DEPTH_IO);
 }
 
 // ------------------------------------------------------------------ parameter records

@@ -19,7 +19,7 @@ import numpy as np
 from ..config import BITLINEAR_NORM_EPS, ModelConfig
 from .layout import HEADER_BYTES, Shape, region_stride
 from .presets import EnginePreset
-from .schedule import PIPELINE
+from .schedule import PIPELINE, param_lanes
 
 #: Version of the C-simulation ABI (symbols and argument order are fixed by it, in code).
 ABI_VERSION = 2
@@ -48,6 +48,8 @@ def config_header(cfg: ModelConfig, preset: EnginePreset, packing: str) -> str:
         "FIFO_WORDS": preset.fifo_words, "SIG_BITS": preset.sigmoid_table_bits,
         "SIG_RANGE_LOG2": SIG_RANGE_LOG2,
         "HEADER_BYTES": HEADER_BYTES,
+        "PARAM_LANES": param_lanes(shape.R),
+        "MAX_PARAM_STEPS": shape.vec_words(max(cfg.d, cfg.input_dim, cfg.ffn_dim)) * (shape.R // 4 // param_lanes(shape.R)),
         # loop trip-count bounds of the one BitLinear unit (LOOP_TRIPCOUNT pragmas)
         "MAX_CG": max(shape.n_cg(n_in) for _, n_in, _ in shape.matrices()),
         "MAX_TILES": max((shape.n_rb(n_out) - 1) * shape.n_cg(n_in) for _, n_in, n_out in shape.matrices()),

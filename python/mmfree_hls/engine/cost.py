@@ -7,7 +7,7 @@ over ``vitis_hls_report`` over ``analytic``; see :mod:`.reports`).
 
 Resources (LUT, FF, BRAM_18K, URAM, DSP), itemised by unit
 ---------------------------------------------------------
-* **MAC unit** (``bitlinear_stream``): R rows, each a PER-input add/subtract/skip
+* **MAC unit** (``bitlinear``, one for every projection): R rows, each a PER-input add/subtract/skip
   tree into an accumulator and a write-back copy (``acc``/``prev``); the 5-trit
   decode table per byte for 1.6-bit packing; the quantiser (PER lanes: scale
   product ``mul_exact``, 127/max product ``mul_wide``, and the output scale's
@@ -15,9 +15,10 @@ Resources (LUT, FF, BRAM_18K, URAM, DSP), itemised by unit
   (``prev[cg]`` R:1 select, the rescale ``mul_wide``, its sink: statistics on
   write are up to 4 ``mul_exact``); the scalar unit (``pf_recip``/``pf_rsqrt``,
   INLINE off); its ``xq`` buffer (PER banks).
-  **Instances**: ``bitlinear_stream`` is a template; each distinct
-  instantiation (n_in, n_out, sink) is its own function and so its own RTL
-  module (Vitis HLS shares one module among calls of the same function only).
+  **One instance**: ``bitlinear`` takes its dimensions and its write-back
+  target (plain, residual, logits) at run time, so every call of compute_token
+  is the same function and Vitis HLS builds one module: sized for the widest
+  input (xq) and the longest accumulator, with all three sinks' logic.
   :data:`BITLINEAR_CALLS` lists the call sites of compute_token;
   tests/test_cost.py checks it against the header.
 * **Vector unit**: V lanes; each lane holds the products of the MLGRU pass
@@ -79,7 +80,7 @@ from .codegen import sigmoid_tables
 from .layout import Shape
 from .presets import RESOURCES, TIERS, EnginePreset, PresetError, board_names, get_board, get_preset
 from .reports import SOURCE_ANALYTIC, measured
-from .schedule import PIPELINE, token_cycles
+from .schedule import PIPELINE, param_lanes, token_cycles
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 PRESETS_FILE = DATA_DIR / "model_presets.json"
@@ -118,9 +119,9 @@ URAM_SHAPE = (4096, 72)
 
 #: compute_token's BitLinear call sites (mmfree_engine.h): (matrix, n_in, n_out, sink). One hardware
 #: instance per distinct (n_in, n_out, sink): a template instantiation is its own function.
-BITLINEAR_CALLS = (("i", "D", "E", "sink_plain"), ("f", "D", "E", "sink_plain"), ("g", "D", "E", "sink_plain"),
-                   ("o", "E", "D", "sink_residual"), ("gate", "D", "2M", "sink_plain"),
-                   ("down", "M", "D", "sink_residual"), ("head", "D", "VOCAB", "sink_logits"))
+BITLINEAR_CALLS = (("i", "D", "E", "SINK_PLAIN"), ("f", "D", "E", "SINK_PLAIN"), ("g", "D", "E", "SINK_PLAIN"),
+                   ("o", "E", "D", "SINK_RESIDUAL"), ("gate", "D", "2*M", "SINK_PLAIN"),
+                   ("down", "M", "D", "SINK_RESIDUAL"), ("head", "D", "VOCAB", "SINK_LOGITS"))
 
 
 class CostModelError(ValueError):
@@ -292,13 +293,12 @@ def _dims(shape: Shape) -> dict:
 
 
 def bitlinear_instances(shape: Shape) -> list[dict]:
-    """The distinct (n_in, n_out, sink) instantiations of bitlinear_stream, with the matrices they run."""
+    """The BitLinear unit as written: one, for every call (widest input, longest output, every sink)."""
     dims = _dims(shape)
-    out: dict[tuple, dict] = {}
-    for mat, n_in, n_out, sink in BITLINEAR_CALLS:
-        key = (dims[n_in], dims[n_out], sink)
-        out.setdefault(key, {"n_in": key[0], "n_out": key[1], "sink": sink, "matrices": []})["matrices"].append(mat)
-    return list(out.values())
+    dims["2*M"] = dims["2M"]
+    calls = [(mat, dims[i], dims[o], sink) for mat, i, o, sink in BITLINEAR_CALLS]
+    return [{"n_in": max(c[1] for c in calls), "n_out": max(c[2] for c in calls), "sink": "all",
+             "matrices": [c[0] for c in calls]}]
 
 
 def acc_bits(n_in: int) -> int:
@@ -317,10 +317,11 @@ def mac_instance(shape: Shape, n_in: int, n_out: int, sink: str, budget: dict) -
         row = row + Res(LUT=UNIT["trit5_decode_lut"])
     quant_lane = (mul_exact() + shift(43) + mul_wide(25, 24) + round_shift(50) + sat(8)      # bl_quantise
                   + mul_exact() + 2 * (shift(50) + mul_wide(22, 22) + add(64)))               # bl_square_sums
-    sinks = {"sink_plain": sat(50) + abs_max(32),
-             "sink_residual": add(32) + sat(34) + stats_update(),
-             "sink_logits": sat(50) + Res(LUT=UNIT["float_conv_lut"], FF=32)}
-    writeback = mux(acc, R) + mul_wide(25, 24) + round_shift(50) + sinks[sink]
+    sinks = {"plain": sat(50) + abs_max(32),
+             "residual": add(32) + sat(34) + stats_update(),
+             "logits": sat(50) + Res(LUT=UNIT["float_conv_lut"], FF=32)}
+    # the one unit carries every sink's logic behind a 3-way select
+    writeback = mux(acc, R) + mul_wide(25, 24) + round_shift(50) + total(sinks.values()) + mux(32, 3)
     xq = memory("xq", n_cg * per, 8, per, budget)
     return {"rows": row * R, "quantiser": quant_lane * per, "writeback": writeback,
             "scalar": Res(LUT=UNIT["scalar_lut"], FF=UNIT["scalar_ff"], DSP=UNIT["scalar_dsp"]),
@@ -354,7 +355,7 @@ def sigma_table_bits(bits: int) -> int:
 
 def buffers(shape: Shape, preset: EnginePreset, budget: dict) -> list[Placement]:
     """engine_state and its banking (mmfree_engine.h), 32-bit values."""
-    V, per, nf = preset.vector_lanes, shape.per, shape.R // 4
+    V, per, nf = preset.vector_lanes, shape.per, param_lanes(shape.R)
     d, e, M, L = shape.d, shape.e, shape.M, shape.L
     max_n = max(d, e, M)
     grp = max(nf, per, V)
@@ -399,29 +400,16 @@ def loader_units(shape: Shape, preset: EnginePreset, budget: dict) -> tuple[dict
     return units, mems
 
 
-def shared_instance(shape: Shape) -> list[dict]:
-    """What-if: ONE bitlinear unit for every matrix (widest n_in, every sink's logic): the design
-    intent of DESIGN.md section 5, which the C++ does not build yet (see BITLINEAR_CALLS)."""
-    inst = bitlinear_instances(shape)
-    return [{"n_in": max(i["n_in"] for i in inst), "n_out": max(i["n_out"] for i in inst),
-             "sink": "sink_residual", "matrices": [m for i in inst for m in i["matrices"]]}]
-
-
-def resources(cfg: ModelConfig, preset: EnginePreset, packing: str, shared_mac: bool = False) -> dict:
-    """Analytic resources of one engine build, itemised by unit.
-
-    ``shared_mac=True`` is a what-if (one MAC unit for all matrices); records use the C++ as written.
-    """
+def resources(cfg: ModelConfig, preset: EnginePreset, packing: str) -> dict:
+    """Analytic resources of one engine build, itemised by unit."""
     shape = Shape.of(cfg, packing, preset.R)
     budget = dict(preset.board.resources)
     V = preset.vector_lanes
     units: dict[str, Res] = {}
-    instances = shared_instance(shape) if shared_mac else bitlinear_instances(shape)
+    instances = bitlinear_instances(shape)
     per_instance = []
     for inst in instances:
         parts = mac_instance(shape, inst["n_in"], inst["n_out"], inst["sink"], budget)
-        if shared_mac:      # the plain and logits sinks' extra logic beside the residual one
-            parts["writeback"] = parts["writeback"] + abs_max(32) + Res(LUT=UNIT["float_conv_lut"], FF=32)
         per_instance.append({**inst, **{k: v.rounded() for k, v in parts.items()},
                              "total": total(parts.values()).rounded()})
         for k, v in parts.items():
@@ -465,8 +453,10 @@ def segments(shape: Shape, V: int) -> list[tuple[str, int, str]]:
     vw = shape.vec_words
     segs: list[tuple[str, int, str]] = []
 
+    steps = (shape.R // 4) // param_lanes(shape.R)      # cycles per parameter word (read_vector)
+
     def rec_vec(n: int, what: str) -> None:
-        segs.extend([("read", vw(n), what), ("stall", p["depth_io"], what)])
+        segs.extend([("read", vw(n), what), ("stall", vw(n) * (steps - 1) + p["depth_io"], what)])
 
     def group(n: int, n_c: int, what: str) -> None:
         segs.append(("read", 1, what))

@@ -89,8 +89,9 @@ class EnginePreset:
     def validate(self) -> "EnginePreset":
         if self.tier not in TIERS:
             raise PresetError(f"tier {self.tier!r} is not one of {TIERS}")
-        if self.R < 4 or self.R % 4:
-            raise PresetError(f"{self.board.name}/{self.tier}: rows per tile R={self.R} must be a multiple of 4")
+        if self.R < 4 or self.R % 16:
+            raise PresetError(f"{self.board.name}/{self.tier}: rows per tile R={self.R} must be a multiple of 16 "
+                              "(a stream word holds whole groups of four 32-bit parameter values)")
         if self.vector_lanes < 1 or self.vector_lanes > 64:
             raise PresetError(f"{self.board.name}/{self.tier}: vector_lanes={self.vector_lanes} must be 1..64")
         if not 12 <= self.frac_bits <= 24:

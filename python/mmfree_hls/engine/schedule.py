@@ -24,6 +24,16 @@ PIPELINE = {
 }
 
 
+#: Parameter values written per cycle (the banking of the parameter arrays).
+PARAM_LANES = 4
+
+
+def param_lanes(R: int) -> int:
+    """Values read_vector writes a cycle: PARAM_LANES, or a whole word when it holds fewer."""
+    fields = R // 4
+    return fields if fields <= PARAM_LANES else PARAM_LANES
+
+
 @dataclass(frozen=True)
 class Cycles:
     """Compute cycles of one token, by kind of work."""
@@ -54,7 +64,8 @@ def matrix_cycles(shape: Shape, n_in: int, n_out: int) -> tuple[int, int]:
 def token_cycles(shape: Shape, vector_lanes: int) -> Cycles:
     p = PIPELINE
     vw = shape.vec_words
-    rec = lambda words: words + p["depth_io"]
+    steps = (shape.R // 4) // param_lanes(shape.R)        # cycles per parameter word
+    rec = lambda words: words * steps + p["depth_io"]
     mac = scalar = 0
     for _, n_in, n_out in shape.matrices():
         m, s = matrix_cycles(shape, n_in, n_out)
