@@ -20,8 +20,9 @@ BLOCKER = textwrap.dedent("""
 RUNTIME_MODULES = ["mmfree_hls", "mmfree_hls.config", "mmfree_hls.quant", "mmfree_hls.reference",
                    "mmfree_hls.packing", "mmfree_hls.checkpoint", "mmfree_hls.hgrn_bit",
                    "mmfree_hls.safetensors_io", "mmfree_hls.tokenizer", "mmfree_hls.sampling",
-                   "mmfree_hls.corpus", "mmfree_hls.hls_project", "mmfree_hls.engine.cost", "mmfree_hls.streamed",
-                   "mmfree_hls.streamed_csim", "mmfree_hls.runtime.accelerator", "mmfree_hls.runtime.buffers",
+                   "mmfree_hls.corpus", "mmfree_hls.hls_project", "mmfree_hls.engine.cost",
+                   "mmfree_hls.engine.layout", "mmfree_hls.engine.presets", "mmfree_hls.engine.project",
+                   "mmfree_hls.runtime.accelerator", "mmfree_hls.runtime.buffers",
                    "mmfree_hls.runtime.manifest", "mmfree_hls.runtime.backend_csim",
                    "mmfree_hls.runtime.backend_pynq", "mmfree_hls.commands.package",
                    "mmfree_hls.commands.generate", "mmfree_hls.cli"]
