@@ -124,7 +124,7 @@ def test_random_subset_is_seeded_and_limit_cuts():
 
 def test_identical_designs_are_evaluated_once():
     # rows_per_tile does not apply to the streamed tier (its R is the ports' bytes)
-    spec = load_spec({"models": {"a": {"random": TINY}}, "tier": "streamed", "grid": {"rows_per_tile": [12, 16]}})
+    spec = load_spec({"models": {"a": {"random": TINY}}, "tier": "streamed", "grid": {"rows_per_tile": [16, 32]}})
     pts = expand(spec)
     assert len(pts) == 1 and pts[0].preset["R"] == get_preset("pynq-z2", "streamed").R
     assert pts[0].label == f"R={pts[0].preset['R']}"
@@ -138,8 +138,8 @@ def test_identical_designs_are_evaluated_once():
     ({"models": {"a": {"random": TINY}}, "grid": {"frac_bits": [16]}, "colour": 1}, "unknown sweep key"),
     ({"models": {"a": {"random": TINY}}, "grid": {"tensors.state": ["ap_fixed<8,4>"]}}, "not an engine knob"),
     ({"models": {"a": {"random": TINY}}, "grid": {"frac_bits": [16.5]}}, "frac_bits = 16.5 must be an integer"),
-    ({"models": {"a": {"random": TINY}}, "grid": {"frac_bits": [30]}}, r"point 0 \(base\): frac_bits=30"),
-    ({"models": {"a": {"random": TINY}}, "grid": {"vector_lanes": [0, 4]}}, "point 0 .*vector_lanes=0"),
+    ({"models": {"a": {"random": TINY}}, "grid": {"frac_bits": [30]}}, r"point 0 \(frac=30\): frac_bits=30"),
+    ({"models": {"a": {"random": TINY}}, "grid": {"vector_lanes": [0, 4]}}, r"point 0 \(V=0\): .*vector_lanes=0"),
     ({"models": {"a": {"random": TINY}}, "grid": {"board": ["nexys"]}}, "board 'nexys' unknown"),
     ({"models": {"a": {"random": TINY}}, "grid": {"frac_bits": [16]}, "tier": "offchip"}, "tier 'offchip'"),
     ({"models": {"a": {"random": TINY}}, "grid": {"packing": ["3bit"]}}, "packing '3bit'"),
@@ -439,7 +439,7 @@ def test_knobs_outside_numeric_knobs_do_not_change_a_single_csim_value(tmp_path)
     from mmfree_hls.config import ModelConfig
     from mmfree_hls.engine.project import EngineProject, write_project
     from mmfree_hls.reference import MMFreeLM
-    model = MMFreeLM.random(ModelConfig.from_dict(TINY), 3)
+    model = MMFreeLM.random(ModelConfig.from_dict({**TINY, "hidden_size": 128, "intermediate_size": 256}), 3)
 
     def build(name, board, tier, packing, **knobs):
         root = tmp_path / name
@@ -447,10 +447,10 @@ def test_knobs_outside_numeric_knobs_do_not_change_a_single_csim_value(tmp_path)
         write_project(model, root, get_preset(board, tier, **knobs), packing)
         return _steps(EngineProject(root), model)
 
-    base = build("base", "pynq-z2", "on-chip", "2bit", rows_per_tile=16, vector_lanes=4, frac_bits=18)
+    base = build("base", "pynq-z2", "on-chip", "2bit", rows_per_tile=32, vector_lanes=4, frac_bits=18)
     other = build("other", "pynq-z2", "streamed", "2bit", vector_lanes=1, clock_mhz=50.0, frac_bits=18)
-    onchip = build("onchip", "zcu104", "on-chip", "1.6bit", rows_per_tile=12, vector_lanes=16, frac_bits=18)
-    numeric = build("numeric", "pynq-z2", "on-chip", "2bit", rows_per_tile=16, vector_lanes=4, frac_bits=14)
+    onchip = build("onchip", "zcu104", "on-chip", "1.6bit", rows_per_tile=16, vector_lanes=16, frac_bits=18)
+    numeric = build("numeric", "pynq-z2", "on-chip", "2bit", rows_per_tile=32, vector_lanes=4, frac_bits=14)
     for got in (other, onchip):
         assert np.array_equal(got[0], base[0]) and np.array_equal(got[1], base[1])
     assert not np.array_equal(numeric[0], base[0])

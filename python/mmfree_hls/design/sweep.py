@@ -478,7 +478,8 @@ def expand(spec: SweepSpec, random_k: Optional[int] = None, seed: Optional[int] 
         try:
             preset, knobs = resolve_preset(target["board"], target["tier"], target["packing"], sets)
         except PresetError as e:
-            raise SweepConfigError(f"point {i} ({' '.join(parts) or 'base'}): {e}") from None
+            what = " ".join(f"{_short(a)}={v}" for a, v in choices.items()) or "base"
+            raise SweepConfigError(f"point {i} ({what}): {e}") from None
         record = preset_record(preset, target["packing"])
         parts = [f"{_short(x)}={format_value(knobs.get(x, record['R']))}" if x in KNOBS else x for x in parts]
         pt = Point(index=i, label=" ".join(parts) or model, model=model, choices=choices, knobs=knobs,
