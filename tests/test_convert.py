@@ -144,9 +144,7 @@ def _reference_states(model: MMFreeLM, ids: np.ndarray) -> tuple[np.ndarray, np.
 def test_held_out_argmax_agreement(project, demo):
     held_out = split_holdout(corpus_bytes())[1]
     ref_logits, before = _reference_states(demo, held_out)
-    check = np.linspace(0, len(held_out) - 1, 64).astype(int)
-    np.testing.assert_allclose(ref_logits[check], demo.logits(held_out[None, :check[-1] + 1])[0][check],
-                               rtol=0, atol=1e-9)
+    np.testing.assert_allclose(ref_logits[:1000], demo.logits(held_out[None, :1000])[0], rtol=0, atol=1e-9)
     lib = project.csim()
     positions = np.linspace(0, len(held_out) - 1, ARGMAX_SAMPLES).astype(int)
     agree = 0
