@@ -71,7 +71,7 @@ def run(args) -> int:
 
     t = time.perf_counter()
     project = convert(args.checkpoint, args.project, board=args.board,
-                      overwrite=args.force or _own_project(args), verbose=False)
+                      overwrite=args.force or _own_project(args), verbose=True)
     eng = project.info["engine"]
     _say(f"engine project {args.project} ({args.board}, on-chip: {eng['lanes']} ternary lanes, "
          f"{eng['knobs']['vector_lanes']} vector lanes) converted and compiled in {time.perf_counter() - t:.1f} s")
