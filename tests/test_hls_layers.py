@@ -152,6 +152,17 @@ def test_backend_arguments_are_checked(model, tmp_path):
                                                    model_config=CFG.to_dict())
 
 
+def test_per_layer_settings_are_refused(model, tmp_path):
+    import hls4ml
+    hb.register()
+    cfg = {"Model": {"Precision": "fixed<32,12>", "ReuseFactor": 1},
+           "LayerName": {"l0_i_proj": {"Precision": "fixed<16,6>"}}}
+    with pytest.raises(ConversionError, match=r"cannot be honoured: l0_i_proj \(precision\).*frac_bits"):
+        hls4ml.converters.convert_from_keras_model(model.to_keras("step"), output_dir=str(tmp_path),
+                                                   backend="MMFreeEngine", hls_config=cfg,
+                                                   model_config=CFG.to_dict())
+
+
 def test_build_and_predict_say_what_to_do(graph):
     with pytest.raises(ConversionError, match="mmfree synth hls"):
         graph.build()

@@ -120,6 +120,14 @@ def engine_model(graph) -> MMFreeLM:
     if cached is not None:
         return cached
     sec = engine_section(graph)
+    hc = graph.config
+    per_layer = sorted({f"{k.removesuffix('_default')} (precision)"
+                        for k in [*hc.layer_name_precision, *hc.layer_type_precision]}
+                       | {f"{k} (reuse factor)" for k in [*hc.layer_name_rf, *hc.layer_type_rf]})
+    if per_layer:
+        raise ConversionError(f"per-layer settings in the hls4ml config cannot be honoured: {', '.join(per_layer)}."
+                              " The engine runs every layer on the same units with one type per role; set its "
+                              "knobs instead (frac_bits, sigmoid_table_bits, vector_lanes, ...)")
     cfg = ModelConfig.from_dict(dict(sec["model"]))
     shapes = expected_shapes(cfg)
     classes = layer_classes()
