@@ -172,8 +172,8 @@ def test_resume_skips_finished_points_and_shares_builds(tmp_path, stub_runner):
     grid = {"frac_bits": [14, 20], "vector_lanes": [1, 4]}
     first = run_sweep(stub_spec(stub_runner, grid), out, workers=2, progress=False)
     assert first.ran == 4 and first.statuses == {"ok": 4}
-    # one convert + one evaluation per numeric configuration; vector lanes only change the cost
-    assert calls(out, "convert") == 2 and calls(out, "measure") == 2
+    # every point writes its project, one evaluation per numeric configuration (lanes only change the cost)
+    assert calls(out, "convert") == 4 and calls(out, "measure") == 2
     rows = ResultsStore(out).read()
     assert len(rows) == 4
     by_frac = {}
@@ -183,7 +183,7 @@ def test_resume_skips_finished_points_and_shares_builds(tmp_path, stub_runner):
 
     again = run_sweep(stub_spec(stub_runner, grid), out, workers=2, progress=False)
     assert again.ran == 0 and again.skipped == 4
-    assert len(ResultsStore(out).read()) == 4 and calls(out, "convert") == 2
+    assert len(ResultsStore(out).read()) == 4 and calls(out, "convert") == 4
 
     grid["frac_bits"].append(16)
     more = run_sweep(stub_spec(stub_runner, grid), out, workers=1, progress=False)
@@ -280,6 +280,40 @@ def test_a_synthesis_report_of_the_points_project_wins_over_the_model(tmp_path):
     assert row["resource_source"] == "vitis_hls_report" and row["resource_report"].endswith("csynth.xml")
     assert (row["LUT"], row["FF"], row["BRAM_18K"], row["DSP"]) == (23456, 12345, 40, 99)
     assert row["util_LUT"] == pytest.approx(23456 / 53200) and row["fits"] and row["over_budget"] == []
+
+
+def test_a_report_that_appears_after_the_sweep_replaces_the_estimate(tmp_path, stub_runner, capsys):
+    """`mmfree synth` on a point's project after the sweep: the next run (nothing to evaluate) or
+    --report-only re-costs that point from the report; the others keep the model's estimate."""
+    from mmfree_hls.config import ModelConfig
+    out = tmp_path / "out"
+    spec = stub_spec(stub_runner, {"frac_bits": [14, 20]})
+    run_sweep(spec, out, workers=1, progress=False)
+    before = {r["knobs"]["frac_bits"]: r for r in ResultsStore(out).read()}
+    assert {r["resource_source"] for r in before.values()} == {"analytic"}
+    project = out / "projects" / before[20]["project_hash"]          # what the real runner writes
+    (project / "synth" / "pynq-z2" / "reports").mkdir(parents=True)
+    (project / "mmfree_project.json").write_text(json.dumps({"model": ModelConfig.from_dict(TINY).to_dict()}))
+    (project / "synth" / "pynq-z2" / "reports" / "mmfree_engine_csynth.xml").write_text(CSYNTH)
+    again = run_sweep(spec, out, workers=1, progress=False)
+    assert again.ran == 0
+    after = {r["knobs"]["frac_bits"]: r for r in ResultsStore(out).latest().values()}
+    assert after[20]["resource_source"] == "vitis_hls_report" and after[20]["LUT"] == 23456
+    assert after[20]["top1_agreement"] == before[20]["top1_agreement"]               # accuracy kept
+    assert after[14] == before[14]
+    n = len(ResultsStore(out).read())
+    run_sweep(spec, out, workers=1, progress=False)
+    assert len(ResultsStore(out).read()) == n                     # the same report is not taken twice
+    # --report-only takes a report too
+    (project / "synth" / "pynq-z2" / "reports" / "mmfree_engine_csynth.xml").write_text(CSYNTH.replace("23456", "2345"))
+    import os
+    os.utime(project / "synth" / "pynq-z2" / "reports" / "mmfree_engine_csynth.xml", (1, 1))
+    cfg = tmp_path / "s.yaml"
+    import yaml
+    cfg.write_text(yaml.safe_dump(spec.raw))
+    assert main(["sweep", str(cfg), "--out", str(out), "--report-only"]) == 0
+    assert ResultsStore(out).latest()[before[20]["point_hash"]]["LUT"] == 2345
+    assert "csynth" in capsys.readouterr().out
 
 
 # ======================================================================= reports

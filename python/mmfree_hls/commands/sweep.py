@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 HELP = "accuracy-vs-resource sweep over the decode engine's knobs, boards, tiers and models (resumable, parallel)"
 
@@ -30,14 +31,16 @@ def register(sub) -> None:
     p.add_argument("--retry-failed", action="store_true",
                    help="re-run points recorded as failed, timed out or crashed (default: keep them)")
     p.add_argument("--dry-run", action="store_true", help="list the points and exit")
-    p.add_argument("--report-only", action="store_true", help="rebuild tables and plots from OUT and exit")
+    p.add_argument("--report-only", action="store_true", help="rebuild tables and plots from OUT (taking the synthesis report of any point's "
+                        "project, OUT/projects/<project hash>, that has one) and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from ..cli import CLIError
-    from ..design.sweep import ResultsStore, default_out_dir, expand, load_spec, run_sweep
+    from ..design.sweep import (ResultsStore, SweepLock, cache_dir_of, default_out_dir, expand, load_spec,
+                                refresh_reports, run_sweep)
     from ..design.sweep_report import write_report
 
     for name in ("workers", "limit", "random"):
@@ -68,6 +71,9 @@ def run(args) -> int:
         print(f"sweep {spec.name}: {len(result.points)} points, {result.skipped} already done, "
               f"{result.ran} run ({statuses}) in {result.wall_s:.1f} s with {workers} worker(s), "
               f"scheduler {args.scheduler}")
+    if args.report_only and Path(out).is_dir():
+        with SweepLock(Path(out)):          # a point's project may have gained a synthesis report
+            refresh_reports(ResultsStore(out), cache_dir_of(spec, Path(out)))
     report = write_report(out, points)
     print(report["summary"])
     paths = report["paths"]

@@ -40,9 +40,13 @@ numbers depend only on the model and the numeric knobs (:data:`NUMERIC_KNOBS`:
 frac_bits, sigmoid_table_bits). Board, tier, packing, clock, vector lanes
 and rows per tile change the schedule and the hardware, not one value a
 step computes (tests/test_sweep.py checks this bit for bit), so every point
-of a group shares one converted project, one g++ build and one evaluation,
-and gets its own cost record. Compiled projects live under
-``<cache>/<project hash>/`` and are reused across runs.
+of a group shares one g++ build and one evaluation, and gets its own cost
+record. Every point writes its own engine project under
+``<cache>/<project hash>/`` (``<out>/projects`` unless the sweep file names a
+``cache_dir``; only the first of a group is compiled), reused across runs.
+To replace a point's estimate by a synthesis report, run ``mmfree synth`` on
+its project and then the sweep again (or ``--report-only``): rows whose
+project gained a Vitis HLS / Vivado report are re-costed from it.
 
 Every group runs in its own Python process (``sweep_eval``), driven by the
 scheduler: a local pool of ``workers`` such processes by default, or Dask
@@ -881,6 +885,20 @@ def _run_dask(tasks: list[dict], address: Optional[str], workers: int,
 
 
 # ===================================================================== run
+def refresh_reports(store: "ResultsStore", cache: Path) -> int:
+    """Append a new row for every point whose project gained a synthesis report (see
+    sweep_eval.refresh_reports); returns how many. Call under the sweep lock."""
+    from .sweep_eval import refresh_reports as rows_with_reports
+    new = rows_with_reports(list(store.latest().values()), cache)
+    if new:
+        store.append(new)
+    return len(new)
+
+
+def cache_dir_of(spec: "SweepSpec", out: Path) -> Path:
+    return Path(spec.cache_dir) if spec.cache_dir else out / "projects"
+
+
 @dataclass
 class SweepRun:
     out_dir: Path
@@ -917,7 +935,7 @@ def _run_sweep_locked(spec: SweepSpec, out: Path, kind: str, address: Optional[s
                       scheduler: str, limit: Optional[int], random_k: Optional[int], seed: Optional[int],
                       retry_failed: bool, progress: bool) -> SweepRun:
     from ..fsio import append_line, atomic_write
-    cache = Path(spec.cache_dir) if spec.cache_dir else out / "projects"
+    cache = cache_dir_of(spec, out)
     points = expand(spec, random_k, seed, limit)
     store = ResultsStore(out)
     store.set_aside_damaged()              # warned once, kept in results.damaged.jsonl, re-run below
@@ -950,6 +968,7 @@ def _run_sweep_locked(spec: SweepSpec, out: Path, kind: str, address: Optional[s
         if bar is not None:
             bar.close()
     wall = time.time() - t0
+    refresh_reports(store, cache)
     run = SweepRun(out, points, skipped=len(points) - len(todo), ran=len(todo), wall_s=wall, statuses=statuses)
     append_line(out / RUNS_FILE, json.dumps({"started": t0, "wall_s": wall, "scheduler": scheduler,
                                              "workers": workers, "points": len(points), "ran": len(todo),

@@ -366,6 +366,42 @@ def cost_row(cfg, point: Mapping, project_dir: Optional[Path]) -> dict:
     return row
 
 
+def refresh_reports(rows: list[dict], cache_dir: Path) -> list[dict]:
+    """Rows whose point's project gained (or changed) a synthesis report since the row was written,
+    with their cost recomputed from it (the model config from the project's record).
+
+    So ``mmfree synth <cache>/<project hash>`` after a sweep, then the sweep again (or
+    ``--report-only``), puts the report's resources into the tables.
+    """
+    from ..config import ModelConfig
+    from ..engine.reports import measured
+    updated = []
+    for r in rows:
+        if r.get("status") not in ("ok", "overflow") or not r.get("board") or not r.get("project_hash"):
+            continue
+        project = Path(cache_dir) / r["project_hash"]
+        if not project.is_dir():
+            continue
+        try:
+            rep = measured(project, r["board"])
+        except ValueError:                  # an unreadable report: the row keeps its estimate
+            continue
+        if rep is None:
+            continue
+        stamp = Path(rep["path"]).stat().st_mtime
+        if r.get("resource_report") == rep["path"] and r.get("resource_report_mtime") == stamp:
+            continue
+        try:
+            cfg = ModelConfig.from_dict(json.loads((project / "mmfree_project.json").read_text())["model"])
+        except (OSError, ValueError, KeyError):
+            continue
+        new = {k: v for k, v in r.items() if k not in ("resource_error", "resource_report")}
+        new.update(cost_row(cfg, r, project))
+        new["resource_report_mtime"] = stamp
+        updated.append(new)
+    return updated
+
+
 def run_group(task: Mapping) -> None:
     work = Path(task["work_dir"])
     cache = Path(task["cache_dir"])
@@ -393,6 +429,9 @@ def run_group(task: Mapping) -> None:
                 shared = metrics
                 _write_json(shared_file, shared)
             else:
+                # its own project (no build): what `mmfree synth` takes to replace its cost estimate
+                stage = "convert"
+                row.update(runner.convert(point, project_dir))
                 metrics = dict(shared)
                 metrics.update(compile_s=0.0, eval_s=0.0, compiled=False)
             row.update(metrics)
