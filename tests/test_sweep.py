@@ -110,6 +110,18 @@ def test_grid_expands_to_the_cartesian_product_of_targets_and_knobs():
     assert len(groups) == len({v for s in groups.values() for v in s}) == 2 * 2 + 1 - 1   # extra shares (a, 20, 8)
 
 
+def test_a_changed_engine_changes_every_hash(monkeypatch):
+    from mmfree_hls.design import sweep
+    spec = load_spec({"models": {"a": {"random": TINY}}, "grid": {"frac_bits": [14, 20]}})
+    before = expand(spec)
+    assert len(sweep.engine_digest()) == 16
+    monkeypatch.setattr(sweep, "engine_digest", lambda: "another-engine")
+    after = expand(spec)
+    for a, b in zip(before, after):
+        assert a.point_hash != b.point_hash and a.accuracy_key != b.accuracy_key
+        assert a.project_hash == b.project_hash           # the project directory: convert's own hash decides
+
+
 def test_random_subset_is_seeded_and_limit_cuts():
     spec = load_spec({"models": {"a": {"random": TINY}},
                       "grid": {"frac_bits": [14, 16, 20], "vector_lanes": [1, 2, 4], "board": ["pynq-z2", "kv260"]}})

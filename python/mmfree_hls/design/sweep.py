@@ -136,6 +136,20 @@ def digest(obj: Any, n: int = 16) -> str:
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:n]
 
 
+@functools.lru_cache(maxsize=None)
+def engine_digest() -> str:
+    """Digest of the engine's sources (its C++, the generator, layout, schedule and cost model): part of
+    every point's hash, so a sweep run after the engine changed measures again instead of mixing
+    numbers of two engines in one table."""
+    from ..engine import build
+    files = sorted(Path(build.__file__).resolve().parent.glob("*.py")) + sorted(build.hls_source_dir().glob("*.h"))
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def numeric_knobs(knobs: Mapping) -> dict:
     """The knobs the C-simulation's numbers depend on (what a group of points shares)."""
     return {k: knobs[k] for k in NUMERIC_KNOBS if k in knobs}
@@ -490,9 +504,11 @@ def expand(spec: SweepSpec, random_k: Optional[int] = None, seed: Optional[int] 
                    preset=record, **target)
         project = {"model": identities[model], **target, "knobs": knobs, "preset": record}
         pt.project_hash = digest(project)
-        pt.point_hash = digest({**project, "eval": spec.eval, "runner": spec.runner, "measure": MEASURE_VERSION})
+        engine = engine_digest()
+        pt.point_hash = digest({**project, "eval": spec.eval, "runner": spec.runner, "measure": MEASURE_VERSION,
+                                "engine": engine})
         pt.accuracy_key = digest({"model": identities[model], "numbers": numeric_knobs(knobs), "eval": spec.eval,
-                                  "runner": spec.runner, "measure": MEASURE_VERSION})
+                                  "runner": spec.runner, "measure": MEASURE_VERSION, "engine": engine})
         if pt.point_hash in seen:          # two axes that end in the same design: evaluate it once
             continue
         seen.add(pt.point_hash)
