@@ -94,10 +94,11 @@ def test_bitlinear_instances_match_the_call_sites_of_the_engine():
     body = src[src.index("int compute_token("):]
     kinds = dict(re.findall(r"(\w+) = make_sink\((SINK_\w+)", body))
     kinds.update(re.findall(r"bl_sink (\w+) = make_sink\((SINK_\w+)", body))
-    calls = re.findall(r"bitlinear\(src, \w+, ([\w\s*]+?), ([\w\s*]+?), (\w+), logits, ctr\)", body)
+    calls = re.findall(r"bitlinear\(src, st, make_input\([^)]*\), ([\w\s*]+?), ([\w\s*]+?), (\w+), logits, ctr\)",
+                       body)
     found = sorted((a, b.replace(" ", ""), kinds[s]) for a, b, s in calls)
     assert found == sorted((i, o, k) for _, i, o, k in cost.BITLINEAR_CALLS)
-    assert "template <class Src, class LogitStream>\nvoid bitlinear(Src &src, const bl_input &in, int n_in" in src
+    assert "template <class Src, class LogitStream>\nvoid bitlinear(Src &src, engine_state &st, const bl_input &in" in src
     shape = Shape.of(M370[1], "2bit", 80)
     (unit,) = cost.bitlinear_instances(shape)
     assert (unit["n_in"], unit["n_out"]) == (2816, 32000) and len(unit["matrices"]) == 7

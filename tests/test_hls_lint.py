@@ -53,13 +53,6 @@ class Known:
 
 
 KNOWN = (
-    Known("csim-only", "mmfree_engine.h", r'fprintf\(stderr, "dbg', ("*",),
-          "compute_token's debug fprintf blocks sit under #ifdef MMFREE_DEBUG, not under "
-          "#ifndef __SYNTHESIS__ (fix: #if defined(MMFREE_DEBUG) && !defined(__SYNTHESIS__))"),
-    Known("maxi-outstanding", "mmfree_engine_top.cpp", r"num_read_outstanding=MMFREE_OUTSTANDING",
-          ("pynq-z2/streamed",),
-          "codegen.config_header never writes MMFREE_OUTSTANDING, so the top's default 16 outstanding "
-          "reads replace the preset's 8 on Zynq-7000 (fix: emit MMFREE_OUTSTANDING = preset.outstanding)"),
     Known("table-ports", "mmfree_engine.h", r"PIPELINE", ("*",),
           "the MLGRU pass reads the one sigma ROM 3 times a lane (sigmoid(f), silu(i), silu(s)) and the GLU "
           "pass once a lane: II >= ceil(3V/2) / ceil(V/2), not 1 (fix: ceil(3V/2) copies of a packed "
@@ -487,7 +480,7 @@ MUTATIONS = {
     "maxi-width": ("mmfree_engine_top.cpp", "typedef ap_uint<128> port_t;", "typedef ap_uint<512> port_t;",
                    "512 bits"),
     "maxi-burst": ("mmfree_engine_top.cpp", "max_read_burst_length=16", "max_read_burst_length=256", "256"),
-    "maxi-outstanding": ("mmfree_engine_top.cpp", "#define MMFREE_OUTSTANDING 16", "#define MMFREE_OUTSTANDING 4",
+    "maxi-outstanding": ("engine_config.h", "#define MMFREE_OUTSTANDING 16", "#define MMFREE_OUTSTANDING 4",
                          "resolves to 4"),
     "dataflow": ("mmfree_engine_top.cpp", "    compute(words, x_in, state, logit_s, status);\n",
                  "    compute(words, x_in, state, logit_s, status);\n    compute(words, x_in, state, logit_s, status);\n",

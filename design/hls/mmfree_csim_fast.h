@@ -85,8 +85,8 @@ struct fast_src {
 };
 
 template <class LogitStream>
-void bitlinear(fast_src &src, const bl_input &in, int n_in, int n_out, bl_sink &sink, LogitStream &logits,
-               counters &ctr) {
+void bitlinear(fast_src &src, engine_state &st, const bl_input &in, int n_in, int n_out, bl_sink &sink,
+               LogitStream &logits, counters &ctr) {
     const int n_cg = (n_in + PER - 1) / PER;
     const int n_rb = (n_out + R - 1) / R;
     const int n_in_pad = n_cg * PER;
@@ -95,10 +95,10 @@ void bitlinear(fast_src &src, const bl_input &in, int n_in, int n_out, bl_sink &
     static int16_t xq[MAX_CG * PER];    // int16: the dot product vectorises to pmaddwd (SSE2)
     u64 sa = 0, sx = 0;
     for (int j = 0; j < n_in_pad; j++) {
-        const i64 x = j < n_in ? i64(in.x[j]) : i64(0);
-        xq[j] = (j < n_in && !s.zero) ? bl_quantise(in, s, j, x) : act_t(0);
+        const i64 x = j < n_in ? input_value(st, in.in_sel, j) : i64(0);
+        xq[j] = (j < n_in && !s.zero) ? bl_quantise(st, in, s, j, x) : act_t(0);
         if (j < n_in)
-            bl_square_sums(in, s, j, x, sa, sx);
+            bl_square_sums(st, in, s, j, x, sa, sx);
     }
     const int16_t *wrows = src.matrix(n_rb * R, n_in_pad, (size_t)n_rb * n_cg);
     const mant24 sc = bl_out_scale(in, s, sa, sx, inv_gamma);
@@ -107,7 +107,7 @@ void bitlinear(fast_src &src, const bl_input &in, int n_in, int n_out, bl_sink &
         int32_t acc = 0;
         for (int j = 0; j < n_in_pad; j++)
             acc += int32_t(w[j]) * int32_t(xq[j]);
-        sink_put(sink, logits, row, s.zero ? i64(0) : bl_rescale(acc, sc), ctr);
+        sink_put(st, sink, logits, row, s.zero ? i64(0) : bl_rescale(acc, sc), ctr);
     }
     // the same cycles the stream schedule counts
     MMFREE_COUNT(ctr, SCALAR_RECIP + n_cg + DEPTH_MAC + SCALAR_RSQRT + (n_rb - 1) * n_cg + R + DEPTH_MAC);

@@ -48,9 +48,6 @@
 
 #include <stdint.h>
 #include <string.h>
-#ifdef MMFREE_DEBUG
-#include <stdio.h>
-#endif
 
 #include "engine_config.h" // generated: dimensions and the board preset's knobs
 #include "hls_stream.h"
@@ -258,11 +255,16 @@ void read_vector(Src &src, norm_t *dst, int n, counters &ctr) {
 // c[k]: a n_k, the fold into consumer k's BitLinear norm.
 struct group_params {
     norm_t a[MAX_N];
-    norm_t c[3][MAX_N];
+    norm_t c0[MAX_N], c1[MAX_N], c2[MAX_N];   // three memories: a write-back reads all three a cycle
     int ea, ec[3];
     int n_c;
     bool has_a;
 };
+
+inline norm_t group_c(const group_params &g, int k, int j) {
+    #pragma HLS INLINE
+    return k == 0 ? g.c0[j] : (k == 1 ? g.c1[j] : g.c2[j]);
+}
 
 template <class Src>
 void read_group(Src &src, group_params &g, int n, counters &ctr) {
@@ -276,9 +278,12 @@ void read_group(Src &src, group_params &g, int n, counters &ctr) {
     g.has_a = word_field(h, 5) != 0;
     if (g.has_a)
         read_vector(src, g.a, n, ctr);
-    for (int k = 0; k < 3; k++)
-        if (k < g.n_c)
-            read_vector(src, g.c[k], n, ctr);
+    if (g.n_c > 0)
+        read_vector(src, g.c0, n, ctr);
+    if (g.n_c > 1)
+        read_vector(src, g.c1, n, ctr);
+    if (g.n_c > 2)
+        read_vector(src, g.c2, n, ctr);
 }
 
 // Statistics of a vector, accumulated as it is written (compares and one
@@ -305,22 +310,74 @@ inline void stats_update(vec_stats &s, const group_params &g, int j, i64 x) {
     for (int k = 0; k < 3; k++) {
         #pragma HLS UNROLL
         if (k < g.n_c) {
-            const u64 v = absval(mul_exact(x, g.c[k][j]));
+            const u64 v = absval(mul_exact(x, group_c(g, k, j)));
             if (v > s.mc[k]) s.mc[k] = v;
         }
     }
 }
 
+// Vectors of the step (on chip; partitioned by the lanes that read them).
+struct engine_state {
+    vec_t x[D];
+    vec_t i[E], f[E], g[E], o[E];
+    vec_t u[2 * M], z[M];
+    vec_t s[L][E];
+    norm_t lb[E], gn[E];         // lower bound (2^-23 units), g_norm weight
+    group_params attn, mlp;      // attn also holds the head's group at the end
+    group_params o_grp, z_grp;   // c = n_o, n_down (no preceding norm)
+};
+
+// The BitLinear unit reads and writes engine_state through selectors, not
+// pointers: one unit, whose inputs and outputs are muxes over a few arrays.
+static const int IN_X = 0, IN_O = 1, IN_Z = 2;                  // input vector
+static const int GRP_ATTN = 0, GRP_MLP = 1, GRP_O = 2, GRP_Z = 3; // norm group
+static const int OUT_I = 0, OUT_F = 1, OUT_G = 2, OUT_U = 3;    // plain write-back target
+
+inline i64 input_value(const engine_state &st, int sel, int j) {
+    #pragma HLS INLINE
+    return sel == IN_X ? i64(st.x[j]) : (sel == IN_O ? i64(st.o[j]) : i64(st.z[j]));
+}
+
+inline norm_t group_a(const engine_state &st, int sel, int j) {
+    #pragma HLS INLINE
+    return sel == GRP_ATTN ? st.attn.a[j] : st.mlp.a[j];      // o and z groups have no a
+}
+
+inline norm_t group_c_sel(const engine_state &st, int sel, int k, int j) {
+    #pragma HLS INLINE
+    return sel == GRP_ATTN ? group_c(st.attn, k, j)
+         : sel == GRP_MLP ? group_c(st.mlp, k, j)
+         : sel == GRP_O ? st.o_grp.c0[j] : st.z_grp.c0[j];
+}
+
 // ------------------------------------------------------------------ BitLinear
-// What the input of one BitLinear brings: its folded weights and statistics.
+// What the input of one BitLinear brings: which vector and norm group, and
+// the group's scalars and the vector's statistics.
 struct bl_input {
-    const vec_t *x;
-    const group_params *g;
-    int k;            // which consumer of the group (c[k])
+    int in_sel, grp_sel;
+    int k;            // which consumer of the group (c_k)
+    bool has_a;
+    int ea, ec;       // exponents of a and c_k
     vec_stats st;
     pf eps;           // the eps term under the output 1/sqrt (scaled to the vector's units)
     pf inv_n;
 };
+
+inline bl_input make_input(int in_sel, int grp_sel, const group_params &g, int k, const vec_stats &stats,
+                            pf eps, pf inv_n) {
+    #pragma HLS INLINE
+    bl_input in;
+    in.in_sel = in_sel;
+    in.grp_sel = grp_sel;
+    in.k = k;
+    in.has_a = g.has_a;
+    in.ea = g.ea;
+    in.ec = g.ec[k];
+    in.st = stats;
+    in.eps = eps;
+    in.inv_n = inv_n;
+    return in;
+}
 
 // Quantiser and output-scale scalars of one BitLinear.
 struct bl_scalars {
@@ -344,9 +401,9 @@ inline bl_scalars bl_prepare(const bl_input &in) {
 }
 
 // Quantise one activation: round(127 x c / max|x c|) in [-127, 127].
-inline act_t bl_quantise(const bl_input &in, const bl_scalars &s, int j, i64 x) {
+inline act_t bl_quantise(const engine_state &st, const bl_input &in, const bl_scalars &s, int j, i64 x) {
     #pragma HLS INLINE
-    const i64 v = mul_exact(x, in.g->c[in.k][j]) >> s.sh_q;
+    const i64 v = mul_exact(x, group_c_sel(st, in.grp_sel, in.k, j)) >> s.sh_q;
     i64 qv = rshift_round(mul_wide(v, s.q.m), s.q.s);
     if (qv > 127) qv = 127;
     if (qv < -127) qv = -127;
@@ -354,9 +411,10 @@ inline act_t bl_quantise(const bl_input &in, const bl_scalars &s, int j, i64 x) 
 }
 
 // Sums of squares for the output scale, on the first read.
-inline void bl_square_sums(const bl_input &in, const bl_scalars &s, int j, i64 x, u64 &sa, u64 &sx) {
+inline void bl_square_sums(const engine_state &st, const bl_input &in, const bl_scalars &s, int j, i64 x,
+                           u64 &sa, u64 &sx) {
     #pragma HLS INLINE
-    const i64 xa = in.g->has_a ? mul_exact(x, in.g->a[j]) : x;
+    const i64 xa = in.has_a ? mul_exact(x, group_a(st, in.grp_sel, j)) : x;
     const i64 na = xa >> s.sh_a;
     const i64 nx = x >> s.sh_x;
     sa += u64(mul_wide(na, na));
@@ -366,11 +424,11 @@ inline void bl_square_sums(const bl_input &in, const bl_scalars &s, int j, i64 x
 // y_raw = acc * scale: max|x c| * (1/gamma) / 127 / sqrt(mean (x a)^2 + eps) * 2^FRAC.
 inline mant24 bl_out_scale(const bl_input &in, const bl_scalars &s, u64 sa, u64 sx, pf inv_gamma) {
     #pragma HLS INLINE
-    const int ea = in.g->has_a ? in.g->ea : 0;
-    const pf mc = pf_make(in.st.mc[in.k], -(FRAC + in.g->ec[in.k]));
+    const int ea = in.has_a ? in.ea : 0;
+    const pf mc = pf_make(in.st.mc[in.k], -(FRAC + in.ec));
     const pf mean_a = pf_mul(pf_make(sa, 2 * s.sh_a - 2 * (FRAC + ea)), in.inv_n);
     pf eps = in.eps;
-    if (in.g->has_a) { // the preceding RMSNorm's own eps: 1e-8 (mean x^2 + eps)
+    if (in.has_a) { // the preceding RMSNorm's own eps: 1e-8 (mean x^2 + eps)
         const pf mean_x = pf_mul(pf_make(sx, 2 * s.sh_x - 2 * FRAC), in.inv_n);
         eps = pf_mul(pf_add(mean_x, pf_make(MMFREE_EPS_M, MMFREE_EPS_E)), in.eps);
     }
@@ -395,35 +453,58 @@ static const int SINK_LOGITS = 2;
 
 struct bl_sink {
     int kind;
-    vec_t *out;                 // plain: the output vector; residual: the stream x
-    const group_params *g;      // residual: the next consumers' norm group
+    int out_sel;                // plain: OUT_I, OUT_F, OUT_G or OUT_U
+    int grp_sel;                // residual: the next consumers' norm group (GRP_ATTN or GRP_MLP)
+    bool has_a;
+    int n_c;
     vec_stats st;               // residual: statistics on write
     u64 amax;                   // plain: max |y|
 };
 
-inline bl_sink make_sink(int kind, vec_t *out, const group_params *g) {
+inline bl_sink make_sink(int kind, int out_sel, int grp_sel, const group_params &g) {
     #pragma HLS INLINE
     bl_sink s;
     s.kind = kind;
-    s.out = out;
-    s.g = g;
+    s.out_sel = out_sel;
+    s.grp_sel = grp_sel;
+    s.has_a = g.has_a;
+    s.n_c = g.n_c;
     stats_clear(s.st);
     s.amax = 0;
     return s;
 }
 
+// Statistics on write of the residual stream, through the group selector.
+inline void stats_update_sel(vec_stats &s, const engine_state &st, const bl_sink &k, int j, i64 x) {
+    #pragma HLS INLINE
+    const u64 ax = absval(x);
+    if (ax > s.mx) s.mx = ax;
+    const u64 aa = k.has_a ? absval(mul_exact(x, group_a(st, k.grp_sel, j))) : ax;
+    if (aa > s.ma) s.ma = aa;
+    for (int c = 0; c < 3; c++) {
+        #pragma HLS UNROLL
+        if (c < k.n_c) {
+            const u64 v = absval(mul_exact(x, group_c_sel(st, k.grp_sel, c, j)));
+            if (v > s.mc[c]) s.mc[c] = v;
+        }
+    }
+}
+
 template <class LogitStream>
-inline void sink_put(bl_sink &s, LogitStream &logits, int row, i64 y, counters &ctr) {
+inline void sink_put(engine_state &st, bl_sink &s, LogitStream &logits, int row, i64 y, counters &ctr) {
     #pragma HLS INLINE
     if (s.kind == SINK_LOGITS) {
         logits.write(fixed_to_float(sat<VEC_BITS>(y, ctr.clipped)));
     } else if (s.kind == SINK_RESIDUAL) {
-        const i64 v = sat<VEC_BITS>(i64(s.out[row]) + y, ctr.clipped);
-        s.out[row] = vec_t(v);
-        stats_update(s.st, *s.g, row, v);
+        const i64 v = sat<VEC_BITS>(i64(st.x[row]) + y, ctr.clipped);
+        st.x[row] = vec_t(v);
+        stats_update_sel(s.st, st, s, row, v);
     } else {
         const i64 v = sat<VEC_BITS>(y, ctr.clipped);
-        s.out[row] = vec_t(v);
+        if (s.out_sel == OUT_I) st.i[row] = vec_t(v);
+        else if (s.out_sel == OUT_F) st.f[row] = vec_t(v);
+        else if (s.out_sel == OUT_G) st.g[row] = vec_t(v);
+        else st.u[row] = vec_t(v);
         const u64 a = absval(v);
         if (a > s.amax) s.amax = a;
     }
@@ -449,8 +530,8 @@ static const int MAX_OUT = (VOCAB > 2 * M ? VOCAB : 2 * M) > D ? (VOCAB > 2 * M 
 static const int MAX_RB = (MAX_OUT + R - 1) / R;
 
 template <class Src, class LogitStream>
-void bitlinear(Src &src, const bl_input &in, int n_in, int n_out, bl_sink &sink, LogitStream &logits,
-               counters &ctr) {
+void bitlinear(Src &src, engine_state &st, const bl_input &in, int n_in, int n_out, bl_sink &sink,
+               LogitStream &logits, counters &ctr) {
     const int n_cg = (n_in + PER - 1) / PER;
     const int n_rb = (n_out + R - 1) / R;
     const pf inv_gamma = read_inv_gamma(src, ctr);
@@ -476,10 +557,10 @@ void bitlinear(Src &src, const bl_input &in, int n_in, int n_out, bl_sink &sink,
         for (int k = 0; k < PER; k++) {
             #pragma HLS UNROLL
             const int j = cg * PER + k;
-            const i64 x = j < n_in ? i64(in.x[j]) : i64(0);
-            a[k] = (j < n_in && !s.zero) ? bl_quantise(in, s, j, x) : act_t(0);
+            const i64 x = j < n_in ? input_value(st, in.in_sel, j) : i64(0);
+            a[k] = (j < n_in && !s.zero) ? bl_quantise(st, in, s, j, x) : act_t(0);
             if (j < n_in)
-                bl_square_sums(in, s, j, x, sa, sx);
+                bl_square_sums(st, in, s, j, x, sa, sx);
             xq[j] = a[k];
         }
         for (int r = 0; r < R; r++) {
@@ -491,12 +572,11 @@ void bitlinear(Src &src, const bl_input &in, int n_in, int n_out, bl_sink &sink,
     const mant24 sc = bl_out_scale(in, s, sa, sx, inv_gamma);
     MMFREE_COUNT(ctr, SCALAR_RSQRT);
 
+    int rb = 1, cg = 0;                       // (row block, column group): counters, not / and %
     NEXT_BLOCKS:
     for (int it = 0; it < (n_rb - 1) * n_cg; it++) {
         #pragma HLS PIPELINE II=1
         #pragma HLS LOOP_TRIPCOUNT min=MMFREE_R max=MMFREE_MAX_TILES
-        const int rb = 1 + it / n_cg;
-        const int cg = it % n_cg;
         if (cg == 0) {
             for (int r = 0; r < R; r++) {
                 #pragma HLS UNROLL
@@ -516,7 +596,11 @@ void bitlinear(Src &src, const bl_input &in, int n_in, int n_out, bl_sink &sink,
         }
         const int row = (rb - 1) * R + cg;
         if (cg < R && row < n_out)
-            sink_put(sink, logits, row, s.zero ? i64(0) : bl_rescale(prev[cg], sc), ctr);
+            sink_put(st, sink, logits, row, s.zero ? i64(0) : bl_rescale(prev[cg], sc), ctr);
+        if (++cg == n_cg) {
+            cg = 0;
+            rb++;
+        }
     }
     MMFREE_COUNT(ctr, (n_rb - 1) * n_cg);
     DRAIN:
@@ -524,23 +608,12 @@ void bitlinear(Src &src, const bl_input &in, int n_in, int n_out, bl_sink &sink,
         #pragma HLS PIPELINE II=1
         const int row = (n_rb - 1) * R + r;
         if (row < n_out)
-            sink_put(sink, logits, row, s.zero ? i64(0) : bl_rescale(acc[r], sc), ctr);
+            sink_put(st, sink, logits, row, s.zero ? i64(0) : bl_rescale(acc[r], sc), ctr);
     }
     MMFREE_COUNT(ctr, R + DEPTH_MAC);
 }
 
 // ------------------------------------------------------------------ the token
-// Vectors of the step (on chip; partitioned by the lanes that read them).
-struct engine_state {
-    vec_t x[D];
-    vec_t i[E], f[E], g[E], o[E];
-    vec_t u[2 * M], z[M];
-    vec_t s[L][E];
-    norm_t lb[E], gn[E];         // lower bound (2^-23 units), g_norm weight
-    group_params attn, mlp;      // attn also holds the head's group at the end
-    group_params o_grp, z_grp;   // c = n_o, n_down (no preceding norm)
-};
-
 template <class Src, class LogitSink>
 int compute_token(Src &src, engine_state &st, const float *x_in, float *state, LogitSink &logits, counters &ctr) {
     bool bad = false;
@@ -574,23 +647,20 @@ int compute_token(Src &src, engine_state &st, const float *x_in, float *state, L
         if (a > s_max[l]) s_max[l] = a;
     }
     MMFREE_COUNT(ctr, L * E + DEPTH_IO);
-    if (bad)
-        return STATUS_NONFINITE;
+    // A NaN/Inf input reads as 0 and the token runs to its end: every stream
+    // word is consumed and every logit written, so the DATAFLOW region drains
+    // (an early return would leave the loaders and the writer waiting); the
+    // status tells the host the result is void.
 
     LAYERS:
     for (int l = 0; l < L; l++) {
         // ---- token mixing: i, f, g projections
-        bl_input in_x;
-        in_x.x = st.x; in_x.g = &st.attn; in_x.st = xs; in_x.eps = bl_eps; in_x.inv_n = inv_d;
-        bl_sink si = make_sink(SINK_PLAIN, st.i, 0), sf = make_sink(SINK_PLAIN, st.f, 0),
-                sg = make_sink(SINK_PLAIN, st.g, 0);
-        in_x.k = 0; bitlinear(src, in_x, D, E, si, logits, ctr);
-        in_x.k = 1; bitlinear(src, in_x, D, E, sf, logits, ctr);
-        in_x.k = 2; bitlinear(src, in_x, D, E, sg, logits, ctr);
+        bl_sink si = make_sink(SINK_PLAIN, OUT_I, 0, st.attn), sf = make_sink(SINK_PLAIN, OUT_F, 0, st.attn),
+                sg = make_sink(SINK_PLAIN, OUT_G, 0, st.attn);
+        bitlinear(src, st, make_input(IN_X, GRP_ATTN, st.attn, 0, xs, bl_eps, inv_d), D, E, si, logits, ctr);
+        bitlinear(src, st, make_input(IN_X, GRP_ATTN, st.attn, 1, xs, bl_eps, inv_d), D, E, sf, logits, ctr);
+        bitlinear(src, st, make_input(IN_X, GRP_ATTN, st.attn, 2, xs, bl_eps, inv_d), D, E, sg, logits, ctr);
 
-#ifdef MMFREE_DEBUG
-        if (l == 0) { for (int j = 0; j < 3; j++) fprintf(stderr, "dbg i %d %.6f f %.6f g %.6f\n", j, st.i[j] / double(1 << FRAC), st.f[j] / double(1 << FRAC), st.g[j] / double(1 << FRAC)); }
-#endif
         // ---- MLGRU + gated RMSNorm, one pass over E
         const auto h = src.read();
         MMFREE_COUNT(ctr, 1);
@@ -600,7 +670,7 @@ int compute_token(Src &src, engine_state &st, const float *x_in, float *state, L
         if (has_lb)
             read_vector(src, st.lb, E, ctr);
         read_vector(src, st.gn, E, ctr);
-        read_vector(src, st.o_grp.c[0], E, ctr);
+        read_vector(src, st.o_grp.c0, E, ctr);
         st.o_grp.n_c = 1; st.o_grp.has_a = false; st.o_grp.ea = 0;
 
         // Block shifts from maxima known before the pass: every vector operand
@@ -657,30 +727,20 @@ int compute_token(Src &src, engine_state &st, const float *x_in, float *state, L
         pf o_eps = pf_mul(pf_add(mean_g, pf_make(MMFREE_EPS_M, MMFREE_EPS_E)), bl_eps);
         o_eps.e -= 2 * sh_o;
 
-#ifdef MMFREE_DEBUG
-        if (1) { for (int j = 0; j < 3; j++) fprintf(stderr, "dbg s %d %.6f o %.6f (sh_o %d)\n", j, st.s[l][j] / double(1 << FRAC), st.o[j] / double(1 << FRAC) * (1 << 0), sh_o); }
-#endif
         // ---- o projection, residual add; statistics for the MLP's norm group
         read_group(src, st.mlp, D, ctr);
-        bl_input in_o;
-        in_o.x = st.o; in_o.g = &st.o_grp; in_o.k = 0; in_o.st = os; in_o.eps = o_eps; in_o.inv_n = inv_e;
-        bl_sink xo = make_sink(SINK_RESIDUAL, st.x, &st.mlp);
-        bitlinear(src, in_o, E, D, xo, logits, ctr);
+        bl_sink xo = make_sink(SINK_RESIDUAL, 0, GRP_MLP, st.mlp);
+        bitlinear(src, st, make_input(IN_O, GRP_O, st.o_grp, 0, os, o_eps, inv_e), E, D, xo, logits, ctr);
 
-#ifdef MMFREE_DEBUG
-        if (1) { for (int j = 0; j < 3; j++) fprintf(stderr, "dbg x_after_o %d %.6f\n", j, st.x[j] / double(1 << FRAC)); }
-#endif
         // ---- channel mixing: gate/up projection, GLU, down projection
-        bl_input in_m;
-        in_m.x = st.x; in_m.g = &st.mlp; in_m.k = 0; in_m.st = xo.st; in_m.eps = bl_eps; in_m.inv_n = inv_d;
-        bl_sink su = make_sink(SINK_PLAIN, st.u, 0);
-        bitlinear(src, in_m, D, 2 * M, su, logits, ctr);
+        bl_sink su = make_sink(SINK_PLAIN, OUT_U, 0, st.mlp);
+        bitlinear(src, st, make_input(IN_X, GRP_MLP, st.mlp, 0, xo.st, bl_eps, inv_d), D, 2 * M, su, logits, ctr);
 
         const auto hg = src.read();
         MMFREE_COUNT(ctr, 1);
         st.z_grp.ec[0] = word_field(hg, 0);
         st.z_grp.n_c = 1; st.z_grp.has_a = false; st.z_grp.ea = 0;
-        read_vector(src, st.z_grp.c[0], M, ctr);
+        read_vector(src, st.z_grp.c0, M, ctr);
         const int sh_u = view_shift(su.amax);                     // gate and silu(gate): 25-bit view
         const int sh_up = view_shift(su.amax);                    // up: 25-bit view
         // z = silu(gate) up, stored at 2^-sh_z so that it fills 30 bits
@@ -709,21 +769,14 @@ int compute_token(Src &src, engine_state &st, const float *x_in, float *state, L
 
         // the next norm group: layer l+1's attention, or the head's
         read_group(src, st.attn, D, ctr);
-        bl_input in_z;
-        in_z.x = st.z; in_z.g = &st.z_grp; in_z.k = 0; in_z.st = zs; in_z.eps = z_eps; in_z.inv_n = inv_m;
-        bl_sink xd = make_sink(SINK_RESIDUAL, st.x, &st.attn);
-        bitlinear(src, in_z, M, D, xd, logits, ctr);
+        bl_sink xd = make_sink(SINK_RESIDUAL, 0, GRP_ATTN, st.attn);
+        bitlinear(src, st, make_input(IN_Z, GRP_Z, st.z_grp, 0, zs, z_eps, inv_m), M, D, xd, logits, ctr);
         xs = xd.st;
-#ifdef MMFREE_DEBUG
-        for (int j = 0; j < 3; j++) fprintf(stderr, "dbg u %.6f %.6f z %.6f (sh_z %d) x_after_down %.6f\n", st.u[j] / double(1 << FRAC), st.u[M + j] / double(1 << FRAC), st.z[j] / double(1 << FRAC), sh_z, st.x[j] / double(1 << FRAC));
-#endif
     }
 
     // ---- head
-    bl_input in_h;
-    in_h.x = st.x; in_h.g = &st.attn; in_h.k = 0; in_h.st = xs; in_h.eps = bl_eps; in_h.inv_n = inv_d;
-    bl_sink head = make_sink(SINK_LOGITS, 0, 0);
-    bitlinear(src, in_h, D, VOCAB, head, logits, ctr);
+    bl_sink head = make_sink(SINK_LOGITS, 0, 0, st.attn);
+    bitlinear(src, st, make_input(IN_X, GRP_ATTN, st.attn, 0, xs, bl_eps, inv_d), D, VOCAB, head, logits, ctr);
 
     STORE_STATE:
     for (int n = 0; n < L * E; n++) {
@@ -731,7 +784,7 @@ int compute_token(Src &src, engine_state &st, const float *x_in, float *state, L
         state[n] = fixed_to_float(st.s[n / E][n % E]);
     }
     MMFREE_COUNT(ctr, L * E + DEPTH_IO);
-    return ctr.clipped ? STATUS_SATURATED : 0;
+    return bad ? STATUS_NONFINITE : (ctr.clipped ? STATUS_SATURATED : 0);
 }
 
 } // namespace mmfree
