@@ -235,8 +235,6 @@ class CSimRunner:
         self.eval = dict(eval_settings)
         self.cache_dir = Path(cache_dir)
         self.model = load_model(model_spec)
-        # checkpoints convert from their directory (the project records the path); random models as objects
-        self._source = model_spec.get("checkpoint") or self.model
 
     def check(self, point: Mapping) -> None:
         from ..engine.project import check_shape
