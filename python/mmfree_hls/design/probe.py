@@ -17,7 +17,7 @@ from typing import Optional
 
 from . import synth
 
-PROBE_SOURCE = Path(__file__).resolve().parents[3] / "design" / "hls" / "bw_probe.cpp"
+PROBE_SOURCE = "bw_probe.cpp"          # in design/hls (shipped as mmfree_hls/data/hls)
 PROBE_INFO = "probe.json"
 TOP = "bw_probe"
 
@@ -71,13 +71,15 @@ int main() {{
 
 def write_probe_project(board: str, root: str | Path) -> Path:
     """Write the probe's HLS project for ``board`` under ``root``."""
-    if not PROBE_SOURCE.is_file():
-        raise FileNotFoundError(f"{PROBE_SOURCE} is missing: the probe source ships with the repository "
-                                "(design/hls/); run from a clone")
+    from ..engine.build import hls_source_dir
+    source = hls_source_dir() / PROBE_SOURCE
+    if not source.is_file():
+        raise FileNotFoundError(f"{source} is missing: the probe source ships in design/hls/ "
+                                "(mmfree_hls/data/hls in an installed package)")
     rec = probe_record(board)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(PROBE_SOURCE, root / "bw_probe.cpp")
+    shutil.copy2(source, root / "bw_probe.cpp")
     (root / "bw_probe_tb.cpp").write_text(testbench_source(len(rec["probe"]["ports"]), rec["probe"]["port_bits"]))
     (root / "mmfree_project.json").write_text(json.dumps(rec, indent=2) + "\n")
     return root
