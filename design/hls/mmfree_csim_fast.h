@@ -72,7 +72,7 @@ struct fast_src {
                 fetch(word + t, bytes);
                 const int rb = int(t / n_cg), cg = int(t % n_cg);
                 for (int r = 0; r < R; r++) {
-                    const unsigned codes = byte_codes(bytes[r]);
+                    const unsigned codes = byte_codes(bytes[r], r);
                     for (int k = 0; k < PER; k++)
                         m[(size_t)(rb * R + r) * cols + cg * PER + k] = int16_t(trit_code(codes, k));
                 }

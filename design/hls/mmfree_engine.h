@@ -144,7 +144,10 @@ static const int SIG_FRAC = 23;
 static const int SIG_ONE = 1 << SIG_FRAC;
 static const int SIG_STEP_SHIFT = FRAC - (MMFREE_SIG_BITS - 1 - MMFREE_SIG_RANGE_LOG2);
 
-inline i64 sigmoid(i64 x) {
+// The table has SIG_COPIES copies (dim 1 of SIG_ROM, completely partitioned):
+// lane v of the MLGRU pass reads copies (3v + k) / 2 for its three lookups, so
+// no copy is read more than twice a cycle (a ROM has two ports).
+inline i64 sigmoid(i64 x, int copy) {
     #pragma HLS INLINE
     const i64 lo = -(i64(1) << (MMFREE_SIG_RANGE_LOG2 + FRAC));
     if (x < lo) return 0;
@@ -152,13 +155,14 @@ inline i64 sigmoid(i64 x) {
     const i64 pos = x - lo;                               // [0, 2^(range+1+FRAC))
     const int idx = int(pos >> SIG_STEP_SHIFT);
     const i64 frac = pos & ((i64(1) << SIG_STEP_SHIFT) - 1);
-    return SIG_TABLE[idx] + ((SIG_SLOPE[idx] * frac) >> SIG_STEP_SHIFT);
+    const int64_t e = SIG_ROM[copy][idx];                    // sigma << 17 | slope to the next entry
+    return (e >> 17) + (((e & 0x1FFFF) * frac) >> SIG_STEP_SHIFT);
 }
 
 // x sigma(x) in vector units, x seen through its 25-bit view (x >> sh).
-inline i64 silu(i64 x, int sh) {
+inline i64 silu(i64 x, int sh, int copy) {
     #pragma HLS INLINE
-    return rshift_round(mul_wide(x >> sh, sigmoid(x)), SIG_FRAC - sh);
+    return rshift_round(mul_wide(x >> sh, sigmoid(x, copy)), SIG_FRAC - sh);
 }
 
 // v (a VEC_BITS vector value) x w (a 25-bit norm mantissa), exact: (v >> 7) x (w >> 7) on one
@@ -183,18 +187,20 @@ inline i64 trit_code(unsigned codes, int k) {
     return c == 1 ? 1 : (c == 3 ? -1 : 0);
 }
 
-inline unsigned byte_codes(unsigned byte) {
+// 1.6-bit: row r of a word decodes through copy r / 2 of the 243-entry table
+// (TRIT5_ROM, dim 1 completely partitioned: R/2 LUT ROMs of 256 x 10 bits).
+inline unsigned byte_codes(unsigned byte, int r) {
     #pragma HLS INLINE
 #if MMFREE_PER == 5
-    return TRIT5_CODES[byte];                             // 243-entry table: 5 x 2-bit codes
+    return TRIT5_ROM[r / 2][byte];                        // 5 x 2-bit codes
 #else
     return byte;
 #endif
 }
 
-inline i64 ternary_dot(unsigned byte, const act_t xq[PER]) {
+inline i64 ternary_dot(unsigned byte, int r, const act_t xq[PER]) {
     #pragma HLS INLINE
-    const unsigned codes = byte_codes(byte);
+    const unsigned codes = byte_codes(byte, r);
     i64 s = 0;
     DOT:
     for (int k = 0; k < PER; k++) {
@@ -540,6 +546,9 @@ void bitlinear(Src &src, engine_state &st, const bl_input &in, int n_in, int n_o
 
     static act_t xq[MAX_CG * PER];
     #pragma HLS ARRAY_PARTITION variable=xq cyclic factor=MMFREE_PER
+#if MMFREE_PER == 5
+    #pragma HLS ARRAY_PARTITION variable=TRIT5_ROM dim=1 complete
+#endif
     i64 acc[R], prev[R];
     #pragma HLS ARRAY_PARTITION variable=acc complete
     #pragma HLS ARRAY_PARTITION variable=prev complete
@@ -565,7 +574,7 @@ void bitlinear(Src &src, engine_state &st, const bl_input &in, int n_in, int n_o
         }
         for (int r = 0; r < R; r++) {
             #pragma HLS UNROLL
-            acc[r] += ternary_dot(word_byte(w, r), a);
+            acc[r] += ternary_dot(word_byte(w, r), r, a);
         }
     }
     MMFREE_COUNT(ctr, n_cg + DEPTH_MAC);
@@ -592,7 +601,7 @@ void bitlinear(Src &src, engine_state &st, const bl_input &in, int n_in, int n_o
         }
         for (int r = 0; r < R; r++) {
             #pragma HLS UNROLL
-            acc[r] += ternary_dot(word_byte(w, r), a);
+            acc[r] += ternary_dot(word_byte(w, r), r, a);
         }
         const int row = (rb - 1) * R + cg;
         if (cg < R && row < n_out)
@@ -616,6 +625,7 @@ void bitlinear(Src &src, engine_state &st, const bl_input &in, int n_in, int n_o
 // ------------------------------------------------------------------ the token
 template <class Src, class LogitSink>
 int compute_token(Src &src, engine_state &st, const float *x_in, float *state, LogitSink &logits, counters &ctr) {
+    #pragma HLS ARRAY_PARTITION variable=SIG_ROM dim=1 complete
     bool bad = false;
     ctr.clipped = false;
     const pf inv_d = pf_make(MMFREE_INV_D_M, MMFREE_INV_D_E);
@@ -695,12 +705,12 @@ int compute_token(Src &src, engine_state &st, const float *x_in, float *state, L
                 #pragma HLS UNROLL
                 const int j = j0 + v;
                 if (j < E) {
-                    i64 fs = sigmoid(st.f[j]);                                  // sigma(f), 2^-23
+                    i64 fs = sigmoid(st.f[j], (3 * v) / 2);                     // sigma(f), 2^-23
                     if (has_lb && l > 0) {                                      // lb + (1 - lb) sigma(f)
                         const i64 lb = st.lb[j];                                // stored at 2^-23
                         fs = lb + rshift_round(mul_wide(SIG_ONE - lb, fs), SIG_FRAC);
                     }
-                    const i64 si_ = silu(st.i[j], sh_i);                        // silu(i)
+                    const i64 si_ = silu(st.i[j], sh_i, (3 * v + 1) / 2);       // silu(i)
                     const i64 ip = rshift_round(mul_wide(si_ >> sh_i, SIG_ONE - fs), SIG_FRAC - sh_i); // silu(i)(1-f)
                     const i64 sf = rshift_round(mul_wide(i64(st.s[l][j]) >> sh_sp, fs), SIG_FRAC - sh_sp);
                     const i64 snew = sat<VEC_BITS>(sf + ip, ctr.clipped);       // s_t = f s_t-1 + i'
@@ -708,7 +718,7 @@ int compute_token(Src &src, engine_state &st, const float *x_in, float *state, L
                     const u64 as = absval(snew);
                     if (as > s_new_max) s_new_max = as;
                     const i64 gg = mul_exact(st.g[j], st.gn[j]) >> sh_gg;       // g gn, 25 bits
-                    const i64 ss = silu(snew, sh_sn);                           // silu(s_t)
+                    const i64 ss = silu(snew, sh_sn, (3 * v + 2) / 2);          // silu(s_t)
                     const i64 o = sat<VEC_BITS>(rshift_round(mul_wide(ss >> sh_sn, gg), gg_frac + sh_o - sh_sn),
                                                 ctr.clipped);
                     st.o[j] = vec_t(o);
@@ -754,7 +764,7 @@ int compute_token(Src &src, engine_state &st, const float *x_in, float *state, L
                 #pragma HLS UNROLL
                 const int j = j0 + v;
                 if (j < M) {
-                    const i64 sg_ = silu(st.u[j], sh_u);
+                    const i64 sg_ = silu(st.u[j], sh_u, v / 2);
                     const i64 up = i64(st.u[M + j]) >> sh_up;
                     const i64 z = sat<VEC_BITS>(rshift_round(mul_wide(sg_ >> sh_u, up), FRAC - sh_u - sh_up + sh_z),
                                                 ctr.clipped);

@@ -80,6 +80,23 @@ def _c_array(ctype: str, name: str, values, per_line: int = 16) -> list[str]:
     return out
 
 
+def sigma_copies(vector_lanes: int) -> int:
+    """Copies of the sigma ROM: the MLGRU pass makes 3 lookups a lane a cycle, 2 per copy."""
+    return math.ceil(3 * vector_lanes / 2)
+
+
+def _c_array_2d(ctype: str, name: str, rows, per_line: int = 16) -> list[str]:
+    rows = [[str(int(v)) for v in r] for r in rows]
+    out = [f"static const {ctype} {name}[{len(rows)}][{len(rows[0])}] = {{"]
+    for r in rows:
+        out.append("    {")
+        for i in range(0, len(r), per_line):
+            out.append("        " + ", ".join(r[i:i + per_line]) + ",")
+        out.append("    },")
+    out.append("};")
+    return out
+
+
 def sigmoid_tables(bits: int) -> tuple[np.ndarray, np.ndarray]:
     n = 1 << bits
     step = 2.0 ** (SIG_RANGE_LOG2 + 1) / n
@@ -110,12 +127,15 @@ def tables_header(preset: EnginePreset) -> str:
     lines += _c_array("uint32_t", "RECIP_SEED", recip, 8)
     lines += ["// 2^24 / sqrt(x) at the centre of 32 buckets of [1, 2) then [2, 4): seeds of 1/sqrt(x)"]
     lines += _c_array("uint32_t", "RSQRT_SEED", rsqrt, 8)
-    lines += [f"// sigma(x) 2^23 on [-{2 ** SIG_RANGE_LOG2}, {2 ** SIG_RANGE_LOG2}) in {len(sig)} steps, and the"
-              " step to the next entry (linear interpolation)"]
-    lines += _c_array("int32_t", "SIG_TABLE", sig)
-    lines += _c_array("int32_t", "SIG_SLOPE", slope)
-    lines += ["// byte of five trits (sum (w_k + 1) 3^k) -> five 2-bit codes (00 = 0, 01 = +1, 11 = -1)"]
-    lines += _c_array("uint16_t", "TRIT5_CODES", codes)
+    copies = sigma_copies(preset.vector_lanes)
+    packed = [int(v) << 17 | int(d) for v, d in zip(sig, slope)]
+    lines += [f"// sigma(x) 2^23 on [-{2 ** SIG_RANGE_LOG2}, {2 ** SIG_RANGE_LOG2}) in {len(sig)} steps, packed with the",
+              "// step to the next entry (sigma << 17 | slope: linear interpolation); one copy for every",
+              "// two lookups a cycle (MLGRU: 3 a vector lane)"]
+    lines += _c_array_2d("int64_t", "SIG_ROM", [packed] * copies)
+    lines += ["// byte of five trits (sum (w_k + 1) 3^k) -> five 2-bit codes (00 = 0, 01 = +1, 11 = -1);",
+              "// one copy for every two rows of a word"]
+    lines += _c_array_2d("uint16_t", "TRIT5_ROM", [codes] * (preset.R // 2 if preset.R else 1))
     lines += ["} // namespace mmfree", "#endif", ""]
     return "\n".join(lines)
 

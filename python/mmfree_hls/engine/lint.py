@@ -834,16 +834,19 @@ class Lint:
     def _array_dims(self, s: Source, var: str, pos: int) -> Optional[List[str]]:
         fn = s.enclosing(pos, ("function",))
         lo = fn.header_start if fn else 0
-        pat = re.compile(r"\b" + re.escape(var) + r"\s*((?:\[[^\]\[]+\]\s*)+)(?=[;,=)])")
-        hits = list(pat.finditer(s.struct, lo, fn.end if fn else len(s.struct)))
+        # a declaration: a type name right before the array (not `= X[i]` or `return X[i]`)
+        pat = re.compile(r"(?:\b(?P<type>[\w:>]+)\s+|,\s*)" + re.escape(var)
+                         + r"\s*(?P<dims>(?:\[[^\]\[]+\]\s*)+)(?=[;,=)])")
+        decl = lambda hs: [h for h in hs if h.group("type") not in ("return", "else", "case", "throw")]
+        hits = decl(pat.finditer(s.struct, lo, fn.end if fn else len(s.struct)))
         if not hits:
             for other in self.synth():
-                hits = list(pat.finditer(other.struct))
+                hits = decl(pat.finditer(other.struct))
                 if hits:
                     break
         if not hits:
             return None
-        return re.findall(r"\[([^\]]+)\]", hits[0].group(1))
+        return re.findall(r"\[([^\]]+)\]", hits[0].group("dims"))
 
     def rule_partition(self, s: Source):
         for p in s.pragmas:
