@@ -67,7 +67,7 @@ def run(args) -> int:
     impl = synth.impl_summary(args.project, args.board) or {}
     print(f"bitstream {bit}: WNS {impl.get('wns_ns')} ns, WHS {impl.get('whs_ns')} ns, Fmax {impl.get('fmax_mhz')} MHz"
           + ("  (TIMING NOT MET, allowed)" if impl.get("timing_violation_allowed") else ""))
-    from .package import package_project
+    from ..overlay import package_project
     # A package of this project made before (e.g. C-sim only) is replaced: that is the point.
     manifest = package_project(args.project, args.board, out=args.out, force=True)
     print(f"overlay package {manifest.root}")

@@ -3,17 +3,23 @@
 A preset is everything the engine needs from a board for one tier: the part,
 the clock, the vector lanes, and for the streamed tier the weight ports (PS
 slave ports, their width, burst length, outstanding reads, FIFO depth).
+The table in force is ``$MMFREE_BOARDS`` when set (a calibrated copy, a board
+of your own), else the shipped one; adding a board is one entry there
+(docs/ARCHITECTURE.md, "Adding a board").
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import os
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Optional
 
-BOARDS_FILE = Path(__file__).resolve().parents[1] / "data" / "boards.json"
+BOARDS_FILE = Path(__file__).resolve().parents[1] / "data" / "boards.json"      # the shipped table
+BOARDS_ENV = "MMFREE_BOARDS"                 # path of a board table that replaces the shipped one
 TIERS = ("on-chip", "streamed")
 PACKINGS = {"2bit": 4, "1.6bit": 5}          # inputs per weight byte
 RESOURCES = ("LUT", "FF", "BRAM_18K", "URAM", "DSP")
@@ -106,9 +112,15 @@ class EnginePreset:
         return self
 
 
+def boards_file() -> Path:
+    """The board table in force: ``$MMFREE_BOARDS`` if set, else the shipped data/boards.json."""
+    env = os.environ.get(BOARDS_ENV)
+    return Path(env).expanduser() if env else BOARDS_FILE
+
+
 def _require(d: dict, key: str, where: str):
     if key not in d:
-        raise PresetError(f"{BOARDS_FILE.name}: {where} has no '{key}'")
+        raise PresetError(f"{boards_file()}: {where} has no '{key}'")
     return d[key]
 
 
@@ -121,14 +133,21 @@ def _table(path: str) -> dict:
     return {k: v for k, v in data.items() if not k.startswith("_")}
 
 
-def board_names(path: Path = BOARDS_FILE) -> list[str]:
-    return sorted(_table(str(path)))
+def board_table(path: Optional[Path] = None) -> dict:
+    """Every board's raw entry (a copy), for the readers of fields beyond the preset (synth, manifest)."""
+    return copy.deepcopy(_table(str(path or boards_file())))
 
 
-def get_board(name: str, path: Path = BOARDS_FILE) -> Board:
+def board_names(path: Optional[Path] = None) -> list[str]:
+    return sorted(_table(str(path or boards_file())))
+
+
+def get_board(name: str, path: Optional[Path] = None) -> Board:
+    path = path or boards_file()
     table = _table(str(path))
     if name not in table:
-        raise PresetError(f"unknown board {name!r}; known boards: {', '.join(sorted(table))}")
+        raise PresetError(f"unknown board {name!r}; known boards: {', '.join(sorted(table))}"
+                          + (f" (board table {path}, from ${BOARDS_ENV})" if os.environ.get(BOARDS_ENV) else ""))
     b = table[name]
     engine = b.get("engine", {})
     return Board(name=name, part=_require(b, "part", name), family=_require(b, "ps", name),
@@ -140,14 +159,14 @@ def get_board(name: str, path: Path = BOARDS_FILE) -> Board:
                  raw=b)
 
 
-def get_preset(board: str, tier: str = "on-chip", path: Path = BOARDS_FILE, **knobs) -> EnginePreset:
+def get_preset(board: str, tier: str = "on-chip", path: Optional[Path] = None, **knobs) -> EnginePreset:
     """The engine preset of ``board`` for ``tier``, with optional knob overrides."""
     if tier not in TIERS:
         raise PresetError(f"tier {tier!r} is not one of {TIERS}")
     b = get_board(board, path)
     engine = b.raw.get("engine") or {}
     if tier not in engine:
-        raise PresetError(f"board {board!r} has no {tier} engine preset in {BOARDS_FILE.name}")
+        raise PresetError(f"board {board!r} has no {tier} engine preset in {path or boards_file()}")
     t = engine[tier]
     where = f"{board}.engine.{tier}"
     preset = EnginePreset(

@@ -64,7 +64,6 @@ REQUIRED = ("format", "format_version", "name", "board", "tier", "model", "engin
             "buffers", "ip", "csim", "embeddings", "tools", "files")
 
 _CTRL_WORDS = 4                     # CTRL, GIER, IP_IER, IP_ISR
-_BOARDS_JSON = Path(__file__).resolve().parent.parent / "data" / "boards.json"
 
 REGISTER_MAP_ASSUMPTION = (
     "Vitis HLS s_axilite layout for a top with m_axi offset=slave pointers: 0x00 CTRL, "
@@ -74,9 +73,9 @@ REGISTER_MAP_ASSUMPTION = (
 
 
 def known_boards() -> dict[str, dict]:
-    """The board table (``data/boards.json``): the one source of board facts."""
-    data = json.loads(_BOARDS_JSON.read_text())
-    return {k: v for k, v in data.items() if not k.startswith("_")}
+    """The board table in force (mmfree_hls.engine.presets: data/boards.json or $MMFREE_BOARDS)."""
+    from ..engine.presets import board_table
+    return board_table()
 
 
 def vitis_register_map(args: list, pointer_bits: int = 64, return_bits: int = 0) -> dict:
