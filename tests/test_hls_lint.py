@@ -1,4 +1,4 @@
-"""The engine's HLS C++ keeps the rules of DESIGN.md section 5, read as text
+"""The engine's HLS C++ keeps the rules of docs/ARCHITECTURE.md ("HLS rules"), read as text
 (no Vitis, no compiler): design/hls's engine headers and the firmware of four
 builds (pynq-z2 on-chip, and pynq-z2, kv260, zcu104 streamed). Every rule also
 has a bad snippet that it must report, so a lint that never fires fails here.

@@ -2,7 +2,7 @@
 
 The runtime (this namespace) imports with numpy alone; the design side
 (QKeras model, hls4ml conversion) lives in :mod:`mmfree_hls.design` and needs
-the ``design`` extra.
+the ``design`` extra. The map of the package: docs/ARCHITECTURE.md.
 """
 
 from .config import ConfigError, ModelConfig

@@ -5,7 +5,7 @@ Two directory layouts are read by :func:`load_checkpoint`:
 **Reference** (the published MMfreeLM models, see :mod:`mmfree_hls.hgrn_bit`)::
 
     config.json                      reference field names, model_type "hgrn_bit"
-    model.safetensors                F32 / F16 / BF16, keys of DESIGN.md section 3
+    model.safetensors                F32 / F16 / BF16, keys: docs/ARCHITECTURE.md
       (or model.safetensors.index.json + shards)
 
 **Ours** (written by ``mmfree import`` and :func:`save_checkpoint`) is the same

@@ -4,6 +4,7 @@ Each subcommand lives in its own module under :mod:`mmfree_hls.commands`
 (one job each) and registers itself with ``register(subparsers)``; heavy
 imports (TensorFlow, hls4ml) happen inside the command, never here, so
 ``mmfree --help`` is instant and works on a board without the design extra.
+What each command drives: docs/ARCHITECTURE.md ("The data path").
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from typing import Any, Optional
 #: The only reference model type this toolkit implements.
 MODEL_TYPE = "hgrn_bit"
 
-#: Quantisation constants of the reference BitLinear (DESIGN.md section 3).
+#: Quantisation constants of the reference BitLinear (docs/ARCHITECTURE.md, "Contracts").
 #: They are part of the model definition, not knobs: checkpoints were trained
 #: with exactly these values.
 BITLINEAR_NORM_EPS = 1e-8

@@ -8,7 +8,7 @@ A reference checkpoint is a directory holding
   tie_word_embeddings, ...);
 * the weights as ``model.safetensors`` or as shards listed by
   ``model.safetensors.index.json``, in F32, F16 or BF16, with the state-dict
-  key names of DESIGN.md section 3.
+  key names of docs/ARCHITECTURE.md ("Checkpoint keys").
 
 This module maps that onto our :class:`~mmfree_hls.config.ModelConfig` and
 says, for each key our model expects, which stored tensor supplies it. It

@@ -1,4 +1,4 @@
-"""Overlay packages: a directory a host opens with ``Accelerator.open`` (contract 3).
+"""Overlay packages: a directory a host opens with ``Accelerator.open`` (docs/ARCHITECTURE.md).
 
     build_overlay(out, project=EngineProject(...), model=..., board=...)
     package_project("hls_project/demo", "pynq-z2")       # what `mmfree package` runs

@@ -1,5 +1,5 @@
 """Read the engine's HLS C++ as text and report where it breaks the rules that
-keep it synthesisable without a Vitis run here (DESIGN.md section 5).
+keep it synthesisable without a Vitis run here (docs/ARCHITECTURE.md, "HLS rules").
 
     report = lint_sources([fw / "mmfree_engine_top.cpp", fw / "mmfree_engine.h", ...],
                           expect=PortExpect.of_preset(preset))

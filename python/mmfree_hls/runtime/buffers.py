@@ -1,6 +1,6 @@
 """Device buffer layout and the one place numpy data crosses into it.
 
-The accelerator computes ``mmfree_step(x_in, state, logits)`` (contract 2):
+The accelerator computes ``mmfree_step(x_in, state, logits)`` (docs/ARCHITECTURE.md, "Contracts"):
 
     x_in    (d,)     float32  in      the token embedding x_t (the host looks it up)
     state   (L*e,)   float32  in/out  s_{t-1} → s_t, layer-major: state[l*e + i]

@@ -1,6 +1,6 @@
 """``manifest.json``: what an overlay package contains, and the check that it is intact.
 
-An overlay package (contract 3) is a directory ``overlays/<board>/<name>/``:
+An overlay package (docs/ARCHITECTURE.md, "Contracts") is a directory ``overlays/<board>/<name>/``:
 
     <name>.bit, <name>.hwh      bitstream + hardware handoff (when Vivado ran)
     csim/libmmfree_csim.so      the same design as a C-simulation library (+ sources)
