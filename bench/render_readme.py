@@ -252,18 +252,17 @@ def render_speed(results: Path) -> str:
         rows.append(["`make demo`, cold and cached; decoding on the C-sim backend", pending_cell("demo.json"),
                      "demo_model", "—", script(COMMANDS["demo.json"])])
     if csim:
-        model = Path(str(csim.get("model.source"))).name
-        rows += [["hls4ml convert", f"{csim.get('convert_s.wall'):.1f} s wall", model, csim.machine,
-                  script(COMMANDS["csim.json"])],
-                 [f"g++ {csim.get('compile_s.opt', '-O2')} build of the C-simulation",
-                  f"{csim.get('compile_s.cpu'):.0f} s CPU", model, csim.machine, script(COMMANDS["csim.json"])],
-                 ["second convert + compile (content-hash cache)",
-                  f"{csim.get('cached_convert_compile_s.wall'):.3f} s", model, csim.machine,
-                  script(COMMANDS["csim.json"])],
-                 ["C-sim greedy decode vs numpy reference",
-                  f"{csim.get('csim_over_numpy'):.2f}× ({csim.get('csim_tokens_per_s'):.0f} vs "
-                  f"{csim.get('numpy_tokens_per_s'):.0f} tokens/s)", model, csim.machine,
-                  script(COMMANDS["csim.json"])]]
+        for row in csim.get("rows"):
+            what = {"demo": "demo model", "streamed": "random d=512, 4 layers", "370m": "random 370M shape"}
+            model = f"{what.get(row['model'], row['model'])} ({row['board']}, {row['tier']})"
+            rows += [["engine convert (hls4ml) + g++ -O3 build of the C-simulation, cold",
+                      f"{row['convert_compile_s']:.1f} s wall", model, csim.machine, script(COMMANDS["csim.json"])],
+                     ["second convert + build (content-hash cache)", f"{row['cached_convert_s']:.3f} s", model,
+                      csim.machine, script(COMMANDS["csim.json"])],
+                     ["C-sim decode step vs the numpy reference's (same tokens, interleaved rounds)",
+                      f"{row['csim_over_numpy']:.1f}× ({row['csim_ms_per_token']:.3g} vs "
+                      f"{row['numpy_ms_per_token']:.3g} ms/token)", model, csim.machine,
+                      script(COMMANDS["csim.json"])]]
     else:
         rows.append(["convert, g++ build, cache, C-sim vs numpy", pending_cell("csim.json"), "demo_model", "—",
                      script(COMMANDS["csim.json"])])
@@ -295,53 +294,66 @@ def pending_cell(name: str) -> str:
     return f"not measured in this tree yet (writes `bench/results/{name}`)"
 
 
+def _records(r: "Result") -> list:
+    recs = r.get("records")
+    if not isinstance(recs, list):
+        raise RenderError(f"bench/results/perf.json: no 'records' list; re-run `{COMMANDS['perf.json']}`")
+    return recs
+
+
+def _util(rec: Mapping) -> str:
+    u = rec["util"]
+    return " / ".join(f"{100 * u[k]:.0f}" for k in ("LUT", "FF", "BRAM_18K", "URAM", "DSP"))
+
+
 def render_perf(results: Path) -> str:
     r = load("perf.json", results)
     if r is None:
         return pending("perf.json")
+    recs = _records(r)
     flows = {}
     if BOARDS.is_file():
         for name, b in json.loads(BOARDS.read_text()).items():
             if isinstance(b, Mapping) and isinstance(b.get("engine"), Mapping) and b["engine"].get("flow"):
                 flows[name] = str(b["engine"]["flow"]).split(":")[0]
-    rows = {}
-    for row in r.get("rows"):
-        if row.get("model") != "370M":
-            continue
-        key = row["board"]
-        rows.setdefault(key, {})[row["packing"]] = row
+    by = {}
+    for rec in recs:
+        by[(rec["board"], rec["model"], rec["tier"], rec["packing"])] = rec
     out = []
-    for board, by in rows.items():
-        two, one6 = by.get("2bit"), by.get("1.6bit")
+    for board in sorted({k[0] for k in by}):
+        two, one6 = by.get((board, "370M", "streamed", "2bit")), by.get((board, "370M", "streamed", "1.6bit"))
         if not two or not one6:
-            raise RenderError(f"bench/results/perf.json: board {board} lacks a 2bit or 1.6bit 370M row; "
-                              f"re-run `{COMMANDS['perf.json']}`")
-        out.append([board, f"{rate(two['projected_tps'])} tok/s", f"{rate(one6['projected_tps'])} tok/s",
-                    f"{rate(two['bound_tps'])} / {rate(one6['bound_tps'])}", pct(two["fraction_of_bound"]),
-                    flows.get(board, "`make hls`, `make overlay`")])
-    return (table(["board", "370M, 2-bit", "370M, 1.6-bit", "bound (2-bit / 1.6-bit)", "share of the bound",
-                   "synthesis flow"], out)
-            + f"\nA model, not a measurement: `{r.command}`. Boards marked model-only are in `boards.json` "
-              "(`engine.flow`); `make hls` / `make overlay` refuse them.\n")
+            raise RenderError(f"bench/results/perf.json: board {board} lacks a 2bit or 1.6bit 370M streamed "
+                              f"record; re-run `{COMMANDS['perf.json']}`")
+        out.append([board, f"{rate(two['tokens_per_s'])} / {rate(one6['tokens_per_s'])}",
+                    f"{rate(two['bound_tokens_per_s'])} / {rate(one6['bound_tokens_per_s'])}",
+                    f"{pct(two['share_of_bound'])} / {pct(one6['share_of_bound'])}", _util(two),
+                    "yes" if two["fits"] else "**no**", flows.get(board, "`make hls`, `make overlay`")])
+    text = table(["board", "370M tok/s (2-bit / 1.6-bit)", "bound", "share of the bound",
+                  "util. % LUT / FF / BRAM / URAM / DSP (2-bit)", "fits", "synthesis flow"], out)
+    demo = [[rec["board"], _util(rec), "yes" if rec["fits"] else "**no**", f"{rate(rec['tokens_per_s'])} tok/s"]
+            for rec in sorted(recs, key=lambda x: x["board"])
+            if rec["model"] == "demo" and rec["tier"] == "on-chip" and rec["packing"] == "2bit"]
+    if demo:
+        text += "\n" + table(["board", "demo model on chip: util. % LUT / FF / BRAM / URAM / DSP", "fits",
+                                "speed"], demo)
+    sources = sorted({rec["source"] for rec in recs})
+    return (text + f"\nA model, not a measurement (source: {', '.join(sources)}): `{r.command}`. Boards marked "
+            "model-only are in `boards.json` (`engine.flow`); `make hls` / `make overlay` refuse them.\n")
 
 
 def render_streamed(results: Path) -> str:
-    r = load("streamed_370m.json", results)
-    if r is None:
-        return pending("streamed_370m.json")
-    rows = []
-    ref_s = statistics.median(r.get("reference_s_per_token"))
-    for row in r.get("rows"):
-        per_tok = row["csim_s_per_token"]
-        per_tok = statistics.median(per_tok) if isinstance(per_tok, list) else per_tok
-        cos = row["logit_cosine"]
-        agree = row["argmax_agree"]
-        rows.append([f"370M shape, random ternary, {row['packing']}", f"{row['buffer_mb']:.1f} MB",
-                     f"{per_tok:.2f} s/token (numpy {ref_s:.2f})", f"{row['csim_peak_rss_mb']:.0f} MB",
-                     f"cosine {min(cos):.3f}; argmax {sum(agree)}/{len(agree)}",
-                     "carried", r.machine])
-    return (table(["model", "weight buffer", "C-sim speed", "peak memory", "vs reference", "state", "machine"],
-                  rows) + f"\n`{r.command}`.\n")
+    r = load("csim.json", results)
+    row = next((x for x in (r.get("rows") if r else []) if x.get("model") == "370m"), None)
+    if row is None:
+        return (f"_Not measured in this tree yet: `{COMMANDS['csim.json']} --with-370m` adds the 370M row to "
+                "`bench/results/csim.json`, then `make readme-figures`._\n")
+    return (table(["model", "C-sim", "numpy reference", "argmax vs reference", "cosine (min)", "state", "machine"],
+                  [[f"random 370M shape ({row['board']}, {row['tier']}, 2-bit)",
+                    f"{row['csim_ms_per_token']:.0f} ms/token", f"{row['numpy_ms_per_token']:.0f} ms/token",
+                    f"{row['argmax_same']}/{row['argmax_steps']}", f"{row['cosine_min']:.4f}",
+                    "the reference's, each step", r.machine]])
+            + f"\n`{COMMANDS['csim.json']} --with-370m`.\n")
 
 
 def render_sweep(results: Path) -> str:
@@ -407,7 +419,7 @@ REGIONS = {
     "speed": Region(("demo.json", "csim.json", "host.json", "load.json"), render_speed),
     "host": Region(("host.json",), render_host),
     "perf": Region(("perf.json",), render_perf),
-    "streamed": Region(("streamed_370m.json",), render_streamed),
+    "streamed": Region(("csim.json",), render_streamed),
     "sweep": Region(("sweep_demo.json",), render_sweep),
 }
 
@@ -419,8 +431,7 @@ COMMANDS = {
     "csim.json": ".venv/bin/python bench/bench_csim.py",
     "host.json": ".venv/bin/python bench/bench_host.py",
     "load.json": ".venv/bin/python bench/bench_load.py",
-    "perf.json": ".venv/bin/mmfree perf --json bench/results/perf.json",
-    "streamed_370m.json": ".venv/bin/python bench/bench_streamed_370m.py",
+    "perf.json": ".venv/bin/python bench/bench_perf.py",
     "sweep_demo.json": ".venv/bin/python bench/bench_sweep.py",
 }
 
