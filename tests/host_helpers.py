@@ -26,6 +26,7 @@ import numpy as np
 from mmfree_hls.config import ModelConfig
 from mmfree_hls.runtime.errors import AcceleratorError
 from mmfree_hls.reference import MMFreeLM
+from mmfree_hls.sampling import greedy_decode
 
 AP_START, AP_DONE, AP_IDLE = 0x1, 0x2, 0x4
 #: x_in[0] value that makes the stub sleep (to provoke a timeout) and one that makes it fail.
@@ -269,15 +270,15 @@ def margin_model(d: int = 32, L: int = 2, V: int = 64, embed_scale: float = 3.0,
 
 def greedy_margins(model: MMFreeLM, prompt, n: int) -> np.ndarray:
     """Top-1 minus top-2 logit along the reference's greedy path (n steps)."""
-    state, logits = None, None
-    for t in prompt:
-        logits, state = model.step(t, state)
-    out = []
-    for _ in range(n):
-        top2 = np.sort(logits)[-2:]
-        out.append(top2[1] - top2[0])
-        logits, state = model.step(int(np.argmax(logits)), state)
-    return np.asarray(out)
+    state = model.init_state()
+
+    def step(tok: int) -> np.ndarray:
+        nonlocal state
+        logits, state = model.step(tok, state)
+        return logits
+    margins: list = []
+    greedy_decode(step, prompt, n, margins=margins)
+    return np.asarray(margins)
 
 
 # ------------------------------------------------------------------ the real pynq package, faked below it

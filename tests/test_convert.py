@@ -34,6 +34,7 @@ from mmfree_hls.engine.presets import PresetError, get_preset
 from mmfree_hls.engine.project import EngineShapeError, write_project
 from mmfree_hls.fsio import MARKER
 from mmfree_hls.reference import MMFreeLM
+from mmfree_hls.sampling import greedy_decode
 
 DEMO = Path(__file__).resolve().parents[1] / "python/mmfree_hls/data/demo_model"
 N_GREEDY = 64
@@ -108,12 +109,12 @@ def test_greedy_decoding_matches_reference(project, demo):
     ref = demo.generate_greedy(prompt, N_GREEDY)
     lib = project.csim()
     state = np.zeros((lib.L, lib.e), np.float32)
-    for tok in prompt:
+
+    def step(tok: int) -> np.ndarray:
+        nonlocal state
         logits, state = lib.step(demo.embed(tok), state)
-    sim = []
-    for _ in range(N_GREEDY):
-        sim.append(int(np.argmax(logits)))
-        logits, state = lib.step(demo.embed(sim[-1]), state)
+        return logits
+    sim = greedy_decode(step, prompt, N_GREEDY)
     assert len(set(ref)) >= 8                        # text, not a repeated byte
     assert sim == ref
 

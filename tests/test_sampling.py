@@ -123,3 +123,25 @@ def test_fast_filters_equal_the_definition(V):
             naive = _naive_filtered_probs(z, T, **kw)
             np.testing.assert_array_equal(fast > 0, naive > 0)
             np.testing.assert_allclose(fast, naive, rtol=1e-5, atol=1e-9)
+
+
+def test_greedy_decode_is_the_argmax_chain_with_margins():
+    from mmfree_hls.sampling import greedy_decode
+    table = np.random.default_rng(7).normal(size=(9, 9))       # logits after token t: table[t]
+    calls, margins = [], []
+
+    def step(tok):
+        calls.append(tok)
+        return table[tok]
+    out = greedy_decode(step, [3, 5], 6, margins=margins)
+    want, tok = [], 5
+    for _ in range(6):
+        tok = int(np.argmax(table[tok]))
+        want.append(tok)
+    assert out == want
+    assert calls == [3, 5] + out[:-1]                  # the last token's logits are never computed
+    gaps = [np.sort(table[t])[-1] - np.sort(table[t])[-2] for t in [5] + out[:-1]]
+    assert margins == pytest.approx(gaps) and min(margins) > 0
+    assert greedy_decode(step, [4], 0) == []
+    with pytest.raises(ValueError, match="prompt is empty"):
+        greedy_decode(step, [], 3)

@@ -27,6 +27,7 @@ import numpy as np
 from .config import ModelConfig
 from .quant import (TernaryWeight, bitlinear, quantize_weights, rms_norm,
                     sigmoid, silu)
+from .sampling import greedy_decode
 
 # Projections of a block, in the order the hardware evaluates them.
 ATTN_PROJS = ("i_proj", "f_proj", "g_proj", "o_proj")
@@ -225,18 +226,13 @@ class MMFreeLM:
 
     def generate_greedy(self, prompt: Iterable[int], n_new: int) -> list[int]:
         """Greedy decoding from a prompt: the reference token stream."""
-        prompt = list(prompt)
-        if not prompt:
-            raise ValueError("prompt is empty: give at least one token id")
         state = self.init_state()
-        for tok in prompt:
+
+        def step(tok: int) -> np.ndarray:
+            nonlocal state
             logits, state = self.step(tok, state)
-        out = []
-        for _ in range(n_new):
-            tok = int(np.argmax(logits))
-            out.append(tok)
-            logits, state = self.step(tok, state)
-        return out
+            return logits
+        return greedy_decode(step, prompt, n_new)
 
     # ---------------------------------------------------------------- design
     def to_keras(self, form: str = "sequence"):

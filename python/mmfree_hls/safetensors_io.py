@@ -73,15 +73,6 @@ class TensorInfo:
         return int(np.prod(self.shape, dtype=np.int64))
 
 
-def dtype_code(dtype) -> str:
-    """numpy dtype -> safetensors dtype code."""
-    dt = np.dtype(dtype)
-    for code, np_dt in NUMPY_DTYPES.items():
-        if np.dtype(np_dt) == dt:
-            return code
-    raise ValueError(f"numpy dtype {dt} has no safetensors code")
-
-
 # --------------------------------------------------------------- bfloat16
 def bf16_to_float32(words: np.ndarray) -> np.ndarray:
     """Raw bfloat16 words (uint16) -> float32, exactly: bf16 is float32's upper 16 bits."""

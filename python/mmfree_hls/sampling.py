@@ -21,7 +21,7 @@ random draw.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 
@@ -195,3 +195,26 @@ def sample(logits: np.ndarray, temperature: float = 0.0, top_k: Optional[int] = 
     if rng is not None:
         s.rng = rng
     return s(logits)
+
+
+def greedy_decode(step: Callable[[int], np.ndarray], prompt: Iterable[int], n_new: int,
+                  margins: Optional[list] = None) -> list[int]:
+    """The greedy loop every path shares: feed ``prompt`` through ``step(token) -> logits``
+    (a closure that carries its own state: the reference, a C-sim, the accelerator), then
+    append the argmax ``n_new`` times. The logits after the last new token are never needed,
+    so ``step`` runs ``len(prompt) + n_new - 1`` times. ``margins``, if a list, receives the
+    top-1 minus top-2 logit of each choice (how close the path came to a tie)."""
+    prompt = list(prompt)
+    if not prompt:
+        raise ValueError("prompt is empty: give at least one token id")
+    for tok in prompt:
+        logits = step(tok)
+    out: list[int] = []
+    for i in range(n_new):
+        if margins is not None:
+            top2 = np.partition(np.asarray(logits), -2)[-2:]
+            margins.append(float(top2[1] - top2[0]))
+        out.append(int(np.argmax(logits)))
+        if i + 1 < n_new:
+            logits = step(out[-1])
+    return out
