@@ -451,7 +451,9 @@ def preset_record(preset, packing: str) -> dict:
     """What a point's hardware is, beyond its knobs: rows per tile, lanes, ports (for hashes and tables)."""
     return {"R": preset.R, "K": preset.K, "lanes": preset.lanes(packing), "ports": list(preset.ports),
             "port_bits": preset.port_bits if preset.K else None, "burst_beats": preset.burst_beats,
-            "outstanding": preset.outstanding, "fifo_words": preset.fifo_words, "part": preset.board.part}
+            "outstanding": preset.outstanding, "fifo_words": preset.fifo_words, "part": preset.board.part,
+            # the board's budget and DDR: what fits and tokens/s are measured against
+            "budget": dict(preset.board.resources), "ddr_usable_gbps": preset.board.usable_gbps}
 
 
 def expand(spec: SweepSpec, random_k: Optional[int] = None, seed: Optional[int] = None,

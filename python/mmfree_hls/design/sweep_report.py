@@ -123,9 +123,9 @@ def _git_commit() -> Optional[str]:
 
 
 def _boards_digest() -> Optional[str]:
-    from ..engine.presets import BOARDS_FILE
+    from ..engine.presets import boards_file
     try:
-        return digest(json.loads(BOARDS_FILE.read_text()))
+        return digest(json.loads(Path(boards_file()).read_text()))
     except (OSError, json.JSONDecodeError):
         return None
 
