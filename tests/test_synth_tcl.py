@@ -29,14 +29,16 @@ def project_template(tmp_path_factory):
     root = tmp_path_factory.mktemp("tpl") / "demo"
     (root / "src").mkdir(parents=True)
     (root / "src" / "engine.cpp").write_text(engine_source(0, 64))
-    model = tiny_model(seed=11)
+    from mmfree_hls.engine.presets import get_preset
+    from mmfree_hls.engine.project import engine_record
+    model = tiny_model(seed=11, hidden_size=64, intermediate_size=128)
     c = model.config
-    build_abi_stub(root / "csim", c.d, c.num_hidden_layers, c.state_size, c.vocab_size)
+    build_abi_stub(root / "csim", c.d, c.num_hidden_layers, c.state_size, c.vocab_size, abi=2)
     save_checkpoint(model, root / "model")
     (root / "mmfree_project.json").write_text(json.dumps(
         {"name": "demo", "top": "mmfree_engine", "tier": "on-chip", "board": "pynq-z2", "model": c.to_dict(),
-         "precision": {"state": "ap_fixed<24,8>"}, "sources": ["src/engine.cpp"], "include_dirs": ["src"],
-         "cflags": ""}))
+         "engine": engine_record(c, get_preset("pynq-z2", "on-chip"), "2bit"),
+         "sources": ["src/engine.cpp"], "include_dirs": ["src"], "cflags": ""}))
     return root
 
 

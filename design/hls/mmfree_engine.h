@@ -307,20 +307,6 @@ inline void stats_clear(vec_stats &s) {
     s.mx = 0;
 }
 
-inline void stats_update(vec_stats &s, const group_params &g, int j, i64 x) {
-    #pragma HLS INLINE
-    const u64 ax = absval(x);
-    if (ax > s.mx) s.mx = ax;
-    const u64 aa = g.has_a ? absval(mul_exact(x, g.a[j])) : ax;
-    if (aa > s.ma) s.ma = aa;
-    for (int k = 0; k < 3; k++) {
-        #pragma HLS UNROLL
-        if (k < g.n_c) {
-            const u64 v = absval(mul_exact(x, group_c(g, k, j)));
-            if (v > s.mc[k]) s.mc[k] = v;
-        }
-    }
-}
 
 // Vectors of the step (on chip; partitioned by the lanes that read them).
 struct engine_state {
@@ -368,6 +354,22 @@ struct bl_input {
     pf eps;           // the eps term under the output 1/sqrt (scaled to the vector's units)
     pf inv_n;
 };
+
+// Statistics on write: max|x|, max|x a| and max|x c_k| for the vector's norm group.
+inline void stats_update(vec_stats &s, const engine_state &st, int grp_sel, bool has_a, int n_c, int j, i64 x) {
+    #pragma HLS INLINE
+    const u64 ax = absval(x);
+    if (ax > s.mx) s.mx = ax;
+    const u64 aa = has_a ? absval(mul_exact(x, group_a(st, grp_sel, j))) : ax;
+    if (aa > s.ma) s.ma = aa;
+    for (int c = 0; c < 3; c++) {
+        #pragma HLS UNROLL
+        if (c < n_c) {
+            const u64 v = absval(mul_exact(x, group_c_sel(st, grp_sel, c, j)));
+            if (v > s.mc[c]) s.mc[c] = v;
+        }
+    }
+}
 
 inline bl_input make_input(int in_sel, int grp_sel, const group_params &g, int k, const vec_stats &stats,
                             pf eps, pf inv_n) {
@@ -480,21 +482,6 @@ inline bl_sink make_sink(int kind, int out_sel, int grp_sel, const group_params 
     return s;
 }
 
-// Statistics on write of the residual stream, through the group selector.
-inline void stats_update_sel(vec_stats &s, const engine_state &st, const bl_sink &k, int j, i64 x) {
-    #pragma HLS INLINE
-    const u64 ax = absval(x);
-    if (ax > s.mx) s.mx = ax;
-    const u64 aa = k.has_a ? absval(mul_exact(x, group_a(st, k.grp_sel, j))) : ax;
-    if (aa > s.ma) s.ma = aa;
-    for (int c = 0; c < 3; c++) {
-        #pragma HLS UNROLL
-        if (c < k.n_c) {
-            const u64 v = absval(mul_exact(x, group_c_sel(st, k.grp_sel, c, j)));
-            if (v > s.mc[c]) s.mc[c] = v;
-        }
-    }
-}
 
 template <class LogitStream>
 inline void sink_put(engine_state &st, bl_sink &s, LogitStream &logits, int row, i64 y, counters &ctr) {
@@ -504,7 +491,7 @@ inline void sink_put(engine_state &st, bl_sink &s, LogitStream &logits, int row,
     } else if (s.kind == SINK_RESIDUAL) {
         const i64 v = sat<VEC_BITS>(i64(st.x[row]) + y, ctr.clipped);
         st.x[row] = vec_t(v);
-        stats_update_sel(s.st, st, s, row, v);
+        stats_update(s.st, st, s.grp_sel, s.has_a, s.n_c, row, v);
     } else {
         const i64 v = sat<VEC_BITS>(y, ctr.clipped);
         if (s.out_sel == OUT_I) st.i[row] = vec_t(v);
@@ -642,7 +629,7 @@ int compute_token(Src &src, engine_state &st, const float *x_in, float *state, L
         #pragma HLS PIPELINE II=1
         const i64 v = float_to_fixed(x_in[j], bad, ctr.clipped);
         st.x[j] = vec_t(v);
-        stats_update(xs, st.attn, j, v);
+        stats_update(xs, st, GRP_ATTN, st.attn.has_a, st.attn.n_c, j, v);
     }
     MMFREE_COUNT(ctr, D + DEPTH_IO);
     u64 s_max[L];
@@ -722,7 +709,7 @@ int compute_token(Src &src, engine_state &st, const float *x_in, float *state, L
                     const i64 o = sat<VEC_BITS>(rshift_round(mul_wide(ss >> sh_sn, gg), gg_frac + sh_o - sh_sn),
                                                 ctr.clipped);
                     st.o[j] = vec_t(o);
-                    stats_update(os, st.o_grp, j, o);
+                    stats_update(os, st, GRP_O, false, 1, j, o);
                     const i64 ng = i64(st.g[j]) >> sh_gsq;
                     sum_g2 += u64(mul_wide(ng, ng));
                 }
@@ -769,7 +756,7 @@ int compute_token(Src &src, engine_state &st, const float *x_in, float *state, L
                     const i64 z = sat<VEC_BITS>(rshift_round(mul_wide(sg_ >> sh_u, up), FRAC - sh_u - sh_up + sh_z),
                                                 ctr.clipped);
                     st.z[j] = vec_t(z);
-                    stats_update(zs, st.z_grp, j, z);
+                    stats_update(zs, st, GRP_Z, false, 1, j, z);
                 }
             }
         }

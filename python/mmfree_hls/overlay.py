@@ -242,7 +242,7 @@ def package_project(project: str | Path, board: Optional[str] = None, out: Optio
     info = proj.info
     if "engine" not in info:
         raise ValueError(f"{root} was written by an older mmfree (no engine record); convert it again "
-                         "with `mmfree convert CKPT --out {root} --force`")
+                         f"with `mmfree convert CKPT --out {root} --force`")
     board = board or info["board"]
     name = info.get("name") or root.name
     lib = proj.compile(verbose=False) if not proj.lib_path.is_file() else proj.lib_path

@@ -342,30 +342,16 @@ def _number(text: Optional[str], kind=float):
 
 
 def parse_csynth_xml(xml_path: str | Path) -> dict:
-    """Top, part, clocks, latency and resources of a Vitis HLS ``<top>_csynth.xml``."""
-    p = Path(xml_path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: no csynth report; run `make hls` (Vitis HLS csynth) first")
+    """Top, part, clocks, latency and resources of a Vitis HLS ``<top>_csynth.xml`` (the one parser:
+    :func:`mmfree_hls.engine.reports.parse_csynth_report`), as the summary ``make hls`` writes."""
+    from ..engine.reports import ReportError, parse_csynth_report
     try:
-        root = ET.parse(p).getroot()
-    except ET.ParseError as e:
-        raise SynthError(f"{p}: not a readable csynth.xml ({e})") from None
-
-    def counts(node):
-        return {("DSP" if c.tag.startswith("DSP48") else c.tag): _number(c.text, int)
-                for c in (node if node is not None else [])}
-
-    return {"top": root.findtext("UserAssignments/TopModelName", ""),
-            "part": root.findtext("UserAssignments/Part", ""),
-            "target_clock_ns": _number(root.findtext("UserAssignments/TargetClockPeriod")),
-            "estimated_clock_ns": _number(root.findtext("PerformanceEstimates/SummaryOfTimingAnalysis/"
-                                                        "EstimatedClockPeriod")),
-            "latency_cycles": _number(root.findtext("PerformanceEstimates/SummaryOfOverallLatency/"
-                                                    "Worst-caseLatency"), int),
-            "interval_cycles": _number(root.findtext("PerformanceEstimates/SummaryOfOverallLatency/"
-                                                     "Interval-max"), int),
-            "resources": counts(root.find("AreaEstimates/Resources")),
-            "available": counts(root.find("AreaEstimates/AvailableResources")),
+        rep = parse_csynth_report(xml_path)
+    except ReportError as e:
+        raise SynthError(str(e)) from None
+    return {"top": rep.top, "part": rep.part, "target_clock_ns": rep.target_clock_ns,
+            "estimated_clock_ns": rep.estimated_clock_ns, "latency_cycles": rep.latency_worst,
+            "interval_cycles": rep.interval_max, "resources": rep.resources, "available": rep.available,
             "source": "vitis_hls_report"}
 
 
