@@ -11,7 +11,6 @@ from pathlib import Path
 
 PROJECT_FILE = "mmfree_project.json"        # model, precision, top, ports, content hash
 CSIM_LIBRARY = "csim/libmmfree_csim.so"     # g++ build of the same C++ (contract of the host)
-BUILD_SCRIPT = "csim/build_csim.sh"
 
 
 def read_project(project: str | Path) -> dict:

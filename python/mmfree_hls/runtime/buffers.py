@@ -32,8 +32,6 @@ import numpy as np
 
 from .errors import AcceleratorError, ManifestError
 
-#: Argument order of the accelerator top (and of its register map).
-STEP_PORTS = ("x_in", "state", "logits")
 WEIGHTS_PORT = "weights"
 DIRECTIONS = ("in", "inout", "out")
 
