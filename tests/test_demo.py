@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 from mmfree_hls.cli import main as cli_main
-from mmfree_hls.commands.demo import DEMO_CHECKPOINT
+from mmfree_hls.checkpoint import DEMO_CHECKPOINT
 from mmfree_hls.design.train import DEMO_MODEL
 
 

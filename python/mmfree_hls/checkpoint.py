@@ -77,8 +77,11 @@ from .safetensors_io import (FLOAT_DTYPES, CheckpointError, SafetensorsWriter,
                              validate_with_library)
 
 __all__ = ["CheckpointError", "check_state_dict", "load_checkpoint", "save_checkpoint",
-           "import_checkpoint", "read_packed", "PACKED_FILE", "DEFAULT_LAYOUTS",
-           "packed_key", "gamma_key"]
+           "import_checkpoint", "read_packed", "summarize", "PACKED_FILE", "DEFAULT_LAYOUTS",
+           "DEMO_CHECKPOINT", "packed_key", "gamma_key"]
+
+#: The demo model shipped inside the package (trained by `make train`).
+DEMO_CHECKPOINT = Path(__file__).resolve().parent / "data" / "demo_model"
 
 PACKED_FILE = "packed.safetensors"
 PACKED_FORMAT = "mmfree-packed"
@@ -571,4 +574,65 @@ def import_checkpoint(src: str | Path, dst: str | Path, *, force: bool = False,
     for f in ref.aux_files():
         atomic_copy(f, out / f.name)
     cfg.to_json(out / CONFIG_FILE)
+    return out
+
+
+def summarize(path: str | Path) -> dict:
+    """What a checkpoint (directory or config.json) holds and costs, from its config and
+    headers alone: sizes, parameters, packed bytes, state, files, tokenizer (``mmfree info``)."""
+    from .hgrn_bit import find_weight_tensors, map_reference_config, read_config_json
+    from .packing import BITS_PER_WEIGHT, packed_size
+    from .tokenizer import CONFIG_KEY, TOKENIZER_FILE
+
+    p = Path(path)
+    if p.is_file():
+        if p.suffix != ".json":
+            raise FileNotFoundError(f"{p} is a file; pass the checkpoint directory that holds it "
+                                    f"({p.parent}) or its {CONFIG_FILE}")
+        try:
+            root, raw = p.parent, json.loads(p.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{p}: not UTF-8 JSON ({e})") from None
+        where = str(p)
+    else:
+        root, raw = p, read_config_json(p)
+        where = str(p / CONFIG_FILE)
+    cfg, tied = map_reference_config(raw, where=where)
+    shapes = expected_shapes(cfg)
+    names = bitlinear_names(cfg)
+    ternary = cfg.ternary_weight_count()
+    params = cfg.parameter_count()
+    out: dict = {
+        "path": str(p),
+        "model": {"model_type": cfg.model_type, "hidden_size": cfg.d, "num_hidden_layers": cfg.num_hidden_layers,
+                  "recurrence_width": cfg.input_dim, "intermediate_size": cfg.ffn_dim,
+                  "vocab_size": cfg.vocab_size, "use_lower_bound": cfg.use_lower_bound,
+                  "rms_norm_eps": cfg.rms_norm_eps, "bitlinear_layers": len(names),
+                  "tied_head_in_source": tied},
+        "parameters": {"total": params, "ternary": ternary, "float": params - ternary},
+        "packed_bytes": {lay: sum(packed_size(shapes[n + ".weight"], lay) for n in names) for lay in LAYOUTS},
+        "packed_bytes_ideal": {lay: ternary * BITS_PER_WEIGHT[lay] / 8 for lay in LAYOUTS},
+        "state": {"values_per_token": cfg.num_hidden_layers * cfg.state_size,
+                  "bytes_fp32": 4 * cfg.num_hidden_layers * cfg.state_size},
+        "fp16_bytes": 2 * params,
+    }
+    files = {}
+    if root.is_dir():
+        try:
+            tensors = find_weight_tensors(root)
+            out["stored_dtypes"] = sorted({t.dtype for t in tensors.values()})
+            for f in sorted({t.file for t in tensors.values()}):
+                files[f.name] = f.stat().st_size
+        except (FileNotFoundError, ValueError) as e:
+            out["weights_note"] = str(e).splitlines()[0]
+        if (root / PACKED_FILE).is_file():
+            files[PACKED_FILE] = (root / PACKED_FILE).stat().st_size
+            out["packed_layouts"] = read_header(root / PACKED_FILE)[1].get("layouts", "").split(",")
+        if (root / TOKENIZER_FILE).is_file():
+            out["tokenizer"] = TOKENIZER_FILE
+        elif CONFIG_KEY in raw:
+            out["tokenizer"] = f"built-in {raw[CONFIG_KEY].get('type', '?')} ({CONFIG_KEY} in config.json)"
+        else:
+            out["tokenizer"] = None
+    out["files"] = files
     return out

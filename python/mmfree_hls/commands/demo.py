@@ -14,7 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-DEMO_CHECKPOINT = Path(__file__).resolve().parent.parent / "data" / "demo_model"
+from ..checkpoint import DEMO_CHECKPOINT
+
 DEFAULT_PROMPT = "The for statement is used to "
 
 

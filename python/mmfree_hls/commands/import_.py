@@ -27,7 +27,8 @@ def run(args) -> int:
     import time
 
     from ..checkpoint import import_checkpoint
-    from .info import print_summary, summarize
+    from ..checkpoint import summarize
+    from .info import print_summary
 
     layouts = [x.strip() for x in args.layouts.split(",") if x.strip()]
     t0 = time.perf_counter()
