@@ -69,5 +69,5 @@ def run(args) -> int:
         path = cal.write_user_table(new, out)
     except ValueError as e:
         raise CLIError(str(e)) from None
-    print(f"wrote {path} (the shipped table is unchanged)")
+    print(f"wrote {path} (the shipped table is unchanged); use it with MMFREE_BOARDS={path}")
     return 0
