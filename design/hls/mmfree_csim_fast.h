@@ -84,6 +84,19 @@ struct fast_src {
     }
 };
 
+// The dot product of a weight row and the activations: integers, so every
+// vector width gives the same sum; on x86-64 the loader picks an AVX2 build
+// when the CPU has one (gcc target_clones), else the SSE2 one.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+inline int32_t dot16(const int16_t *w, const int16_t *x, int n) {
+    int32_t acc = 0;
+    for (int j = 0; j < n; j++)
+        acc += int32_t(w[j]) * int32_t(x[j]);
+    return acc;
+}
+
 template <class LogitStream>
 void bitlinear(fast_src &src, engine_state &st, const bl_input &in, int n_in, int n_out, bl_sink &sink,
                LogitStream &logits, counters &ctr) {
@@ -93,20 +106,43 @@ void bitlinear(fast_src &src, engine_state &st, const bl_input &in, int n_in, in
     const pf inv_gamma = read_inv_gamma(src, ctr);
     const bl_scalars s = bl_prepare(in);
     static int16_t xq[MAX_CG * PER];    // int16: the dot product vectorises to pmaddwd (SSE2)
+    // i, f and g read the same vector with the same group: their sums of squares are the same
+    // integers, so the second and third reuse the first's (nothing writes the input in between:
+    // only a plain write-back came since, and it never targets an input vector).
+    static bool sums_valid = false;
+    static int sums_in = -1, sums_grp = -1, sums_sha = -1, sums_shx = -1;
+    static u64 sums_a = 0, sums_x = 0;
+    const bool reuse = sums_valid && sums_in == in.in_sel && sums_grp == in.grp_sel && sums_sha == s.sh_a &&
+                       sums_shx == s.sh_x;
+    // the selectors resolved once per call (C-sim only): the same arithmetic on the same values
+    const vec_t *xv = in.in_sel == IN_X ? st.x : (in.in_sel == IN_O ? st.o : st.z);
+    const group_params &g = in.grp_sel == GRP_ATTN ? st.attn : in.grp_sel == GRP_MLP ? st.mlp
+                          : in.grp_sel == GRP_O ? st.o_grp : st.z_grp;
+    const norm_t *cv = in.k == 0 ? g.c0 : (in.k == 1 ? g.c1 : g.c2);
     u64 sa = 0, sx = 0;
-    for (int j = 0; j < n_in_pad; j++) {
-        const i64 x = j < n_in ? input_value(st, in.in_sel, j) : i64(0);
-        xq[j] = (j < n_in && !s.zero) ? bl_quantise(st, in, s, j, x) : act_t(0);
-        if (j < n_in)
-            bl_square_sums(st, in, s, j, x, sa, sx);
+    for (int j = 0; j < n_in; j++) {
+        const i64 x = xv[j];
+        xq[j] = s.zero ? act_t(0) : bl_quantise_value(s, x, cv[j]);
+        if (!reuse)
+            bl_square_sums_value(s, x, in.has_a ? mul_exact(x, g.a[j]) : x, sa, sx);
     }
+    for (int j = n_in; j < n_in_pad; j++)
+        xq[j] = 0;
+    if (reuse) {
+        sa = sums_a;
+        sx = sums_x;
+    }
+    sums_valid = sink.kind == SINK_PLAIN;
+    sums_in = in.in_sel;
+    sums_grp = in.grp_sel;
+    sums_sha = s.sh_a;
+    sums_shx = s.sh_x;
+    sums_a = sa;
+    sums_x = sx;
     const int16_t *wrows = src.matrix(n_rb * R, n_in_pad, (size_t)n_rb * n_cg);
     const mant24 sc = bl_out_scale(in, s, sa, sx, inv_gamma);
     for (int row = 0; row < n_out; row++) {
-        const int16_t *w = wrows + (size_t)row * n_in_pad;
-        int32_t acc = 0;
-        for (int j = 0; j < n_in_pad; j++)
-            acc += int32_t(w[j]) * int32_t(xq[j]);
+        const int32_t acc = dot16(wrows + (size_t)row * n_in_pad, xq, n_in_pad);
         sink_put(st, sink, logits, row, s.zero ? i64(0) : bl_rescale(acc, sc), ctr);
     }
     // the same cycles the stream schedule counts

@@ -409,24 +409,33 @@ inline bl_scalars bl_prepare(const bl_input &in) {
 }
 
 // Quantise one activation: round(127 x c / max|x c|) in [-127, 127].
-inline act_t bl_quantise(const engine_state &st, const bl_input &in, const bl_scalars &s, int j, i64 x) {
+inline act_t bl_quantise_value(const bl_scalars &s, i64 x, i64 c) {
     #pragma HLS INLINE
-    const i64 v = mul_exact(x, group_c_sel(st, in.grp_sel, in.k, j)) >> s.sh_q;
+    const i64 v = mul_exact(x, c) >> s.sh_q;
     i64 qv = rshift_round(mul_wide(v, s.q.m), s.q.s);
     if (qv > 127) qv = 127;
     if (qv < -127) qv = -127;
     return act_t(qv);
 }
 
-// Sums of squares for the output scale, on the first read.
-inline void bl_square_sums(const engine_state &st, const bl_input &in, const bl_scalars &s, int j, i64 x,
-                           u64 &sa, u64 &sx) {
+inline act_t bl_quantise(const engine_state &st, const bl_input &in, const bl_scalars &s, int j, i64 x) {
     #pragma HLS INLINE
-    const i64 xa = in.has_a ? mul_exact(x, group_a(st, in.grp_sel, j)) : x;
+    return bl_quantise_value(s, x, group_c_sel(st, in.grp_sel, in.k, j));
+}
+
+// Sums of squares for the output scale, on the first read.
+inline void bl_square_sums_value(const bl_scalars &s, i64 x, i64 xa, u64 &sa, u64 &sx) {
+    #pragma HLS INLINE
     const i64 na = xa >> s.sh_a;
     const i64 nx = x >> s.sh_x;
     sa += u64(mul_wide(na, na));
     sx += u64(mul_wide(nx, nx));
+}
+
+inline void bl_square_sums(const engine_state &st, const bl_input &in, const bl_scalars &s, int j, i64 x,
+                           u64 &sa, u64 &sx) {
+    #pragma HLS INLINE
+    bl_square_sums_value(s, x, in.has_a ? mul_exact(x, group_a(st, in.grp_sel, j)) : x, sa, sx);
 }
 
 // y_raw = acc * scale: max|x c| * (1/gamma) / 127 / sqrt(mean (x a)^2 + eps) * 2^FRAC.

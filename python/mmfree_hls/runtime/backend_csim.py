@@ -61,7 +61,6 @@ def library_dimensions(lib) -> tuple[tuple[int, int, int, int], int]:
     return tuple(v.value for v in vals), rc
 
 
-_FLOAT_P = ctypes.POINTER(ctypes.c_float)
 
 
 def _f32(a: np.ndarray, n: int, what: str) -> np.ndarray:
@@ -107,7 +106,8 @@ class CSimLibrary:
         self._lib = lib
         self._step = lib.mmfree_step
         self._step.restype = ctypes.c_int
-        self._step.argtypes = [_FLOAT_P, _FLOAT_P, _FLOAT_P, ctypes.c_void_p]
+        # plain addresses: .ctypes.data is an int, data_as() builds a ctypes object per call
+        self._step.argtypes = [ctypes.c_void_p] * 4
         lib.mmfree_cycles.restype = ctypes.c_ulonglong
         lib.mmfree_cycles.argtypes = []
         (self.d, self.L, self.e, self.V), rc = library_dimensions(lib)
@@ -115,7 +115,8 @@ class CSimLibrary:
             raise BackendUnavailableError(f"{self.path}: mmfree_info returned {rc}")
         self.weights = None if weights is None else np.ascontiguousarray(weights, dtype=np.uint8)
         self._x = np.zeros(self.d, np.float32)
-        self._logits = np.zeros(self.V, np.float32)
+        self._x_addr = self._x.ctypes.data
+        self._w_addr = None if self.weights is None else self.weights.ctypes.data
 
     @property
     def cycles(self) -> int:
@@ -129,8 +130,8 @@ class CSimLibrary:
         _f32(state, self.L * self.e, "state")
         _f32(logits, self.V, "logits")
         w = self.weights if weights is None else weights
-        return self._step(x_in.ctypes.data_as(_FLOAT_P), state.ctypes.data_as(_FLOAT_P),
-                          logits.ctypes.data_as(_FLOAT_P), None if w is None else w.ctypes.data)
+        return self._step(x_in.ctypes.data, state.ctypes.data, logits.ctypes.data,
+                          None if w is None else w.ctypes.data)
 
     def step(self, x, state) -> tuple[np.ndarray, np.ndarray]:
         """(x_t (d,), s_{t-1} (L, e)) -> (logits (V,), s_t (L, e)), float32 (new arrays)."""
@@ -139,9 +140,7 @@ class CSimLibrary:
         if s.size != self.L * self.e:
             raise AcceleratorError(f"state must hold {self.L} x {self.e} values, got shape {np.shape(state)}")
         logits = np.empty(self.V, np.float32)
-        w = self.weights
-        rc = self._step(self._x.ctypes.data_as(_FLOAT_P), s.ctypes.data_as(_FLOAT_P),
-                        logits.ctypes.data_as(_FLOAT_P), None if w is None else w.ctypes.data)
+        rc = self._step(self._x_addr, s.ctypes.data, logits.ctypes.data, self._w_addr)
         if rc != 0:
             raise AcceleratorError(f"{STEP_SYMBOL} returned {rc}: " + describe_status(rc))
         return logits, s.reshape(self.L, self.e)
