@@ -35,8 +35,9 @@ update the region's renderer here; a missing field is reported with its file):
               projected_tps,bound_tps,fraction_of_bound}; boards.json engine.flow marks model-only boards
 * streamed    streamed_370m.json: rows[].{packing,buffer_mb,csim_s_per_token,csim_peak_rss_mb,
               logit_cosine,argmax_agree}, reference_s_per_token, config
-* sweep       sweep_demo.json (bench_sweep.py, from runs/sweep_demo/results.jsonl): eval, last_run, by_act_bits,
-              default, greedy.{most_identical,of,cheapest,smallest_divergence_margin}, builds, points
+* sweep       sweep_demo.json (bench_sweep.py, from runs/sweep_demo/results.jsonl): eval, last_run, by_numeric,
+              boards, preset_point, cheapest_fitting, greedy.{most_identical,of,cheapest,smallest_divergence_margin},
+              resource_sources, builds, points
 """
 
 from __future__ import annotations
@@ -358,33 +359,40 @@ def render_streamed(results: Path) -> str:
 
 def render_sweep(results: Path) -> str:
     r = load("sweep_demo.json", results)
-    if r is None:
+    if r is None or "by_numeric" not in r.data:
         return pending("sweep_demo.json")
-    ev, last = r.get("eval"), r.get("last_run")
-    default = r.get("default")
-    ref = (default or r.get("greedy")["cheapest"])["ref_perplexity"]
+    ev, last, g = r.get("eval"), r.get("last_run"), r.get("greedy")
+    ref = (r.get("preset_point") or g["cheapest"])["ref_perplexity"]
     rows = []
-    for act, g in sorted(r.get("by_act_bits").items(), key=lambda kv: -int(kv[0])):
-        t, pp = g["top1"], g["perplexity"]
-        rows.append([f"{act}-bit activations", str(g["points"]),
+    for key, n in sorted(r.get("by_numeric").items()):
+        t, pp = n["top1"], n["perplexity"]
+        rows.append([f"`{key}`", str(n["points"]),
                      f"{100 * t[0]:.1f}–{100 * t[1]:.1f} %" if t[0] != t[1] else f"{100 * t[0]:.1f} %",
-                     f"{pp[0]:.2f}–{pp[1]:.2f}" if round(pp[0], 2) != round(pp[1], 2) else f"{pp[0]:.2f}"])
-    out = table(["points", "n", "top-1 agreement with the reference", f"perplexity (reference {ref:.2f})"], rows)
-    g = r.get("greedy")
+                     f"{pp[0]:.2f}–{pp[1]:.2f}" if round(pp[0], 2) != round(pp[1], 2) else f"{pp[0]:.2f}",
+                     f"{n['greedy_identical'][1]}/{g['of']}"])
+    out = table(["C-sim build", "points", "top-1 agreement with the reference", f"perplexity (reference {ref:.2f})",
+                 "greedy prompts identical"], rows)
+    fits = ", ".join(f"{b} {v['fit']}/{v['points']}" + (f" (over: {', '.join(sorted(v['over_budget']))})"
+                                                        if v["over_budget"] else "")
+                     for b, v in sorted(r.get("boards").items()))
     pts = []
-    for what, pt in (("default precision", default), (f"cheapest point with {g['most_identical']}/{g['of']} "
-                                                      "prompts identical (fewest DSP)", g["cheapest"])):
+    for what, pt in (("board preset", r.get("preset_point")), ("cheapest point that fits its board",
+                                                               r.get("cheapest_fitting")),
+                     (f"cheapest point with {g['most_identical']}/{g['of']} prompts identical", g["cheapest"])):
         if pt:
-            pts.append([what, f"`{pt['label']}`", f"{100 * pt['top1_agreement']:.1f} %", f"{pt['perplexity']:.2f}",
+            pts.append([what, f"`{pt['label']}`", pt["board"], f"{100 * pt['top1_agreement']:.1f} %",
                         f"{pt['greedy_identical_prompts']}/{pt['greedy_prompts']}",
-                        f"{pt['DSP']:,} DSP, {pt['LUT']:,} LUT ({pt['resource_source']})"])
-    out += "\n" + table(["", "point", "top-1", "perplexity", "greedy prompts identical", "resources"], pts)
+                        f"{pt['LUT']:,} LUT, {pt['DSP']:,} DSP, {pt['BRAM_18K']:,} BRAM_18K "
+                        f"({100 * pt['util_max']:.0f} % of the scarcest; {pt['resource_source']})",
+                        "yes" if pt["fits"] else "no: " + ", ".join(pt["over_budget"]),
+                        f"{pt['tokens_per_s']:,.0f}"])
+    out += "\n" + table(["", "point", "board", "top-1", "greedy identical", "resources (model estimate)", "fits",
+                         "tok/s (model)"], pts)
     margin = g.get("smallest_divergence_margin")
     wall = last.get("wall_s")
     out += (f"\n{r.get('points')} points, {r.get('builds')} g++ builds"
             + (f", {wall:.0f} s wall with {last.get('workers')} worker(s)" if wall and not last.get("skipped") else "")
-            + f"; resources: {', '.join(r.get('resource_sources'))}"
-            + ("" if r.get("fits_any") else "; no point fits the board") + ". "
+            + f"; points that fit their board: {fits}; resources: {', '.join(r.get('resource_sources'))}. "
             + (f"No point keeps all {g['of']} prompts identical: where the best points diverge, the "
                f"reference's own top-1 margin is {margin:.3f}, a near-tie any int8 rounding flip tips. "
                if g["most_identical"] < g["of"] and margin is not None else "")

@@ -117,22 +117,28 @@ def test_sweep_summary_reads_the_findings_from_the_results(tmp_path):
     out = tmp_path / "sweep"
     out.mkdir()
 
-    def row(label, act, dsp, top1, same, key, margin=None):
-        return {"label": label, "status": "ok", "choices": {"bitlinear.act_bits": act} if act else {},
+    def row(label, board, frac, util, fits, top1, same, key, margin=None, point=False):
+        return {"label": label, "status": "ok", "board": board, "tier": "on-chip", "packing": "2bit",
+                "knobs": {"frac_bits": frac, "sigmoid_table_bits": 10}, "choices": {"point": label} if point else {},
                 "top1_agreement": top1, "perplexity": 3 - top1, "ref_perplexity": 2.0, "greedy_prompts": 4,
-                "greedy_identical_prompts": same, "greedy_divergence_margin": margin, "DSP": dsp, "LUT": 10 * dsp,
-                "BRAM_18K": 1, "FF": 1, "latency_cycles": 1, "resource_source": "analytic", "fits": False,
-                "accuracy_key": key, "model": "demo"}
-    rows = [row("a", "8", 500, 0.99, 3, "k1", 0.05), row("b", "8", 300, 0.98, 3, "k2"),
-            row("c", "4", 100, 0.85, 1, "k3", 0.01), row("default", None, 900, 0.995, 3, "k4")]
+                "greedy_identical_prompts": same, "greedy_divergence_margin": margin, "DSP": 100, "LUT": 1000,
+                "BRAM_18K": 1, "FF": 1, "URAM": 0, "util_max": util, "fits": fits,
+                "over_budget": [] if fits else ["LUT"], "tokens_per_s": 10.0, "cycles_per_token": 5,
+                "resource_source": "analytic", "accuracy_key": key, "model": "demo"}
+    rows = [row("a", "pynq-z2", 20, 1.5, False, 0.99, 3, "k1", 0.05), row("b", "zcu104", 20, 0.4, True, 0.99, 3, "k1"),
+            row("c", "zcu104", 12, 0.3, True, 0.85, 1, "k2", 0.01), row("preset", "kv260", 16, 0.7, True, 0.995, 3,
+                                                                        "k3", point=True)]
     (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (out / "runs.jsonl").write_text(json.dumps({"wall_s": 12.0, "workers": 2, "skipped": 0}) + "\n")
     got = sweep.summarise(out, sweep.CONFIG)
-    assert got["builds"] == 4 and got["points"] == 4
-    assert got["by_act_bits"]["8"]["top1"] == [0.98, 0.99] and got["by_act_bits"]["4"]["points"] == 1
-    assert got["greedy"]["most_identical"] == 3 and got["greedy"]["cheapest"]["label"] == "b"
+    assert got["builds"] == 3 and got["points"] == 4
+    assert got["by_numeric"]["frac_bits=20 sigmoid_table_bits=10"] == {
+        "points": 2, "top1": [0.99, 0.99], "perplexity": [2.01, 2.01], "greedy_identical": [3, 3]}
+    assert got["boards"]["pynq-z2"] == {"points": 1, "fit": 0, "over_budget": {"LUT": 1}}
+    assert got["boards"]["zcu104"]["fit"] == 2 and got["cheapest_fitting"]["label"] == "c"
+    assert got["greedy"]["most_identical"] == 3 and got["greedy"]["cheapest"]["label"] == "b"   # util 0.4 < 0.7
     assert got["greedy"]["smallest_divergence_margin"] == 0.05      # among the points reaching 3/4
-    assert got["default"]["label"] == "default"
+    assert got["preset_point"]["label"] == "preset"
 
 
 def test_repository_paths_named_in_the_readme_exist():
