@@ -349,11 +349,13 @@ def render_streamed(results: Path) -> str:
     if row is None:
         return (f"_Not measured in this tree yet: `{COMMANDS['csim.json']} --with-370m` adds the 370M row to "
                 "`bench/results/csim.json`, then `make readme-figures`._\n")
-    return (table(["model", "C-sim", "numpy reference", "argmax vs reference", "cosine (min)", "state", "machine"],
+    floor = row.get("reference_float32_cosine_min")
+    return (table(["model", "C-sim", "numpy reference", "argmax vs reference", "cosine (min)",
+                   "reference vs itself, float32-rounded input (min)", "state", "machine"],
                   [[f"random 370M shape ({row['board']}, {row['tier']}, 2-bit)",
                     f"{row['csim_ms_per_token']:.0f} ms/token", f"{row['numpy_ms_per_token']:.0f} ms/token",
                     f"{row['argmax_same']}/{row['argmax_steps']}", f"{row['cosine_min']:.4f}",
-                    "the reference's, each step", r.machine]])
+                    "—" if floor is None else f"{floor:.4f}", "the reference's, each step", r.machine]])
             + f"\n`{COMMANDS['csim.json']} --with-370m`.\n")
 
 

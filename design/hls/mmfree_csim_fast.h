@@ -90,7 +90,7 @@ struct fast_src {
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 __attribute__((target_clones("avx2", "default")))
 #endif
-inline int32_t dot16(const int16_t *w, const int16_t *x, int n) {
+static int32_t dot16(const int16_t *w, const int16_t *x, int n) {
     int32_t acc = 0;
     for (int j = 0; j < n; j++)
         acc += int32_t(w[j]) * int32_t(x[j]);
