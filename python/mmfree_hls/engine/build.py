@@ -21,11 +21,11 @@ from typing import Optional, Sequence
 
 from . import codegen
 from .layout import build_image
+from ..hls_project import CSIM_LIBRARY
 from .presets import EnginePreset
 
 #: The engine's fixed sources (design/hls), shipped with the package.
 ENGINE_HEADERS = ("mmfree_engine.h", "mmfree_fixed.h", "mmfree_csim_fast.h")
-CSIM_LIBRARY = "csim/libmmfree_csim.so"
 #: -fvisibility=hidden / -fno-gnu-unique: several C-sim libraries in one process keep
 #: their own statics (engine state, tables); only the C ABI is exported.
 CXX_FLAGS = ("-std=c++14", "-fPIC", "-shared", "-Wall", "-Wextra", "-Wno-unknown-pragmas",

@@ -78,12 +78,12 @@ from typing import Iterable, Optional
 from ..config import ModelConfig
 from .codegen import sigmoid_tables
 from .layout import Shape
-from .presets import RESOURCES, TIERS, EnginePreset, PresetError, board_names, get_board, get_preset
+from .presets import (RESOURCES, TIERS, EnginePreset, PresetError, board_names, get_board, get_preset,
+                      model_preset, model_preset_names)
 from .reports import SOURCE_ANALYTIC, measured
 from .schedule import PIPELINE, param_lanes, token_cycles
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
-PRESETS_FILE = DATA_DIR / "model_presets.json"
 DEMO_MODEL = DATA_DIR / "demo_model"
 PUBLISHED = ("370M", "1.3B", "2.7B")
 
@@ -630,20 +630,12 @@ def estimate(cfg: ModelConfig, preset: EnginePreset, packing: str = "2bit", mode
 
 
 # ------------------------------------------------------------------ models and sweeps over boards
-def published_models(path: Path = PRESETS_FILE) -> dict[str, dict]:
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CostModelError(f"cannot read the model presets {path}: {e}") from None
-    return {k: v for k, v in data.items() if not k.startswith("_")}
-
-
 def resolve_model(spec: str) -> tuple[str, ModelConfig]:
     """'370M' | '1.3B' | '2.7B' (data/model_presets.json), 'demo' (the shipped model), a checkpoint
     directory or a config.json."""
-    presets = published_models()
+    presets = model_preset_names()
     if spec in presets:
-        return spec, ModelConfig.from_dict(presets[spec]["config"])
+        return spec, model_preset(spec)
     if spec == "demo":
         return "demo", ModelConfig.from_json(DEMO_MODEL / "config.json")
     p = Path(spec)
@@ -675,6 +667,3 @@ def records(models: Iterable[tuple[str, ModelConfig]], boards: Optional[Iterable
                     out.append(estimate(cfg, preset, p, name, project_dir))
     return out
 
-
-def board_flow(board: str) -> str:
-    return get_board(board).flow

@@ -23,8 +23,6 @@ BOARDS_ENV = "MMFREE_BOARDS"                 # path of a board table that replac
 TIERS = ("on-chip", "streamed")
 PACKINGS = {"2bit": 4, "1.6bit": 5}          # inputs per weight byte
 RESOURCES = ("LUT", "FF", "BRAM_18K", "URAM", "DSP")
-#: DSP48 operand widths by device family: the engine's products must fit one.
-DSP_OPERANDS = {"zynq7": (25, 18), "zynq_ultra": (27, 18), "pcie": (27, 18)}
 
 
 class PresetError(ValueError):
@@ -62,7 +60,7 @@ class EnginePreset:
     burst_beats: int = 16
     outstanding: int = 8
     fifo_words: int = 2048
-    frac_bits: int = 20              # fraction bits of every vector (32-bit values: range +-2048)
+    frac_bits: int = 22              # fraction bits of every vector (32-bit values: range +-512)
     sigmoid_table_bits: int = 10     # sigma table entries = 2^bits over [-8, 8)
 
     @property
