@@ -43,11 +43,12 @@ def timed(fn):
     return out, time.perf_counter() - t
 
 
-def measure(name: str, model: MMFreeLM, board: str, tier: str, tokens: int, rounds: int = 4) -> dict:
+def measure(name: str, model: MMFreeLM, board: str, tier: str, tokens: int, rounds: int = 4,
+            knobs: dict | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / name
-        project, t_cold = timed(lambda: convert(model, root, board=board, tier=tier, verbose=False))
-        _, t_cached = timed(lambda: convert(model, root, board=board, tier=tier, verbose=False))
+        project, t_cold = timed(lambda: convert(model, root, knobs, board=board, tier=tier, verbose=False))
+        _, t_cached = timed(lambda: convert(model, root, knobs, board=board, tier=tier, verbose=False))
         sim = project.csim()
         rng = np.random.default_rng(0)
         toks = rng.integers(0, model.config.vocab_size, tokens)
@@ -68,7 +69,7 @@ def measure(name: str, model: MMFreeLM, board: str, tier: str, tokens: int, roun
                 _, rs = model.decode_step(x, rs)
             t_ref += time.perf_counter() - t
         n = per_round * rounds
-        row = {"model": name, "board": board, "tier": tier, "d": model.config.d,
+        row = {"model": name, "board": board, "tier": tier, "knobs": dict(knobs or {}), "d": model.config.d,
                "layers": model.config.num_hidden_layers, "tokens": n,
                "convert_compile_s": round(t_cold, 2), "cached_convert_s": round(t_cached, 3),
                "csim_ms_per_token": round(1e3 * t_sim / n, 4), "numpy_ms_per_token": round(1e3 * t_ref / n, 4),

@@ -352,7 +352,8 @@ def render_streamed(results: Path) -> str:
     floor = row.get("reference_float32_cosine_min")
     return (table(["model", "C-sim", "numpy reference", "argmax vs reference", "cosine (min)",
                    "reference vs itself, float32-rounded input (min)", "state", "machine"],
-                  [[f"random 370M shape ({row['board']}, {row['tier']}, 2-bit)",
+                  [[f"random 370M shape ({row['board']}, {row['tier']}, 2-bit"
+                    + "".join(f", {k} {v}" for k, v in (row.get("knobs") or {}).items()) + ")",
                     f"{row['csim_ms_per_token']:.0f} ms/token", f"{row['numpy_ms_per_token']:.0f} ms/token",
                     f"{row['argmax_same']}/{row['argmax_steps']}", f"{row['cosine_min']:.4f}",
                     "—" if floor is None else f"{floor:.4f}", "the reference's, each step", r.machine]])

@@ -328,7 +328,7 @@ def synthetic_image(shape: Shape, seed: int = 0) -> np.ndarray:
             header(22)
             vector(shape.M)
         else:
-            header(0, 1 << 7, 23)                 # 1/γ = 2^23 · 2^-23
+            header(0, 1 << 7, 29)                 # 1/γ = 2^23 · 2^-29 = 1/64, about a trained 1/sqrt(n_in)
             tiles = rng.integers(0, 243 if shape.per == 5 else 256, (n_words - 1, R), dtype=np.uint8)
             words.append(tiles)
     img = np.concatenate(words, axis=0)

@@ -60,7 +60,7 @@ class EnginePreset:
     burst_beats: int = 16
     outstanding: int = 8
     fifo_words: int = 2048
-    frac_bits: int = 22              # fraction bits of every vector (32-bit values: range +-512)
+    frac_bits: int = 24              # fraction bits of every vector (32-bit values: range +-128)
     sigmoid_table_bits: int = 10     # sigma table entries = 2^bits over [-8, 8)
 
     @property
