@@ -622,6 +622,26 @@ void bitlinear(Src &src, engine_state &st, const bl_input &in, int n_in, int n_o
 template <class Src, class LogitSink>
 int compute_token(Src &src, engine_state &st, const float *x_in, float *state, LogitSink &logits, counters &ctr) {
     #pragma HLS ARRAY_PARTITION variable=SIG_ROM dim=1 complete
+    // Banking by the lanes that touch each vector in one cycle: V in the vector
+    // passes, PER in the MAC's first block, PARAM_LANES in read_vector.
+    #pragma HLS ARRAY_PARTITION variable=st.x cyclic factor=MMFREE_PER
+    #pragma HLS ARRAY_PARTITION variable=st.i cyclic factor=MMFREE_V
+    #pragma HLS ARRAY_PARTITION variable=st.f cyclic factor=MMFREE_V
+    #pragma HLS ARRAY_PARTITION variable=st.g cyclic factor=MMFREE_V
+    #pragma HLS ARRAY_PARTITION variable=st.u cyclic factor=MMFREE_V
+    #pragma HLS ARRAY_PARTITION variable=st.s cyclic factor=MMFREE_V dim=2
+    #pragma HLS ARRAY_PARTITION variable=st.o cyclic factor=MMFREE_VP
+    #pragma HLS ARRAY_PARTITION variable=st.z cyclic factor=MMFREE_VP
+    #pragma HLS ARRAY_PARTITION variable=st.lb cyclic factor=MMFREE_VQ
+    #pragma HLS ARRAY_PARTITION variable=st.gn cyclic factor=MMFREE_VQ
+    #pragma HLS ARRAY_PARTITION variable=st.attn.a cyclic factor=MMFREE_GQ
+    #pragma HLS ARRAY_PARTITION variable=st.attn.c0 cyclic factor=MMFREE_GQ
+    #pragma HLS ARRAY_PARTITION variable=st.attn.c1 cyclic factor=MMFREE_GQ
+    #pragma HLS ARRAY_PARTITION variable=st.attn.c2 cyclic factor=MMFREE_GQ
+    #pragma HLS ARRAY_PARTITION variable=st.mlp.a cyclic factor=MMFREE_GQ
+    #pragma HLS ARRAY_PARTITION variable=st.mlp.c0 cyclic factor=MMFREE_GQ
+    #pragma HLS ARRAY_PARTITION variable=st.o_grp.c0 cyclic factor=MMFREE_GQ
+    #pragma HLS ARRAY_PARTITION variable=st.z_grp.c0 cyclic factor=MMFREE_GQ
     bool bad = false;
     ctr.clipped = false;
     const pf inv_d = pf_make(MMFREE_INV_D_M, MMFREE_INV_D_E);

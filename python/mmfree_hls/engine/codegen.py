@@ -50,6 +50,11 @@ def config_header(cfg: ModelConfig, preset: EnginePreset, packing: str) -> str:
         "SIG_RANGE_LOG2": SIG_RANGE_LOG2,
         "HEADER_BYTES": HEADER_BYTES,
         "PARAM_LANES": param_lanes(shape.R),
+        # banks of the vectors: V (vector passes) with PER (MAC first block) for o and z,
+        # V with PARAM_LANES for lb/g_norm, PARAM_LANES with PER and V for the norm groups
+        "VP": max(preset.vector_lanes, shape.per),
+        "VQ": max(preset.vector_lanes, param_lanes(shape.R)),
+        "GQ": max(param_lanes(shape.R), shape.per, preset.vector_lanes),
         "MAX_PARAM_STEPS": shape.vec_words(max(cfg.d, cfg.input_dim, cfg.ffn_dim)) * (shape.R // 4 // param_lanes(shape.R)),
         # loop trip-count bounds of the one BitLinear unit (LOOP_TRIPCOUNT pragmas)
         "MAX_CG": max(shape.n_cg(n_in) for _, n_in, _ in shape.matrices()),
