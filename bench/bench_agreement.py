@@ -146,8 +146,8 @@ def main(argv=None) -> int:
     from mmfree_hls.tokenizer import load_tokenizer
 
     overlay = Path(args.overlay)
-    if not (overlay / "manifest.json").is_file() and overlay.resolve() == OVERLAY.resolve():
-        build_demo_overlay()
+    if overlay.resolve() == OVERLAY.resolve():
+        build_demo_overlay()        # up to date with the sources: `mmfree demo` rebuilds a stale package
     if not (overlay / "manifest.json").is_file():
         print(f"no overlay package at {overlay}: run `make demo` first (it writes overlays/pynq-z2/demo), "
               "or pass --overlay DIR", file=sys.stderr)
@@ -190,9 +190,9 @@ def main(argv=None) -> int:
 
 
 def build_demo_overlay() -> None:
-    """What `make demo` builds (hls_project/demo, overlays/pynq-z2/demo), without its sampled text."""
+    """What `make demo` builds (hls_project/demo, overlays/pynq-z2/demo), without its sampled text;
+    cached when nothing changed."""
     import subprocess
-    print("overlays/pynq-z2/demo is missing: building it with `mmfree demo`", flush=True)
     subprocess.run([sys.executable, "-m", "mmfree_hls", "demo", "--max-new-tokens", "1", "--check-tokens", "0"],
                    cwd=_common.ROOT, check=True, stdout=subprocess.DEVNULL)
 
