@@ -81,7 +81,7 @@ def test_grid_expands_to_the_cartesian_product_of_targets_and_knobs():
     spec = load_spec({
         "models": {"a": {"random": TINY}, "b": {"random": {**TINY, "hidden_size": 128}, "seed": 2}},
         "board": "zcu104", "base": {"sigmoid_table_bits": 8},
-        "grid": {"model": ["a", "b"], "frac_bits": [16, 20],
+        "grid": {"model": ["a", "b"], "frac_bits": [16, get_preset("pynq-z2", "on-chip").frac_bits],
                  "target": [{"label": "z2", "set": {"board": "pynq-z2", "vector_lanes": 2}},
                             {"label": "zcu", "set": {}}],
                  "vector_lanes": [4, 8]},
@@ -107,7 +107,7 @@ def test_grid_expands_to_the_cartesian_product_of_targets_and_knobs():
     for p in pts:
         groups.setdefault(p.accuracy_key, set()).add((p.model, *(p.knobs[k] for k in NUMERIC_KNOBS)))
     assert all(len(v) == 1 for v in groups.values())
-    assert len(groups) == len({v for s in groups.values() for v in s}) == 2 * 2 + 1 - 1   # extra shares (a, 20, 8)
+    assert len(groups) == len({v for s in groups.values() for v in s}) == 2 * 2 + 1 - 1   # extra shares (a, preset frac_bits, 8)
 
 
 def test_a_changed_engine_changes_every_hash(monkeypatch):
