@@ -65,6 +65,7 @@ static const int PER = MMFREE_PER;       // inputs per weight byte: 4 (2-bit) or
 static const int R = MMFREE_R;           // rows per tile = bytes per stream word
 static const int V = MMFREE_V;           // vector lanes
 static const int FRAC = MMFREE_FRAC;     // fraction bits of every vector
+static const int QMAX = MMFREE_QMAX;     // largest quantised activation: 127 (int8) or 2^(act_bits-1) - 1
 static const int VEC_BITS = 32;
 static const int VIEW_BITS = 25;        // the vector side of a product
 static const int SQ_BITS = 22;          // the view of a vector that is squared (sums stay in 64 bits)
@@ -391,7 +392,7 @@ inline bl_input make_input(int in_sel, int grp_sel, const group_params &g, int k
 struct bl_scalars {
     bool zero;        // x c is all zeros: y = 0
     int sh_q;         // v >> sh_q fits 25 bits
-    mant24 q;         // 127 / max|v|
+    mant24 q;         // QMAX / max|v|
     int sh_a, sh_x;   // narrowing shifts of the squares
 };
 
@@ -402,19 +403,19 @@ inline bl_scalars bl_prepare(const bl_input &in) {
     s.zero = mc == 0;
     s.sh_q = narrow_shift(mc, 25);
     const u64 m25 = mc >> s.sh_q;
-    s.q = pf_to_mant24(pf_mul(pf_recip(pf_make(m25 == 0 ? 1 : m25, 0)), pf_make(127, 0)));
+    s.q = pf_to_mant24(pf_mul(pf_recip(pf_make(m25 == 0 ? 1 : m25, 0)), pf_make(QMAX, 0)));
     s.sh_a = narrow_shift(in.st.ma, SQ_BITS);
     s.sh_x = narrow_shift(in.st.mx, SQ_BITS);
     return s;
 }
 
-// Quantise one activation: round(127 x c / max|x c|) in [-127, 127].
+// Quantise one activation: round(QMAX x c / max|x c|) in [-QMAX, QMAX] (QMAX = 127 for int8).
 inline act_t bl_quantise_value(const bl_scalars &s, i64 x, i64 c) {
     #pragma HLS INLINE
     const i64 v = mul_exact(x, c) >> s.sh_q;
     i64 qv = rshift_round(mul_wide(v, s.q.m), s.q.s);
-    if (qv > 127) qv = 127;
-    if (qv < -127) qv = -127;
+    if (qv > QMAX) qv = QMAX;
+    if (qv < -QMAX) qv = -QMAX;
     return act_t(qv);
 }
 
@@ -438,7 +439,7 @@ inline void bl_square_sums(const engine_state &st, const bl_input &in, const bl_
     bl_square_sums_value(s, x, in.has_a ? mul_exact(x, group_a(st, in.grp_sel, j)) : x, sa, sx);
 }
 
-// y_raw = acc * scale: max|x c| * (1/gamma) / 127 / sqrt(mean (x a)^2 + eps) * 2^FRAC.
+// y_raw = acc * scale: max|x c| * (1/gamma) / QMAX / sqrt(mean (x a)^2 + eps) * 2^FRAC.
 inline mant24 bl_out_scale(const bl_input &in, const bl_scalars &s, u64 sa, u64 sx, pf inv_gamma) {
     #pragma HLS INLINE
     const int ea = in.has_a ? in.ea : 0;
@@ -450,7 +451,7 @@ inline mant24 bl_out_scale(const bl_input &in, const bl_scalars &s, u64 sa, u64 
         eps = pf_mul(pf_add(mean_x, pf_make(MMFREE_EPS_M, MMFREE_EPS_E)), in.eps);
     }
     pf scale = pf_mul(pf_mul(mc, inv_gamma), pf_rsqrt(pf_add(mean_a, eps)));
-    scale = pf_mul(scale, pf_make(MMFREE_INV127_M, MMFREE_INV127_E));
+    scale = pf_mul(scale, pf_make(MMFREE_INVQ_M, MMFREE_INVQ_E));
     scale.e += FRAC;
     return pf_to_mant24(scale);
 }

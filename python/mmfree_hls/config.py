@@ -74,10 +74,18 @@ class ModelConfig:
     pad_token_id: Optional[int] = None
     max_position_embeddings: int = 2048
     model_type: str = MODEL_TYPE
+    #: Activation width of every BitLinear (a toolkit field, not in the reference config): the
+    #: reference's int8 is 8; narrower widths are a co-design knob, the same in numpy, QKeras and HLS.
+    act_bits: int = 8
     #: Reference-config keys we read but do not model (kept for round-trips).
     extra: dict = field(default_factory=dict, repr=False, compare=False)
 
     # ------------------------------------------------------------------ sizes
+    @property
+    def act_qmax(self) -> int:
+        """Largest quantised activation: 127 for int8 (2^(act_bits-1) - 1)."""
+        return (1 << (self.act_bits - 1)) - 1
+
     @property
     def d(self) -> int:
         return self.hidden_size
@@ -139,6 +147,8 @@ class ModelConfig:
         if self.use_short_conv:
             bad("use_short_conv", "short convolutions are not supported by this toolkit "
                                   "(the published hgrn_bit checkpoints use none); set it to false")
+        if not _is_int(self.act_bits) or not 2 <= self.act_bits <= 8:
+            bad("act_bits", "must be an integer from 2 to 8 (8: the reference's int8 activations)")
         if self.input_dim % self.num_heads:
             bad("num_heads", f"must divide hidden_size*expand_ratio = {self.input_dim}")
         if self.hidden_act not in ("swish", "silu"):

@@ -36,11 +36,12 @@ def silu(x: np.ndarray) -> np.ndarray:
     return x * sigmoid(x)
 
 
-def quantize_activations(x_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-token absmax int8. Returns (x_q int8, s float64 with a trailing axis of 1)."""
+def quantize_activations(x_hat: np.ndarray, qmax: int = ACT_QMAX) -> tuple[np.ndarray, np.ndarray]:
+    """Per-token absmax, int8 by default (qmax = 2^(bits-1) - 1 for narrower activations).
+    Returns (x_q int8, s float64 with a trailing axis of 1)."""
     absmax = np.max(np.abs(x_hat), axis=-1, keepdims=True)
-    s = ACT_QMAX / np.maximum(absmax, ACT_ABSMAX_FLOOR)
-    x_q = np.clip(np.round(x_hat * s), ACT_QMIN, ACT_QMAX).astype(np.int8)
+    s = qmax / np.maximum(absmax, ACT_ABSMAX_FLOOR)
+    x_q = np.clip(np.round(x_hat * s), -qmax - 1, qmax).astype(np.int8)
     return x_q, s
 
 
@@ -77,9 +78,9 @@ def ternary_accumulate(x_q: np.ndarray, w_q: np.ndarray) -> np.ndarray:
     return x_q.astype(np.int32) @ w_q.T.astype(np.int32)
 
 
-def bitlinear(x: np.ndarray, norm_weight: np.ndarray, w: TernaryWeight) -> np.ndarray:
+def bitlinear(x: np.ndarray, norm_weight: np.ndarray, w: TernaryWeight, qmax: int = ACT_QMAX) -> np.ndarray:
     """The BitLinear forward in integers: norm, quantise, accumulate, one rescale."""
     x_hat = rms_norm(x, norm_weight, BITLINEAR_NORM_EPS)
-    x_q, s = quantize_activations(x_hat)
+    x_q, s = quantize_activations(x_hat, qmax)
     acc = ternary_accumulate(x_q, w.w_q)
     return acc / (s * w.gamma)

@@ -125,7 +125,7 @@ class MMFreeLM:
 
     # ---------------------------------------------------------------- pieces
     def bitlinear(self, name: str, x: np.ndarray) -> np.ndarray:
-        return bitlinear(x, self.params[name + ".norm.weight"], self.ternary[name])
+        return bitlinear(x, self.params[name + ".norm.weight"], self.ternary[name], self.config.act_qmax)
 
     def _rms(self, x: np.ndarray, key: str) -> np.ndarray:
         return rms_norm(x, self.params[key], self.config.rms_norm_eps)

@@ -35,15 +35,15 @@ class Block:
         self.l = l
         self.use_lower_bound = cfg.use_lower_bound and l > 0
         self.attn_norm = RMSNorm(eps, name=f"l{l}_attn_norm")
-        self.i_proj = BitLinear(e, quantize, name=f"l{l}_i_proj")
-        self.f_proj = BitLinear(e, quantize, name=f"l{l}_f_proj")
-        self.g_proj = BitLinear(e, quantize, name=f"l{l}_g_proj")
+        self.i_proj = BitLinear(e, quantize, cfg.act_bits, name=f"l{l}_i_proj")
+        self.f_proj = BitLinear(e, quantize, cfg.act_bits, name=f"l{l}_f_proj")
+        self.g_proj = BitLinear(e, quantize, cfg.act_bits, name=f"l{l}_g_proj")
         self.g_norm = GatedRMSNorm(eps, name=f"l{l}_g_norm")
-        self.o_proj = BitLinear(d, quantize, name=f"l{l}_o_proj")
+        self.o_proj = BitLinear(d, quantize, cfg.act_bits, name=f"l{l}_o_proj")
         self.mlp_norm = RMSNorm(eps, name=f"l{l}_mlp_norm")
-        self.gate_proj = BitLinear(2 * m, quantize, name=f"l{l}_gate_proj")
+        self.gate_proj = BitLinear(2 * m, quantize, cfg.act_bits, name=f"l{l}_gate_proj")
         self.glu = GLU(name=f"l{l}_glu")
-        self.down_proj = BitLinear(d, quantize, name=f"l{l}_down_proj")
+        self.down_proj = BitLinear(d, quantize, cfg.act_bits, name=f"l{l}_down_proj")
         self.scan = MLGRUScan(self.use_lower_bound, name=f"l{l}_mlgru_scan")
 
     def channel_mix(self, x):
@@ -64,7 +64,7 @@ class MMFreeLMKeras(keras.Model):
         self._block_layers = [layer for b in self.blocks for layer in vars(b).values()
                               if isinstance(layer, keras.layers.Layer)]
         self.norm = RMSNorm(cfg.rms_norm_eps, name="norm")
-        self.lm_head = BitLinear(cfg.vocab_size, quantize, name="lm_head")
+        self.lm_head = BitLinear(cfg.vocab_size, quantize, cfg.act_bits, name="lm_head")
 
     def build(self, input_shape=None):
         L, e = self.cfg.num_hidden_layers, self.cfg.input_dim

@@ -17,7 +17,7 @@ import tensorflow as tf
 from qkeras.quantizers import BaseQuantizer
 from tensorflow import keras
 
-from ..config import (ACT_ABSMAX_FLOOR, ACT_QMAX, ACT_QMIN, BITLINEAR_NORM_EPS,
+from ..config import (ACT_ABSMAX_FLOOR, BITLINEAR_NORM_EPS,
                       WEIGHT_ABSMEAN_FLOOR)
 
 
@@ -73,17 +73,19 @@ class AbsMeanTernary(_STEQuantizer):
 
 
 class AbsMaxInt8(_STEQuantizer):
-    """x̂ → clip(round(x̂·s), −128, 127) / s with s = 127 / max(max|x̂|, 1e-5), per token."""
+    """x̂ → clip(round(x̂·s), −Q−1, Q) / s with s = Q / max(max|x̂|, 1e-5), per token;
+    Q = 127 for the reference's int8, 2^(bits−1) − 1 for narrower activations."""
 
-    def __init__(self):
-        super().__init__(bits=8)
+    def __init__(self, bits: int = 8):
+        super().__init__(bits=bits)
+        self.qmax = (1 << (bits - 1)) - 1
 
     def scale(self, x):
-        return ACT_QMAX / tf.maximum(tf.reduce_max(tf.abs(x), axis=-1, keepdims=True), ACT_ABSMAX_FLOOR)
+        return self.qmax / tf.maximum(tf.reduce_max(tf.abs(x), axis=-1, keepdims=True), ACT_ABSMAX_FLOOR)
 
     def __call__(self, x):
         s = self.scale(x)
-        return _ste(x, tf.clip_by_value(tf.round(x * s), ACT_QMIN, ACT_QMAX) / s)
+        return _ste(x, tf.clip_by_value(tf.round(x * s), -self.qmax - 1.0, float(self.qmax)) / s)
 
 
 # --------------------------------------------------------------------- layers
@@ -112,14 +114,15 @@ class BitLinear(keras.layers.Layer):
     ``norm`` is the BitLinear's own RMSNorm weight (ε = 1e-8).
     """
 
-    def __init__(self, units: int, quantize: bool = True, **kwargs):
+    def __init__(self, units: int, quantize: bool = True, act_bits: int = 8, **kwargs):
         super().__init__(**kwargs)
         self.units = int(units)
         # quantize=False gives the full-precision twin (same norm, same shapes)
         # used to measure what ternary weights cost in perplexity.
         self.quantize = bool(quantize)
+        self.act_bits = int(act_bits)
         self.weight_quantizer = AbsMeanTernary()
-        self.activation_quantizer = AbsMaxInt8()
+        self.activation_quantizer = AbsMaxInt8(self.act_bits)
 
     def build(self, input_shape):
         n_in = int(input_shape[-1])
@@ -147,7 +150,8 @@ class BitLinear(keras.layers.Layer):
         return tw.w_q, tw.gamma
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "quantize": self.quantize}
+        return {**super().get_config(), "units": self.units, "quantize": self.quantize,
+                "act_bits": self.act_bits}
 
 
 def mlgru_gates(i_pre, f_pre, lower_bound, use_lower_bound: bool):
