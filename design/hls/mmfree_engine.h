@@ -535,6 +535,9 @@ static const int MAX_RB = (MAX_OUT + R - 1) / R;
 template <class Src, class LogitStream>
 void bitlinear(Src &src, engine_state &st, const bl_input &in, int n_in, int n_out, bl_sink &sink,
                LogitStream &logits, counters &ctr) {
+    #pragma HLS ALLOCATION function instances=pf_mul limit=1
+    #pragma HLS ALLOCATION function instances=pf_norm limit=1
+    #pragma HLS ALLOCATION function instances=pf_add limit=1
     const int n_cg = (n_in + PER - 1) / PER;
     const int n_rb = (n_out + R - 1) / R;
     const pf inv_gamma = read_inv_gamma(src, ctr);

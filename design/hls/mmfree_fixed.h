@@ -107,7 +107,9 @@ inline i64 mul_wide(i64 a, i64 b) {
 
 // ------------------------------------------------------------------ scalar unit
 // Pseudo-float m * 2^e with m in [2^23, 2^24) (or 0). The scalar unit works
-// on these between matrices, a few operations per BitLinear.
+// on these between matrices, a few operations per BitLinear: pf_norm, pf_mul
+// and pf_add are not inlined and each is allocated once (ALLOCATION in the
+// BitLinear), so the 64-bit normalising shifters exist once, used in turn.
 struct pf {
     u64 m;
     int e;
@@ -116,7 +118,7 @@ struct pf {
 static const int PF_BITS = 24;
 
 inline pf pf_norm(u64 v, int e) {
-    #pragma HLS INLINE
+    #pragma HLS INLINE off
     pf r;
     if (v == 0) { r.m = 0; r.e = 0; return r; }
     const int bl = bitlen(v);
@@ -129,7 +131,7 @@ inline pf pf_make(u64 m, int e) { return pf_norm(m, e); }
 
 // 24 x 24 bits as two DSP-sized products (24 x 17 and 24 x 7).
 inline pf pf_mul(pf a, pf b) {
-    #pragma HLS INLINE
+    #pragma HLS INLINE off
     const typename uint<24>::t am = a.m;
     const typename uint<17>::t bh = b.m >> 7;
     const typename uint<7>::t bl = b.m & 0x7F;
@@ -138,7 +140,7 @@ inline pf pf_mul(pf a, pf b) {
 }
 
 inline pf pf_add(pf a, pf b) {
-    #pragma HLS INLINE
+    #pragma HLS INLINE off
     if (a.m == 0) return b;
     if (b.m == 0) return a;
     // align to the smaller exponent (at most 40 bits apart, else the smaller vanishes)

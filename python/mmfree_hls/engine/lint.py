@@ -55,7 +55,7 @@ WORD_LOOP_MAX = 64
 NUMERIC_KEYS = frozenset({"factor", "dim", "depth", "ii", "max_read_burst_length",
                           "max_write_burst_length", "num_read_outstanding", "num_write_outstanding",
                           "latency", "max_widen_bitwidth", "limit", "min", "max", "avg",
-                          "instances", "channel", "offset_bits"})
+                          "channel", "offset_bits"})      # ALLOCATION instances= names a function
 _CSIM_PATTERNS = (
     (re.compile(r"\bstd\s*::\s*(vector|cout|cerr|string|map|unique_ptr|shared_ptr|thread)\b"), "std::{0}"),
     (re.compile(r"\b(printf|fprintf|puts|fputs|malloc|calloc|realloc|free|exit|abort)\s*\("), "{0}()"),
