@@ -1,7 +1,7 @@
 """Test doubles for the host runtime (used by test_manifest / test_accelerator).
 
-* ``build_abi_stub``: a few lines of C++ exporting the contract-2 ABI
-  (``mmfree_step``, ``mmfree_info``) with simple, exactly reproducible
+* ``build_abi_stub``: a few lines of C++ exporting the C-sim ABI (version 2:
+  ``mmfree_abi``, ``mmfree_info``, ``mmfree_step``, ``mmfree_cycles``) with simple, exactly reproducible
   arithmetic. It tests the ctypes binding and the package plumbing, not the
   model: accuracy is tested against the real C-simulation library.
 * ``FakeMMIO`` + ``FakeAllocator`` + ``ReferenceDevice``: an AXI-Lite register
@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 from typing import Optional
@@ -33,33 +34,9 @@ AP_START, AP_DONE, AP_IDLE = 0x1, 0x2, 0x4
 STUB_SLEEP_MARK = 1234.5
 STUB_FAIL_MARK = -999.0
 
+#: The C-sim ABI (version 2): one step symbol for both tiers, the weight image last (NULL
+#: for the on-chip tier); simple arithmetic, plus the weights' first byte on logits[0].
 STUB_SOURCE = r"""
-#include <unistd.h>
-extern "C" int mmfree_info(int* d, int* L, int* e, int* V) {
-    *d = D; *L = L_; *e = E; *V = V_; return 0;
-}
-extern "C" int mmfree_step(const float* x, float* s, float* logits) {
-    if (x[0] == 1234.5f) usleep(SLEEP_US);
-    if (x[0] == -999.0f) return 7;
-    for (int l = 0; l < L_; ++l)
-        for (int i = 0; i < E; ++i)
-            s[l * E + i] = 0.5f * s[l * E + i] + x[i % D] + (float)l;
-    for (int v = 0; v < V_; ++v)
-        logits[v] = s[v % (L_ * E)] * (float)(v % 7 + 1);
-    return 0;
-}
-// The streamed tier's C-sim entry: the weight buffer in front; here its first byte is added
-// to logits[0] so a test can see the buffer arrived.
-extern "C" int mmfree_streamed_step(const unsigned char* w, const float* x, float* s, float* logits) {
-    int rc = mmfree_step(x, s, logits);
-    logits[0] += (float)w[0];
-    return rc;
-}
-"""
-
-#: ABI version 2 (the decode engine): one step symbol for both tiers, the weight image last
-#: (NULL for the on-chip tier); the same arithmetic, plus the weights' first byte on logits[0].
-STUB_SOURCE_V2 = r"""
 #include <unistd.h>
 static unsigned long long last_cycles = 0;
 extern "C" int mmfree_abi(void) { return 2; }
@@ -94,12 +71,12 @@ def tiny_model(seed: int = 0, **overrides) -> MMFreeLM:
 
 
 def build_abi_stub(out_dir: Path, d: int, L: int, e: int, V: int, sleep_us: int = 3_000_000,
-                   name: str = "libmmfree_csim.so", abi: int = 1) -> Path:
-    """A C-sim library with simple, exactly reproducible arithmetic (``stub_step``): ``abi=1``
-    the contract-2 symbols, ``abi=2`` the decode engine's (mmfree_abi, 4-argument mmfree_step)."""
+                   name: str = "libmmfree_csim.so") -> Path:
+    """A C-sim library of the engine's ABI with simple, exactly reproducible arithmetic
+    (``stub_step``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     src = out_dir / "abi_stub.cpp"
-    src.write_text({1: STUB_SOURCE, 2: STUB_SOURCE_V2}[abi])
+    src.write_text(STUB_SOURCE)
     lib = out_dir / name
     subprocess.run(["g++", "-O1", "-shared", "-fPIC", f"-DD={d}", f"-DL_={L}", f"-DE={e}",
                     f"-DV_={V}", f"-DSLEEP_US={sleep_us}", str(src), "-o", str(lib)], check=True)
@@ -717,6 +694,24 @@ class FakeBoard:
         return Clocks._instance.get_pl_clk(idx)
 
 
+def edit_manifest(root: Path, mutate) -> None:
+    """Apply ``mutate`` to an overlay's manifest.json in place."""
+    path = Path(root) / "manifest.json"
+    data = json.loads(path.read_text())
+    mutate(data)
+    path.write_text(json.dumps(data))
+
+
+def rehash_manifest(root: Path) -> None:
+    """Make the file table consistent again, so a deeper check has to catch the problem."""
+    from mmfree_hls.runtime.manifest import list_package_files, sha256_file
+
+    def m(d):
+        d["files"] = {rel: {"sha256": sha256_file(Path(root) / rel), "bytes": (Path(root) / rel).stat().st_size}
+                      for rel in list_package_files(Path(root))}
+    edit_manifest(root, m)
+
+
 def stub_overlay(out: Path, model, board: str = "pynq-z2", tier: str = "on-chip", packing: str = "2bit",
                  name: str = "stub", sleep_us: int = 0, **kwargs):
     """An overlay of ``model`` around the ABI-2 stub library, with the engine record (and, for the
@@ -733,6 +728,6 @@ def stub_overlay(out: Path, model, board: str = "pynq-z2", tier: str = "on-chip"
         weights = weights_buffer(build_image(model, packing, preset.R), Shape.of(c, packing, preset.R),
                                  preset.K, preset.port_bytes)
     lib = build_abi_stub(Path(out).parent / f"{Path(out).name}_lib", c.d, c.num_hidden_layers, c.state_size,
-                         c.vocab_size, sleep_us=sleep_us, abi=2)
+                         c.vocab_size, sleep_us=sleep_us)
     return build_overlay(out, model=model, board=board, name=name, csim_library=lib,
                          engine=engine_record(c, preset, packing), weights=weights, **kwargs)

@@ -223,7 +223,7 @@ def test_library_for_another_model_is_refused(tmp_path, stub_overlay):
     from mmfree_hls.engine.project import engine_record
     model = tiny_model(seed=2, **NARROW)
     c = model.config
-    wrong = build_abi_stub(tmp_path / "wrong", c.d, c.num_hidden_layers, c.state_size, c.vocab_size + 1, abi=2)
+    wrong = build_abi_stub(tmp_path / "wrong", c.d, c.num_hidden_layers, c.state_size, c.vocab_size + 1)
     with pytest.raises(ManifestError, match=r"compiled for d=64, L=2, e=64, V=65, not for this model"):
         build_overlay(tmp_path / "ov", model=model, board="pynq-z2", name="x", csim_library=wrong,
                       engine=engine_record(c, get_preset("pynq-z2", "on-chip"), "2bit"))

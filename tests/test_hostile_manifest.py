@@ -18,23 +18,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from host_helpers import build_abi_stub, tiny_model
-from mmfree_hls.overlay import build_overlay
+from host_helpers import edit_manifest, rehash_manifest, stub_overlay, tiny_model
 from mmfree_hls.runtime import ManifestError, load_manifest
-from mmfree_hls.runtime.manifest import list_package_files, sha256_file
 
 
 def make_overlay(tmp, seed: int, sleep_us: int = 0):
-    """A small on-chip overlay for pynq-z2 around the ABI-2 stub library (fast to build)."""
-    from mmfree_hls.engine.presets import get_preset
-    from mmfree_hls.engine.project import engine_record
+    """A small on-chip overlay for pynq-z2 around the ABI stub library (fast to build)."""
     model = tiny_model(seed=seed, hidden_size=64, intermediate_size=128)
-    c = model.config
-    lib = build_abi_stub(tmp / "lib", c.d, c.num_hidden_layers, c.state_size, c.vocab_size,
-                         sleep_us=sleep_us, abi=2)
-    build_overlay(tmp / "overlay", model=model, board="pynq-z2", name="tiny", csim_library=lib,
-                  engine=engine_record(c, get_preset("pynq-z2", "on-chip"), "2bit"),
-                  csim_sources=[tmp / "lib" / "abi_stub.cpp"])
+    stub_overlay(tmp / "overlay", model, board="pynq-z2", name="tiny", sleep_us=sleep_us,
+                 csim_sources=[tmp / "overlay_lib" / "abi_stub.cpp"])
     return tmp / "overlay"
 
 
@@ -50,18 +42,7 @@ def pkg(pristine, tmp_path):
     return root
 
 
-def edit(root, mutate):
-    path = root / "manifest.json"
-    data = json.loads(path.read_text())
-    mutate(data)
-    path.write_text(json.dumps(data))
-
-
-def rehash(root):
-    def m(d):
-        d["files"] = {rel: {"sha256": sha256_file(root / rel), "bytes": (root / rel).stat().st_size}
-                      for rel in list_package_files(root)}
-    edit(root, m)
+edit, rehash = edit_manifest, rehash_manifest
 
 
 # ------------------------------------------------------------- F4.1 / F4.2

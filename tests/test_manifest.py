@@ -1,16 +1,15 @@
 """Overlay packages: what the manifest records, and every kind of corruption refused."""
 
-import json
 import shutil
 
 import numpy as np
 import pytest
 
-from host_helpers import stub_overlay, tiny_model
+from host_helpers import edit_manifest, rehash_manifest, stub_overlay, tiny_model
 from mmfree_hls.engine.layout import Shape, build_image, weights_buffer
 from mmfree_hls.runtime import ManifestError, load_manifest
 from mmfree_hls.runtime.buffers import BufferLayout
-from mmfree_hls.runtime.manifest import list_package_files, sha256_file, vitis_register_map
+from mmfree_hls.runtime.manifest import sha256_file, vitis_register_map
 
 
 @pytest.fixture(scope="module")
@@ -34,19 +33,7 @@ def pkg(pristine, tmp_path):
     return root
 
 
-def edit(root, mutate):
-    path = root / "manifest.json"
-    data = json.loads(path.read_text())
-    mutate(data)
-    path.write_text(json.dumps(data))
-
-
-def rehash(root):
-    """Make the file table consistent again, so a deeper check has to catch the problem."""
-    def m(d):
-        d["files"] = {rel: {"sha256": sha256_file(root / rel), "bytes": (root / rel).stat().st_size}
-                      for rel in list_package_files(root)}
-    edit(root, m)
+edit, rehash = edit_manifest, rehash_manifest
 
 
 def refused(root, *patterns, exc=ManifestError):

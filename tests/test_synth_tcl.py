@@ -33,7 +33,7 @@ def project_template(tmp_path_factory):
     from mmfree_hls.engine.project import engine_record
     model = tiny_model(seed=11, hidden_size=64, intermediate_size=128)
     c = model.config
-    build_abi_stub(root / "csim", c.d, c.num_hidden_layers, c.state_size, c.vocab_size, abi=2)
+    build_abi_stub(root / "csim", c.d, c.num_hidden_layers, c.state_size, c.vocab_size)
     save_checkpoint(model, root / "model")
     (root / "mmfree_project.json").write_text(json.dumps(
         {"name": "demo", "top": "mmfree_engine", "tier": "on-chip", "board": "pynq-z2", "model": c.to_dict(),
