@@ -199,10 +199,18 @@ inline unsigned byte_codes(unsigned byte, int r) {
 #endif
 }
 
+// Bits of a signed value of magnitude up to v (compile time).
+constexpr int signed_bits(long long v) { return v ? 1 + signed_bits(v >> 1) : 1; }
+
+// A row's partial sum of PER activations, and a row's accumulator: sized from
+// the widest input, so the adders are as wide as the sums get (no 64-bit adders).
+static const int DOT_BITS = signed_bits((long long)PER * (QMAX + 1));
+typedef typename sint<DOT_BITS>::t dot_t;
+
 inline i64 ternary_dot(unsigned byte, int r, const act_t xq[PER]) {
     #pragma HLS INLINE
     const unsigned codes = byte_codes(byte, r);
-    i64 s = 0;
+    dot_t s = 0;
     DOT:
     for (int k = 0; k < PER; k++) {
         #pragma HLS UNROLL
@@ -531,6 +539,8 @@ static const int MAX_IN = (D > E ? (D > M ? D : M) : (E > M ? E : M));
 static const int MAX_CG = (MAX_IN + PER - 1) / PER;
 static const int MAX_OUT = (VOCAB > 2 * M ? VOCAB : 2 * M) > D ? (VOCAB > 2 * M ? VOCAB : 2 * M) : D;
 static const int MAX_RB = (MAX_OUT + R - 1) / R;
+static const int ACC_BITS = signed_bits((long long)(QMAX + 1) * MAX_CG * PER);
+typedef typename sint<ACC_BITS>::t acc_t;
 
 template <class Src, class LogitStream>
 void bitlinear(Src &src, engine_state &st, const bl_input &in, int n_in, int n_out, bl_sink &sink,
@@ -549,7 +559,7 @@ void bitlinear(Src &src, engine_state &st, const bl_input &in, int n_in, int n_o
 #if MMFREE_PER == 5
     #pragma HLS ARRAY_PARTITION variable=TRIT5_ROM dim=1 complete
 #endif
-    i64 acc[R], prev[R];
+    acc_t acc[R], prev[R];
     #pragma HLS ARRAY_PARTITION variable=acc complete
     #pragma HLS ARRAY_PARTITION variable=prev complete
     for (int r = 0; r < R; r++) {
