@@ -19,7 +19,7 @@ from typing import Optional
 import numpy as np
 
 from ..hls_project import CSIM_LIBRARY, PROJECT_FILE, read_project
-from .build import CXX_FLAGS, compile_csim, write_engine_sources
+from .build import compile_csim, write_engine_sources
 from .codegen import ABI_VERSION, TOP
 from .layout import HEADER_BYTES, Shape, build_image, region_stride, weights_buffer
 from .presets import EnginePreset, get_preset
@@ -62,6 +62,16 @@ def engine_record(cfg, preset: EnginePreset, packing: str) -> dict:
                     "region_bytes": region_stride(shape.words(), preset.port_bytes),
                     "weights_file": WEIGHTS_FILE})
     return rec
+
+
+#: Knobs an engine record carries that belong to the board's ports, not to the build.
+_PORT_KNOBS = ("tier", "ports", "port_bits", "burst_beats", "outstanding", "fifo_words")
+
+
+def preset_of(engine: dict) -> EnginePreset:
+    """The preset an engine record (of a project or a manifest) was built with."""
+    knobs = {k: v for k, v in engine["knobs"].items() if k not in _PORT_KNOBS}
+    return get_preset(engine["board"], engine["tier"], **knobs)
 
 
 def ports(cfg, preset: EnginePreset) -> list[dict]:
@@ -131,13 +141,6 @@ class EngineProject:
     def content_hash(self) -> str:
         return self.info.get("content_hash", "")
 
-    @property
-    def preset(self) -> EnginePreset:
-        knobs = dict(self.info["engine"]["knobs"])
-        for k in ("tier", "ports", "port_bits", "burst_beats", "outstanding", "fifo_words"):
-            knobs.pop(k, None)
-        return get_preset(self.info["board"], self.info["tier"], **knobs)
-
     def weights(self) -> Optional[np.ndarray]:
         """The streamed tier's weights buffer (None on chip)."""
         f = self.root / WEIGHTS_FILE
@@ -168,5 +171,5 @@ class EngineProject:
         return self._csim
 
 
-__all__ = ["EngineProject", "EngineShapeError", "write_project", "engine_record", "ports", "check_shape",
-           "CXX_FLAGS"]
+__all__ = ["EngineProject", "EngineShapeError", "write_project", "engine_record", "preset_of", "ports",
+           "check_shape"]

@@ -332,8 +332,8 @@ def _check_csim_abi(chk: _Checker, csim: dict, layout: BufferLayout) -> None:
 def _check_engine(chk: _Checker, data: dict, cfg: ModelConfig, layout: BufferLayout) -> None:
     """The engine section must be what our own code computes for its board, tier, packing and
     knobs: a manifest cannot choose offsets, sizes or port counts of its own."""
-    from ..engine.presets import PACKINGS, PresetError, get_preset
-    from ..engine.project import EngineShapeError, engine_record
+    from ..engine.presets import PACKINGS, PresetError
+    from ..engine.project import EngineShapeError, engine_record, preset_of
 
     eng = data["engine"]
     for key, kind in (("tier", str), ("board", str), ("packing", str), ("knobs", dict), ("abi", int)):
@@ -348,10 +348,8 @@ def _check_engine(chk: _Checker, data: dict, cfg: ModelConfig, layout: BufferLay
     if eng["abi"] != ABI_VERSION or data["csim"].get("abi", ABI_VERSION) != ABI_VERSION:
         chk.fail(f"engine.abi {eng['abi']!r}: this host speaks C-sim ABI version {ABI_VERSION}",
                  "re-create the package with this version of mmfree-hls")
-    knobs = {k: v for k, v in eng["knobs"].items()
-             if k not in ("tier", "ports", "port_bits", "burst_beats", "outstanding", "fifo_words")}
     try:
-        want = engine_record(cfg, get_preset(eng["board"], eng["tier"], **knobs), eng["packing"])
+        want = engine_record(cfg, preset_of(eng), eng["packing"])
     except (PresetError, EngineShapeError, TypeError, ValueError) as e:
         chk.fail(f"engine section does not describe a build this mmfree-hls can make: {e}")
     for key, value in want.items():
