@@ -1,7 +1,7 @@
 // C-simulation fast path of the engine (never synthesised: included only
 // outside __SYNTHESIS__ and without MMFREE_NO_FAST_CSIM).
 //
-// It runs compute_token() itself, unchanged, on a word source that reads the
+// It runs compute_pass() itself, unchanged, on a word source that reads the
 // weight image directly (no FIFOs) and that hands each BitLinear its weights
 // unpacked once to int8 rows. Activations are quantised by the same function,
 // accumulated as exact integers (order does not matter) and written back in
@@ -98,64 +98,85 @@ static int32_t dot16(const int16_t *w, const int16_t *x, int n) {
 }
 
 template <class LogitStream>
-void bitlinear(fast_src &src, engine_state &st, const bl_input &in, int n_in, int n_out, bl_sink &sink,
+void bitlinear(fast_src &src, engine_state &st, const bl_input &in, int n, int n_in, int n_out, bl_sink &sink,
                LogitStream &logits, counters &ctr) {
     const int n_cg = (n_in + PER - 1) / PER;
     const int n_rb = (n_out + R - 1) / R;
     const int n_in_pad = n_cg * PER;
     const pf inv_gamma = read_inv_gamma(src, ctr);
-    const bl_scalars s = bl_prepare(in);
-    static int16_t xq[MAX_CG * PER];    // int16: the dot product vectorises to pmaddwd (SSE2)
-    // i, f and g read the same vector with the same group: their sums of squares are the same
+    bl_scalars s[N];
+    bl_prepare_lanes(in, n, s, ctr);
+    static int16_t xq[N][MAX_CG * PER];  // int16: the dot product vectorises to pmaddwd (SSE2)
+    // i, f and g read the same vectors with the same group: their sums of squares are the same
     // integers, so the second and third reuse the first's (nothing writes the input in between:
     // only a plain write-back came since, and it never targets an input vector).
     static bool sums_valid = false;
-    static int sums_in = -1, sums_grp = -1, sums_sha = -1, sums_shx = -1;
-    static u64 sums_a = 0, sums_x = 0;
-    const bool reuse = sums_valid && sums_in == in.in_sel && sums_grp == in.grp_sel && sums_sha == s.sh_a &&
-                       sums_shx == s.sh_x;
+    static int sums_in = -1, sums_grp = -1, sums_n = -1;
+    static int sums_sha[N], sums_shx[N];
+    static u64 sums_a[N], sums_x[N];
+    bool reuse = sums_valid && sums_in == in.in_sel && sums_grp == in.grp_sel && sums_n == n;
+    for (int t = 0; t < n && reuse; t++)
+        reuse = sums_sha[t] == s[t].sh_a && sums_shx[t] == s[t].sh_x;
     // the selectors resolved once per call (C-sim only): the same arithmetic on the same values
-    const vec_t *xv = in.in_sel == IN_X ? st.x : (in.in_sel == IN_O ? st.o : st.z);
     const group_params &g = in.grp_sel == GRP_ATTN ? st.attn : in.grp_sel == GRP_MLP ? st.mlp
                           : in.grp_sel == GRP_O ? st.o_grp : st.z_grp;
     const norm_t *cv = in.k == 0 ? g.c0 : (in.k == 1 ? g.c1 : g.c2);
-    u64 sa = 0, sx = 0;
-    for (int j = 0; j < n_in; j++) {
-        const i64 x = xv[j];
-        xq[j] = s.zero ? act_t(0) : bl_quantise_value(s, x, cv[j]);
-        if (!reuse)
-            bl_square_sums_value(s, x, in.has_a ? mul_exact(x, g.a[j]) : x, sa, sx);
-    }
-    for (int j = n_in; j < n_in_pad; j++)
-        xq[j] = 0;
-    if (reuse) {
-        sa = sums_a;
-        sx = sums_x;
+    u64 sa[N], sx[N];
+    for (int t = 0; t < n; t++) {
+        const vec_t *xv = in.in_sel == IN_X ? st.x[t] : (in.in_sel == IN_O ? st.o[t] : st.z[t]);
+        sa[t] = sx[t] = 0;
+        for (int j = 0; j < n_in; j++) {
+            const i64 x = xv[j];
+            xq[t][j] = s[t].zero ? act_t(0) : bl_quantise_value(s[t], x, cv[j]);
+            if (!reuse)
+                bl_square_sums_value(s[t], x, in.has_a ? mul_exact(x, g.a[j]) : x, sa[t], sx[t]);
+        }
+        for (int j = n_in; j < n_in_pad; j++)
+            xq[t][j] = 0;
+        if (reuse) {
+            sa[t] = sums_a[t];
+            sx[t] = sums_x[t];
+        }
+        sums_sha[t] = s[t].sh_a;
+        sums_shx[t] = s[t].sh_x;
+        sums_a[t] = sa[t];
+        sums_x[t] = sx[t];
     }
     sums_valid = sink.kind == SINK_PLAIN;
     sums_in = in.in_sel;
     sums_grp = in.grp_sel;
-    sums_sha = s.sh_a;
-    sums_shx = s.sh_x;
-    sums_a = sa;
-    sums_x = sx;
+    sums_n = n;
     const int16_t *wrows = src.matrix(n_rb * R, n_in_pad, (size_t)n_rb * n_cg);
-    const mant24 sc = bl_out_scale(in, s, sa, sx, inv_gamma);
+    mant24 sc[N];
+    bl_out_scale_lanes(in, n, s, sa, sx, inv_gamma, sc, ctr);
+    i64 y[N];
     for (int row = 0; row < n_out; row++) {
-        const int32_t acc = dot16(wrows + (size_t)row * n_in_pad, xq, n_in_pad);
-        sink_put(st, sink, logits, row, s.zero ? i64(0) : bl_rescale(acc, sc), ctr);
+        const int16_t *wr = wrows + (size_t)row * n_in_pad;   // one row, every lane: read once
+        for (int t = 0; t < n; t++)
+            y[t] = s[t].zero ? i64(0) : bl_rescale(dot16(wr, xq[t], n_in_pad), sc[t]);
+        sink_put(st, sink, logits, n, row, y, ctr);
     }
-    // the same cycles the stream schedule counts
-    MMFREE_COUNT(ctr, SCALAR_RECIP + n_cg + DEPTH_MAC + SCALAR_RSQRT + (n_rb - 1) * n_cg + R + DEPTH_MAC);
+    // the same cycles the stream schedule counts (the scalar unit's were counted per lane above)
+    MMFREE_COUNT(ctr, n_cg + DEPTH_MAC + (n_rb - 1) * n_cg + R + DEPTH_MAC);
 }
 
-struct float_writer {           // logits straight into the host's buffer
-    float *out;
+// The logits writer of the C-simulation: the same top-k as the top's, and the
+// rows straight into the host's buffer (row-major, N lanes a row) when asked.
+struct fast_logits {
+    float *out;                 // VOCAB x N, or NULL: top-k only
+    topk_list top[N];
     int n;
-    void write(float v) { out[n++] = v; }
+    int row;
+    void write(const logit_row &r) {
+        if (out)
+            memcpy(out + (size_t)row * N, r.v, sizeof(r.v));
+        topk_row(top, r, row, n);
+        row++;
+    }
 };
 
-inline int fast_step(const float *x_in, float *state, float *logits, const unsigned char *weights,
+inline int fast_pass(int n, int mode, int slot, unsigned load_mask, unsigned store_mask, const float *x_in,
+                     float *state, float *logits, uint64_t *top, const unsigned char *weights,
                      engine_state &st, counters &ctr_out) {
 #if MMFREE_K
     const uint8_t *image = weights;
@@ -163,7 +184,7 @@ inline int fast_step(const float *x_in, float *state, float *logits, const unsig
     (void)weights;
     const uint8_t *image = MMFREE_IMAGE;
 #endif
-    // int8 copies of the weights, keyed by the image they came from
+    // int16 copies of the weights, keyed by the image they came from
     static std::vector<std::vector<int16_t> > unpacked;
     static const uint8_t *unpacked_from = NULL;
     static uint8_t first_word[R];
@@ -176,8 +197,15 @@ inline int fast_step(const float *x_in, float *state, float *logits, const unsig
         memcpy(first_word, probe, R);
     }
     counters ctr = {0, false};
-    float_writer sink = {logits, 0};
-    const int status = compute_token(src, st, x_in, state, sink, ctr);
+    fast_logits sink;
+    sink.out = (mode & MODE_FULL_LOGITS) ? logits : NULL;
+    sink.n = n;
+    sink.row = 0;
+    for (int t = 0; t < N; t++)
+        topk_clear(sink.top[t]);
+    const int status = compute_pass(src, st, n, mode, slot, load_mask, store_mask, x_in, state, sink, ctr);
+    if (mode & MODE_HEAD)
+        topk_store(sink.top, top);
     ctr_out = ctr;
     return status;
 }

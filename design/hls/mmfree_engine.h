@@ -70,6 +70,9 @@ static const int VEC_BITS = 32;
 static const int VIEW_BITS = 25;        // the vector side of a product
 static const int SQ_BITS = 22;          // the view of a vector that is squared (sums stay in 64 bits)
 static const int NORM_FIELDS = R / 4;    // 32-bit vector values per stream word
+static const int N = MMFREE_LANES;       // token lanes: activation vectors every weight word meets
+static const int B = MMFREE_SLOTS;       // recurrent-state slots kept on chip between passes
+static const int TOPK = MMFREE_TOPK;     // entries of the device-side top-k, per lane
 
 typedef ap_uint<8 * R> word_t;
 typedef int32_t vec_t;                   // holds a VEC_BITS-bit value
@@ -88,6 +91,11 @@ static const int SCALAR_RSQRT = MMFREE_SCALAR_RSQRT;
 // Status bits returned by the top.
 static const int STATUS_NONFINITE = 1;   // x_in or state held NaN/Inf
 static const int STATUS_SATURATED = 2;   // a vector value clipped at VEC_BITS
+
+// Mode bits of a pass (one read of the weight stream).
+static const int MODE_PREFILL = 1;       // lanes = consecutive tokens of the sequence in `slot`
+static const int MODE_HEAD = 2;          // run the LM head (else its words are never fetched)
+static const int MODE_FULL_LOGITS = 4;   // write every logit (else only the top-k)
 
 struct counters {
     u64 cycles;
@@ -207,9 +215,8 @@ constexpr int signed_bits(long long v) { return v ? 1 + signed_bits(v >> 1) : 1;
 static const int DOT_BITS = signed_bits((long long)PER * (QMAX + 1));
 typedef typename sint<DOT_BITS>::t dot_t;
 
-inline i64 ternary_dot(unsigned byte, int r, const act_t xq[PER]) {
+inline i64 ternary_dot(unsigned codes, const act_t xq[PER]) {
     #pragma HLS INLINE
-    const unsigned codes = byte_codes(byte, r);
     dot_t s = 0;
     DOT:
     for (int k = 0; k < PER; k++) {
@@ -317,12 +324,30 @@ inline void stats_clear(vec_stats &s) {
 }
 
 
-// Vectors of the step (on chip; partitioned by the lanes that read them).
+// Float32 round trip of a state value: rounded to 24 significant bits, as the
+// host's float buffer holds it. A state that stays on chip between passes is
+// kept on this grid, so a sequence decoded in slots (or prefilled in chunks)
+// is bit-identical to one whose state goes through the host every token.
+inline i64 float_grid(i64 v, bool &clipped) {
+    #pragma HLS INLINE
+    const u64 a = absval(v);
+    const int bl = bitlen(a);
+    if (bl <= 24)
+        return v;
+    const int sh = bl - 24;
+    const i64 r = i64(((a + (u64(1) << (sh - 1))) >> sh) << sh);
+    return sat<VEC_BITS>(v < 0 ? -r : r, clipped);
+}
+
+// Vectors of a pass (on chip). Every per-token vector exists once per lane
+// (dim 1, completely partitioned: the MAC unit reads and writes all lanes a
+// cycle); the recurrent states once per slot, kept between passes.
 struct engine_state {
-    vec_t x[D];
-    vec_t i[E], f[E], g[E], o[E];
-    vec_t u[2 * M], z[M];
-    vec_t s[L][E];
+    vec_t x[N][D];
+    vec_t i[N][E], f[N][E], g[N][E], o[N][E];
+    vec_t u[N][2 * M], z[N][M];
+    vec_t s[B][L][E];
+    u64 s_max[B][L];             // max |s| of each slot's layer state (block shift of the next pass)
     norm_t lb[E], gn[E];         // lower bound (2^-23 units), g_norm weight
     group_params attn, mlp;      // attn also holds the head's group at the end
     group_params o_grp, z_grp;   // c = n_o, n_down (no preceding norm)
@@ -334,9 +359,9 @@ static const int IN_X = 0, IN_O = 1, IN_Z = 2;                  // input vector
 static const int GRP_ATTN = 0, GRP_MLP = 1, GRP_O = 2, GRP_Z = 3; // norm group
 static const int OUT_I = 0, OUT_F = 1, OUT_G = 2, OUT_U = 3;    // plain write-back target
 
-inline i64 input_value(const engine_state &st, int sel, int j) {
+inline i64 input_value(const engine_state &st, int sel, int t, int j) {
     #pragma HLS INLINE
-    return sel == IN_X ? i64(st.x[j]) : (sel == IN_O ? i64(st.o[j]) : i64(st.z[j]));
+    return sel == IN_X ? i64(st.x[t][j]) : (sel == IN_O ? i64(st.o[t][j]) : i64(st.z[t][j]));
 }
 
 inline norm_t group_a(const engine_state &st, int sel, int j) {
@@ -352,15 +377,15 @@ inline norm_t group_c_sel(const engine_state &st, int sel, int k, int j) {
 }
 
 // ------------------------------------------------------------------ BitLinear
-// What the input of one BitLinear brings: which vector and norm group, and
-// the group's scalars and the vector's statistics.
+// What the input of one BitLinear brings: which vector and norm group, the
+// group's scalars, and per lane the vector's statistics and eps term.
 struct bl_input {
     int in_sel, grp_sel;
     int k;            // which consumer of the group (c_k)
     bool has_a;
     int ea, ec;       // exponents of a and c_k
-    vec_stats st;
-    pf eps;           // the eps term under the output 1/sqrt (scaled to the vector's units)
+    vec_stats st[N];
+    pf eps[N];        // the eps term under the output 1/sqrt (scaled to the vector's units)
     pf inv_n;
 };
 
@@ -380,23 +405,24 @@ inline void stats_update(vec_stats &s, const engine_state &st, int grp_sel, bool
     }
 }
 
-inline bl_input make_input(int in_sel, int grp_sel, const group_params &g, int k, const vec_stats &stats,
-                            pf eps, pf inv_n) {
+inline void make_input(bl_input &in, int in_sel, int grp_sel, const group_params &g, int k,
+                       const vec_stats stats[N], const pf eps[N], pf inv_n) {
     #pragma HLS INLINE
-    bl_input in;
     in.in_sel = in_sel;
     in.grp_sel = grp_sel;
     in.k = k;
     in.has_a = g.has_a;
     in.ea = g.ea;
     in.ec = g.ec[k];
-    in.st = stats;
-    in.eps = eps;
+    for (int t = 0; t < N; t++) {
+        #pragma HLS UNROLL
+        in.st[t] = stats[t];
+        in.eps[t] = eps[t];
+    }
     in.inv_n = inv_n;
-    return in;
 }
 
-// Quantiser and output-scale scalars of one BitLinear.
+// Quantiser and output-scale scalars of one BitLinear, one lane.
 struct bl_scalars {
     bool zero;        // x c is all zeros: y = 0
     int sh_q;         // v >> sh_q fits 25 bits
@@ -404,16 +430,16 @@ struct bl_scalars {
     int sh_a, sh_x;   // narrowing shifts of the squares
 };
 
-inline bl_scalars bl_prepare(const bl_input &in) {
+inline bl_scalars bl_prepare(const vec_stats &st, int k) {
     #pragma HLS INLINE
     bl_scalars s;
-    const u64 mc = in.st.mc[in.k];
+    const u64 mc = st.mc[k];
     s.zero = mc == 0;
     s.sh_q = narrow_shift(mc, 25);
     const u64 m25 = mc >> s.sh_q;
     s.q = pf_to_mant24(pf_mul(pf_recip(pf_make(m25 == 0 ? 1 : m25, 0)), pf_make(QMAX, 0)));
-    s.sh_a = narrow_shift(in.st.ma, SQ_BITS);
-    s.sh_x = narrow_shift(in.st.mx, SQ_BITS);
+    s.sh_a = narrow_shift(st.ma, SQ_BITS);
+    s.sh_x = narrow_shift(st.mx, SQ_BITS);
     return s;
 }
 
@@ -427,11 +453,6 @@ inline act_t bl_quantise_value(const bl_scalars &s, i64 x, i64 c) {
     return act_t(qv);
 }
 
-inline act_t bl_quantise(const engine_state &st, const bl_input &in, const bl_scalars &s, int j, i64 x) {
-    #pragma HLS INLINE
-    return bl_quantise_value(s, x, group_c_sel(st, in.grp_sel, in.k, j));
-}
-
 // Sums of squares for the output scale, on the first read.
 inline void bl_square_sums_value(const bl_scalars &s, i64 x, i64 xa, u64 &sa, u64 &sx) {
     #pragma HLS INLINE
@@ -441,22 +462,16 @@ inline void bl_square_sums_value(const bl_scalars &s, i64 x, i64 xa, u64 &sa, u6
     sx += u64(mul_wide(nx, nx));
 }
 
-inline void bl_square_sums(const engine_state &st, const bl_input &in, const bl_scalars &s, int j, i64 x,
-                           u64 &sa, u64 &sx) {
-    #pragma HLS INLINE
-    bl_square_sums_value(s, x, in.has_a ? mul_exact(x, group_a(st, in.grp_sel, j)) : x, sa, sx);
-}
-
 // y_raw = acc * scale: max|x c| * (1/gamma) / QMAX / sqrt(mean (x a)^2 + eps) * 2^FRAC.
-inline mant24 bl_out_scale(const bl_input &in, const bl_scalars &s, u64 sa, u64 sx, pf inv_gamma) {
+inline mant24 bl_out_scale(const bl_input &in, int t, const bl_scalars &s, u64 sa, u64 sx, pf inv_gamma) {
     #pragma HLS INLINE
     const int ea = in.has_a ? in.ea : 0;
-    const pf mc = pf_make(in.st.mc[in.k], -(FRAC + in.ec));
+    const pf mc = pf_make(in.st[t].mc[in.k], -(FRAC + in.ec));
     const pf mean_a = pf_mul(pf_make(sa, 2 * s.sh_a - 2 * (FRAC + ea)), in.inv_n);
-    pf eps = in.eps;
+    pf eps = in.eps[t];
     if (in.has_a) { // the preceding RMSNorm's own eps: 1e-8 (mean x^2 + eps)
         const pf mean_x = pf_mul(pf_make(sx, 2 * s.sh_x - 2 * FRAC), in.inv_n);
-        eps = pf_mul(pf_add(mean_x, pf_make(MMFREE_EPS_M, MMFREE_EPS_E)), in.eps);
+        eps = pf_mul(pf_add(mean_x, pf_make(MMFREE_EPS_M, MMFREE_EPS_E)), in.eps[t]);
     }
     pf scale = pf_mul(pf_mul(mc, inv_gamma), pf_rsqrt(pf_add(mean_a, eps)));
     scale = pf_mul(scale, pf_make(MMFREE_INVQ_M, MMFREE_INVQ_E));
@@ -469,10 +484,11 @@ inline i64 bl_rescale(i64 acc, const mant24 &sc) {
     return rshift_round(mul_wide(acc, sc.m), sc.s);
 }
 
-// Write-back target of the one BitLinear unit, one row a cycle: a plain
-// vector (tracks max|y|), the residual stream (x += y, statistics for the
-// next consumers) or the logits (float32 through a stream). One unit serves
-// every projection, so the kind is data, not a type: a 3-way mux.
+// Write-back target of the one BitLinear unit, one row of every lane a
+// cycle: a plain vector (tracks max|y|), the residual stream (x += y,
+// statistics for the next consumers) or the logits (a row of N float32
+// through a stream). One unit serves every projection, so the kind is data,
+// not a type: a 3-way mux.
 static const int SINK_PLAIN = 0;
 static const int SINK_RESIDUAL = 1;
 static const int SINK_LOGITS = 2;
@@ -483,41 +499,60 @@ struct bl_sink {
     int grp_sel;                // residual: the next consumers' norm group (GRP_ATTN or GRP_MLP)
     bool has_a;
     int n_c;
-    vec_stats st;               // residual: statistics on write
-    u64 amax;                   // plain: max |y|
+    vec_stats st[N];            // residual: statistics on write, per lane
+    u64 amax[N];                // plain: max |y|, per lane
 };
 
-inline bl_sink make_sink(int kind, int out_sel, int grp_sel, const group_params &g) {
+inline void make_sink(bl_sink &s, int kind, int out_sel, int grp_sel, const group_params &g) {
     #pragma HLS INLINE
-    bl_sink s;
     s.kind = kind;
     s.out_sel = out_sel;
     s.grp_sel = grp_sel;
     s.has_a = g.has_a;
     s.n_c = g.n_c;
-    stats_clear(s.st);
-    s.amax = 0;
-    return s;
+    for (int t = 0; t < N; t++) {
+        #pragma HLS UNROLL
+        stats_clear(s.st[t]);
+        s.amax[t] = 0;
+    }
 }
 
+// One row of logits, every lane: the word the logits writer takes a cycle.
+struct logit_row {
+    float v[N];
+};
 
+// Row `row` of every active lane (t < n); inactive lanes are left alone.
 template <class LogitStream>
-inline void sink_put(engine_state &st, bl_sink &s, LogitStream &logits, int row, i64 y, counters &ctr) {
+inline void sink_put(engine_state &st, bl_sink &s, LogitStream &logits, int n, int row, const i64 y[N],
+                     counters &ctr) {
     #pragma HLS INLINE
     if (s.kind == SINK_LOGITS) {
-        logits.write(fixed_to_float(sat<VEC_BITS>(y, ctr.clipped)));
-    } else if (s.kind == SINK_RESIDUAL) {
-        const i64 v = sat<VEC_BITS>(i64(st.x[row]) + y, ctr.clipped);
-        st.x[row] = vec_t(v);
-        stats_update(s.st, st, s.grp_sel, s.has_a, s.n_c, row, v);
-    } else {
-        const i64 v = sat<VEC_BITS>(y, ctr.clipped);
-        if (s.out_sel == OUT_I) st.i[row] = vec_t(v);
-        else if (s.out_sel == OUT_F) st.f[row] = vec_t(v);
-        else if (s.out_sel == OUT_G) st.g[row] = vec_t(v);
-        else st.u[row] = vec_t(v);
-        const u64 a = absval(v);
-        if (a > s.amax) s.amax = a;
+        logit_row lr;
+        for (int t = 0; t < N; t++) {
+            #pragma HLS UNROLL
+            lr.v[t] = t < n ? fixed_to_float(sat<VEC_BITS>(y[t], ctr.clipped)) : 0.0f;
+        }
+        logits.write(lr);
+        return;
+    }
+    for (int t = 0; t < N; t++) {
+        #pragma HLS UNROLL
+        if (t < n) {
+            if (s.kind == SINK_RESIDUAL) {
+                const i64 v = sat<VEC_BITS>(i64(st.x[t][row]) + y[t], ctr.clipped);
+                st.x[t][row] = vec_t(v);
+                stats_update(s.st[t], st, s.grp_sel, s.has_a, s.n_c, row, v);
+            } else {
+                const i64 v = sat<VEC_BITS>(y[t], ctr.clipped);
+                if (s.out_sel == OUT_I) st.i[t][row] = vec_t(v);
+                else if (s.out_sel == OUT_F) st.f[t][row] = vec_t(v);
+                else if (s.out_sel == OUT_G) st.g[t][row] = vec_t(v);
+                else st.u[t][row] = vec_t(v);
+                const u64 a = absval(v);
+                if (a > s.amax[t]) s.amax[t] = a;
+            }
+        }
     }
 }
 
@@ -529,12 +564,35 @@ pf read_inv_gamma(Src &src, counters &ctr) {
     return pf_make(u64(uint16_t(word_field(h, 0))) | (u64(word_field(h, 1)) << 16), -word_field(h, 2));
 }
 
-// The BitLinear unit: n_out x n_in ternary weights in R x PER tiles, on the stream.
+// The lanes' quantiser scalars: the one scalar unit, one lane after another.
+inline void bl_prepare_lanes(const bl_input &in, int n, bl_scalars s[N], counters &ctr) {
+    PREPARE:
+    for (int t = 0; t < N; t++) {
+        if (t < n) {
+            s[t] = bl_prepare(in.st[t], in.k);
+            MMFREE_COUNT(ctr, SCALAR_RECIP);
+        }
+    }
+}
+
+inline void bl_out_scale_lanes(const bl_input &in, int n, const bl_scalars s[N], const u64 sa[N],
+                               const u64 sx[N], pf inv_gamma, mant24 sc[N], counters &ctr) {
+    OUT_SCALE:
+    for (int t = 0; t < N; t++) {
+        if (t < n) {
+            sc[t] = bl_out_scale(in, t, s[t], sa[t], sx[t], inv_gamma);
+            MMFREE_COUNT(ctr, SCALAR_RSQRT);
+        }
+    }
+}
+
+// The BitLinear unit: n_out x n_in ternary weights in R x PER tiles, on the
+// stream, applied to the n active lanes at once (N x R accumulators).
 // One function with run-time dimensions, so Vitis HLS builds one MAC unit,
-// one quantiser and one write-back lane that every projection shares.
-// The schedule: block 0 quantises on first read; then blocks 1..n_rb-1
-// accumulate while the previous block is written back; a drain writes the
-// last block. Python (engine.project.check_shape) guarantees n_cg >= R.
+// one quantiser and one write-back lane per token lane that every projection
+// shares. The schedule: block 0 quantises on first read; then blocks
+// 1..n_rb-1 accumulate while the previous block is written back; a drain
+// writes the last block. Python (engine.project.check_shape) guarantees n_cg >= R.
 static const int MAX_IN = (D > E ? (D > M ? D : M) : (E > M ? E : M));
 static const int MAX_CG = (MAX_IN + PER - 1) / PER;
 static const int MAX_OUT = (VOCAB > 2 * M ? VOCAB : 2 * M) > D ? (VOCAB > 2 * M ? VOCAB : 2 * M) : D;
@@ -543,7 +601,7 @@ static const int ACC_BITS = signed_bits((long long)(QMAX + 1) * MAX_CG * PER);
 typedef typename sint<ACC_BITS>::t acc_t;
 
 template <class Src, class LogitStream>
-void bitlinear(Src &src, engine_state &st, const bl_input &in, int n_in, int n_out, bl_sink &sink,
+void bitlinear(Src &src, engine_state &st, const bl_input &in, int n, int n_in, int n_out, bl_sink &sink,
                LogitStream &logits, counters &ctr) {
     #pragma HLS ALLOCATION function instances=pf_mul limit=1
     #pragma HLS ALLOCATION function instances=pf_norm limit=1
@@ -551,45 +609,65 @@ void bitlinear(Src &src, engine_state &st, const bl_input &in, int n_in, int n_o
     const int n_cg = (n_in + PER - 1) / PER;
     const int n_rb = (n_out + R - 1) / R;
     const pf inv_gamma = read_inv_gamma(src, ctr);
-    const bl_scalars s = bl_prepare(in);
-    MMFREE_COUNT(ctr, SCALAR_RECIP);
+    bl_scalars s[N];
+    #pragma HLS ARRAY_PARTITION variable=s complete
+    bl_prepare_lanes(in, n, s, ctr);
 
-    static act_t xq[MAX_CG * PER];
-    #pragma HLS ARRAY_PARTITION variable=xq cyclic factor=MMFREE_PER
+    static act_t xq[N][MAX_CG * PER];
+    #pragma HLS ARRAY_PARTITION variable=xq dim=1 complete
+    #pragma HLS ARRAY_PARTITION variable=xq dim=2 cyclic factor=MMFREE_PER
 #if MMFREE_PER == 5
     #pragma HLS ARRAY_PARTITION variable=TRIT5_ROM dim=1 complete
 #endif
-    acc_t acc[R], prev[R];
-    #pragma HLS ARRAY_PARTITION variable=acc complete
-    #pragma HLS ARRAY_PARTITION variable=prev complete
-    for (int r = 0; r < R; r++) {
+    acc_t acc[N][R], prev[N][R];
+    #pragma HLS ARRAY_PARTITION variable=acc complete dim=0
+    #pragma HLS ARRAY_PARTITION variable=prev complete dim=0
+    u64 sa[N], sx[N];
+    #pragma HLS ARRAY_PARTITION variable=sa complete
+    #pragma HLS ARRAY_PARTITION variable=sx complete
+    for (int t = 0; t < N; t++) {
         #pragma HLS UNROLL
-        acc[r] = 0;
+        sa[t] = 0;
+        sx[t] = 0;
+        for (int r = 0; r < R; r++) {
+            #pragma HLS UNROLL
+            acc[t][r] = 0;
+        }
     }
-    u64 sa = 0, sx = 0;
     FIRST_BLOCK:
     for (int cg = 0; cg < n_cg; cg++) {
         #pragma HLS PIPELINE II=1
         #pragma HLS LOOP_TRIPCOUNT min=MMFREE_R max=MMFREE_MAX_CG
         const word_t w = src.read();
-        act_t a[PER];
-        for (int k = 0; k < PER; k++) {
+        act_t a[N][PER];
+        for (int t = 0; t < N; t++) {
             #pragma HLS UNROLL
-            const int j = cg * PER + k;
-            const i64 x = j < n_in ? input_value(st, in.in_sel, j) : i64(0);
-            a[k] = (j < n_in && !s.zero) ? bl_quantise(st, in, s, j, x) : act_t(0);
-            if (j < n_in)
-                bl_square_sums(st, in, s, j, x, sa, sx);
-            xq[j] = a[k];
+            for (int k = 0; k < PER; k++) {
+                #pragma HLS UNROLL
+                const int j = cg * PER + k;
+                const bool live = j < n_in && t < n;
+                const i64 x = live ? input_value(st, in.in_sel, t, j) : i64(0);
+                const i64 c = live ? i64(group_c_sel(st, in.grp_sel, in.k, j)) : i64(0);
+                a[t][k] = (live && !s[t].zero) ? bl_quantise_value(s[t], x, c) : act_t(0);
+                if (live)
+                    bl_square_sums_value(s[t], x, in.has_a ? mul_exact(x, group_a(st, in.grp_sel, j)) : x,
+                                         sa[t], sx[t]);
+                xq[t][j] = a[t][k];
+            }
         }
         for (int r = 0; r < R; r++) {
             #pragma HLS UNROLL
-            acc[r] += ternary_dot(word_byte(w, r), r, a);
+            const unsigned codes = byte_codes(word_byte(w, r), r);   // decoded once, shared by the lanes
+            for (int t = 0; t < N; t++) {
+                #pragma HLS UNROLL
+                acc[t][r] += ternary_dot(codes, a[t]);
+            }
         }
     }
     MMFREE_COUNT(ctr, n_cg + DEPTH_MAC);
-    const mant24 sc = bl_out_scale(in, s, sa, sx, inv_gamma);
-    MMFREE_COUNT(ctr, SCALAR_RSQRT);
+    mant24 sc[N];
+    #pragma HLS ARRAY_PARTITION variable=sc complete
+    bl_out_scale_lanes(in, n, s, sa, sx, inv_gamma, sc, ctr);
 
     int rb = 1, cg = 0;                       // (row block, column group): counters, not / and %
     NEXT_BLOCKS:
@@ -597,25 +675,38 @@ void bitlinear(Src &src, engine_state &st, const bl_input &in, int n_in, int n_o
         #pragma HLS PIPELINE II=1
         #pragma HLS LOOP_TRIPCOUNT min=MMFREE_R max=MMFREE_MAX_TILES
         if (cg == 0) {
-            for (int r = 0; r < R; r++) {
+            for (int t = 0; t < N; t++) {
                 #pragma HLS UNROLL
-                prev[r] = acc[r];
-                acc[r] = 0;
+                for (int r = 0; r < R; r++) {
+                    #pragma HLS UNROLL
+                    prev[t][r] = acc[t][r];
+                    acc[t][r] = 0;
+                }
             }
         }
         const word_t w = src.read();
-        act_t a[PER];
-        for (int k = 0; k < PER; k++) {
-            #pragma HLS UNROLL
-            a[k] = xq[cg * PER + k];
-        }
         for (int r = 0; r < R; r++) {
             #pragma HLS UNROLL
-            acc[r] += ternary_dot(word_byte(w, r), r, a);
+            const unsigned codes = byte_codes(word_byte(w, r), r);
+            for (int t = 0; t < N; t++) {
+                #pragma HLS UNROLL
+                act_t a[PER];
+                for (int k = 0; k < PER; k++) {
+                    #pragma HLS UNROLL
+                    a[k] = xq[t][cg * PER + k];
+                }
+                acc[t][r] += ternary_dot(codes, a);
+            }
         }
         const int row = (rb - 1) * R + cg;
-        if (cg < R && row < n_out)
-            sink_put(st, sink, logits, row, s.zero ? i64(0) : bl_rescale(prev[cg], sc), ctr);
+        if (cg < R && row < n_out) {
+            i64 y[N];
+            for (int t = 0; t < N; t++) {
+                #pragma HLS UNROLL
+                y[t] = s[t].zero ? i64(0) : bl_rescale(prev[t][cg], sc[t]);
+            }
+            sink_put(st, sink, logits, n, row, y, ctr);
+        }
         if (++cg == n_cg) {
             cg = 0;
             rb++;
@@ -626,26 +717,133 @@ void bitlinear(Src &src, engine_state &st, const bl_input &in, int n_in, int n_o
     for (int r = 0; r < R; r++) {
         #pragma HLS PIPELINE II=1
         const int row = (n_rb - 1) * R + r;
-        if (row < n_out)
-            sink_put(st, sink, logits, row, s.zero ? i64(0) : bl_rescale(acc[r], sc), ctr);
+        if (row < n_out) {
+            i64 y[N];
+            for (int t = 0; t < N; t++) {
+                #pragma HLS UNROLL
+                y[t] = s[t].zero ? i64(0) : bl_rescale(acc[t][r], sc[t]);
+            }
+            sink_put(st, sink, logits, n, row, y, ctr);
+        }
     }
     MMFREE_COUNT(ctr, R + DEPTH_MAC);
 }
 
-// ------------------------------------------------------------------ the token
+// ------------------------------------------------------------------ device-side top-k
+// The TOPK largest logits of one lane, value descending, the lower id first
+// among equals (rows arrive in id order: a new value goes after its equals).
+// Keys compare as integers: the float's bits with the magnitude flipped for
+// negatives order like the floats (the logits are finite).
+struct topk_list {
+    int32_t key[TOPK];
+    int32_t id[TOPK];
+    int count;
+};
+
+inline int32_t float_key(float v) {
+    #pragma HLS INLINE
+    int32_t b;
+    memcpy(&b, &v, 4);
+    return b < 0 ? int32_t(b ^ 0x7FFFFFFF) : b;
+}
+
+inline float key_float(int32_t k) {
+    #pragma HLS INLINE
+    const int32_t b = k < 0 ? int32_t(k ^ 0x7FFFFFFF) : k;
+    float v;
+    memcpy(&v, &b, 4);
+    return v;
+}
+
+inline void topk_clear(topk_list &l) {
+    #pragma HLS INLINE
+    l.count = 0;
+    for (int k = 0; k < TOPK; k++) {
+        #pragma HLS UNROLL
+        l.key[k] = 0;
+        l.id[k] = 0;
+    }
+}
+
+// One insertion a cycle: TOPK compares, then every entry keeps its place,
+// takes the new value, or moves one down.
+inline void topk_insert(topk_list &l, float v, int id) {
+    #pragma HLS INLINE
+    const int32_t key = float_key(v);
+    int pos = 0;
+    for (int k = 0; k < TOPK; k++) {
+        #pragma HLS UNROLL
+        if (k < l.count && l.key[k] >= key)
+            pos = k + 1;
+    }
+    if (pos >= TOPK)
+        return;
+    for (int k = TOPK - 1; k > 0; k--) {
+        #pragma HLS UNROLL
+        if (k > pos) {
+            l.key[k] = l.key[k - 1];
+            l.id[k] = l.id[k - 1];
+        }
+    }
+    l.key[pos] = key;
+    l.id[pos] = id;
+    if (l.count < TOPK)
+        l.count++;
+}
+
+// The logits writer's work on one row: the top-k of every active lane.
+inline void topk_row(topk_list top[N], const logit_row &r, int row, int n) {
+    #pragma HLS INLINE
+    for (int t = 0; t < N; t++) {
+        #pragma HLS UNROLL
+        if (t < n)
+            topk_insert(top[t], r.v[t], row);
+    }
+}
+
+// The top-k out: per lane TOPK 64-bit words, float bits << 32 | id (int32
+// pairs (id, value) to a little-endian host); entries past the count hold id -1.
+inline void topk_store(const topk_list top[N], uint64_t *out) {
+    TOPK_OUT:
+    for (int e = 0; e < N * TOPK; e++) {
+        #pragma HLS PIPELINE II=1
+        const int t = e / TOPK, k = e % TOPK;
+        const bool have = k < top[t].count;
+        const float v = have ? key_float(top[t].key[k]) : 0.0f;
+        uint32_t bits;
+        memcpy(&bits, &v, 4);
+        out[e] = (uint64_t(bits) << 32) | uint32_t(have ? top[t].id[k] : -1);
+    }
+}
+
+// ------------------------------------------------------------------ the pass
+// One read of the weight stream for n lanes (mode bits above): batch (lane t
+// = the next token of the sequence in slot t) or prefill (lanes = n
+// consecutive prompt tokens of the sequence in `slot`). Slots whose bit is
+// set in load_mask take their state from `state` (slot b at b L E) first;
+// those in store_mask write it back at the end.
 template <class Src, class LogitSink>
-int compute_token(Src &src, engine_state &st, const float *x_in, float *state, LogitSink &logits, counters &ctr) {
+int compute_pass(Src &src, engine_state &st, int n, int mode, int slot, unsigned load_mask, unsigned store_mask,
+                 const float *x_in, float *state, LogitSink &logits, counters &ctr) {
     #pragma HLS ARRAY_PARTITION variable=SIG_ROM dim=1 complete
-    // Banking by the lanes that touch each vector in one cycle: V in the vector
-    // passes, PER in the MAC's first block, PARAM_LANES in read_vector.
-    #pragma HLS ARRAY_PARTITION variable=st.x cyclic factor=MMFREE_PER
-    #pragma HLS ARRAY_PARTITION variable=st.i cyclic factor=MMFREE_V
-    #pragma HLS ARRAY_PARTITION variable=st.f cyclic factor=MMFREE_V
-    #pragma HLS ARRAY_PARTITION variable=st.g cyclic factor=MMFREE_V
-    #pragma HLS ARRAY_PARTITION variable=st.u cyclic factor=MMFREE_V
-    #pragma HLS ARRAY_PARTITION variable=st.s cyclic factor=MMFREE_V dim=2
-    #pragma HLS ARRAY_PARTITION variable=st.o cyclic factor=MMFREE_VP
-    #pragma HLS ARRAY_PARTITION variable=st.z cyclic factor=MMFREE_VP
+    // Banking: dim 1 (lanes) completely for every per-token vector; dim 2 by
+    // the lanes that touch each vector in one cycle: V in the vector passes,
+    // PER in the MAC's first block, PARAM_LANES in read_vector.
+    #pragma HLS ARRAY_PARTITION variable=st.x dim=1 complete
+    #pragma HLS ARRAY_PARTITION variable=st.x dim=2 cyclic factor=MMFREE_PER
+    #pragma HLS ARRAY_PARTITION variable=st.i dim=1 complete
+    #pragma HLS ARRAY_PARTITION variable=st.i dim=2 cyclic factor=MMFREE_V
+    #pragma HLS ARRAY_PARTITION variable=st.f dim=1 complete
+    #pragma HLS ARRAY_PARTITION variable=st.f dim=2 cyclic factor=MMFREE_V
+    #pragma HLS ARRAY_PARTITION variable=st.g dim=1 complete
+    #pragma HLS ARRAY_PARTITION variable=st.g dim=2 cyclic factor=MMFREE_V
+    #pragma HLS ARRAY_PARTITION variable=st.u dim=1 complete
+    #pragma HLS ARRAY_PARTITION variable=st.u dim=2 cyclic factor=MMFREE_V
+    #pragma HLS ARRAY_PARTITION variable=st.o dim=1 complete
+    #pragma HLS ARRAY_PARTITION variable=st.o dim=2 cyclic factor=MMFREE_VP
+    #pragma HLS ARRAY_PARTITION variable=st.z dim=1 complete
+    #pragma HLS ARRAY_PARTITION variable=st.z dim=2 cyclic factor=MMFREE_VP
+    #pragma HLS ARRAY_PARTITION variable=st.s cyclic factor=MMFREE_V dim=3
     #pragma HLS ARRAY_PARTITION variable=st.lb cyclic factor=MMFREE_VQ
     #pragma HLS ARRAY_PARTITION variable=st.gn cyclic factor=MMFREE_VQ
     #pragma HLS ARRAY_PARTITION variable=st.attn.a cyclic factor=MMFREE_GQ
@@ -658,50 +856,79 @@ int compute_token(Src &src, engine_state &st, const float *x_in, float *state, L
     #pragma HLS ARRAY_PARTITION variable=st.z_grp.c0 cyclic factor=MMFREE_GQ
     bool bad = false;
     ctr.clipped = false;
+    const bool prefill = (mode & MODE_PREFILL) != 0;
     const pf inv_d = pf_make(MMFREE_INV_D_M, MMFREE_INV_D_E);
     const pf inv_e = pf_make(MMFREE_INV_E_M, MMFREE_INV_E_E);
     const pf inv_m = pf_make(MMFREE_INV_M_M, MMFREE_INV_M_E);
     const pf bl_eps = pf_make(MMFREE_BLEPS_M, MMFREE_BLEPS_E);
+    pf eps_bl[N];
+    for (int t = 0; t < N; t++) {
+        #pragma HLS UNROLL
+        eps_bl[t] = bl_eps;
+    }
 
-    // token start: layer 0's norm group, then x with its statistics, then the state
+    // pass start: layer 0's norm group, then x of every lane with its statistics, then the states
     read_group(src, st.attn, D, ctr);
-    vec_stats xs;
-    stats_clear(xs);
+    vec_stats xs[N];
+    for (int t = 0; t < N; t++) {
+        #pragma HLS UNROLL
+        stats_clear(xs[t]);
+    }
+    int lt = 0, lj = 0;                       // (lane, element): counters, not / and %
     LOAD_X:
-    for (int j = 0; j < D; j++) {
+    for (int it = 0; it < n * D; it++) {
         #pragma HLS PIPELINE II=1
-        const i64 v = float_to_fixed(x_in[j], bad, ctr.clipped);
-        st.x[j] = vec_t(v);
-        stats_update(xs, st, GRP_ATTN, st.attn.has_a, st.attn.n_c, j, v);
+        #pragma HLS LOOP_TRIPCOUNT min=MMFREE_D max=MMFREE_MAX_LOAD_X
+        const i64 v = float_to_fixed(x_in[it], bad, ctr.clipped);
+        st.x[lt][lj] = vec_t(v);
+        stats_update(xs[lt], st, GRP_ATTN, st.attn.has_a, st.attn.n_c, lj, v);
+        if (++lj == D) {
+            lj = 0;
+            lt++;
+        }
     }
-    MMFREE_COUNT(ctr, D + DEPTH_IO);
-    u64 s_max[L];
-    LOAD_STATE:
-    for (int n = 0; n < L * E; n++) {
-        #pragma HLS PIPELINE II=1
-        const int l = n / E, j = n % E;
-        if (j == 0) s_max[l] = 0;
-        const i64 v = float_to_fixed(state[n], bad, ctr.clipped);
-        st.s[l][j] = vec_t(v);
-        const u64 a = absval(v);
-        if (a > s_max[l]) s_max[l] = a;
+    MMFREE_COUNT(ctr, n * D + DEPTH_IO);
+    LOAD_SLOTS:
+    for (int b = 0; b < B; b++) {
+        if ((load_mask >> b) & 1u) {
+            int l = 0, j = 0;
+            LOAD_STATE:
+            for (int it = 0; it < L * E; it++) {
+                #pragma HLS PIPELINE II=1
+                if (j == 0) st.s_max[b][l] = 0;
+                const i64 v = float_to_fixed(state[b * L * E + it], bad, ctr.clipped);
+                st.s[b][l][j] = vec_t(v);
+                const u64 a = absval(v);
+                if (a > st.s_max[b][l]) st.s_max[b][l] = a;
+                if (++j == E) {
+                    j = 0;
+                    l++;
+                }
+            }
+            MMFREE_COUNT(ctr, L * E + DEPTH_IO);
+        }
     }
-    MMFREE_COUNT(ctr, L * E + DEPTH_IO);
-    // A NaN/Inf input reads as 0 and the token runs to its end: every stream
+    // A NaN/Inf input reads as 0 and the pass runs to its end: every stream
     // word is consumed and every logit written, so the DATAFLOW region drains
     // (an early return would leave the loaders and the writer waiting); the
     // status tells the host the result is void.
 
+    bl_input in;
+    bl_sink si, sf, sg, xo, su, xd;
     LAYERS:
     for (int l = 0; l < L; l++) {
         // ---- token mixing: i, f, g projections
-        bl_sink si = make_sink(SINK_PLAIN, OUT_I, 0, st.attn), sf = make_sink(SINK_PLAIN, OUT_F, 0, st.attn),
-                sg = make_sink(SINK_PLAIN, OUT_G, 0, st.attn);
-        bitlinear(src, st, make_input(IN_X, GRP_ATTN, st.attn, 0, xs, bl_eps, inv_d), D, E, si, logits, ctr);
-        bitlinear(src, st, make_input(IN_X, GRP_ATTN, st.attn, 1, xs, bl_eps, inv_d), D, E, sf, logits, ctr);
-        bitlinear(src, st, make_input(IN_X, GRP_ATTN, st.attn, 2, xs, bl_eps, inv_d), D, E, sg, logits, ctr);
+        make_sink(si, SINK_PLAIN, OUT_I, 0, st.attn);
+        make_sink(sf, SINK_PLAIN, OUT_F, 0, st.attn);
+        make_sink(sg, SINK_PLAIN, OUT_G, 0, st.attn);
+        make_input(in, IN_X, GRP_ATTN, st.attn, 0, xs, eps_bl, inv_d);
+        bitlinear(src, st, in, n, D, E, si, logits, ctr);
+        make_input(in, IN_X, GRP_ATTN, st.attn, 1, xs, eps_bl, inv_d);
+        bitlinear(src, st, in, n, D, E, sf, logits, ctr);
+        make_input(in, IN_X, GRP_ATTN, st.attn, 2, xs, eps_bl, inv_d);
+        bitlinear(src, st, in, n, D, E, sg, logits, ctr);
 
-        // ---- MLGRU + gated RMSNorm, one pass over E
+        // ---- MLGRU + gated RMSNorm, one pass over E per lane
         const auto h = src.read();
         MMFREE_COUNT(ctr, 1);
         const int egn = word_field(h, 0);
@@ -713,117 +940,152 @@ int compute_token(Src &src, engine_state &st, const float *x_in, float *state, L
         read_vector(src, st.o_grp.c0, E, ctr);
         st.o_grp.n_c = 1; st.o_grp.has_a = false; st.o_grp.ea = 0;
 
-        // Block shifts from maxima known before the pass: every vector operand
-        // goes through its 25-bit view.
-        const int sh_i = view_shift(si.amax);                      // i and silu(i) (|silu(i)| <= |i|)
-        const int sh_sp = view_shift(s_max[l]);                    // s_t-1
-        const u64 s_bound = s_max[l] + si.amax + 1;                // |s_t| <= |s_t-1| + |i'|
-        const int sh_sn = view_shift(s_bound);                     // s_t and silu(s_t)
-        const int sh_gg = view_shift(sg.amax << 23);               // |g gn| < amax(g) 2^23 -> 25 bits
-        const int gg_frac = FRAC + egn - sh_gg;                    // fraction bits of (g gn) >> sh_gg
-        // o = silu(s) (g gn) stored at 2^-sh_o so that it fills 30 bits
-        const int sh_o = bitlen((s_bound >> sh_sn) << 24) + sh_sn - gg_frac - 30;
-        const int sh_gsq = narrow_shift(sg.amax, SQ_BITS);
-        vec_stats os;
-        stats_clear(os);
-        u64 sum_g2 = 0;
-        u64 s_new_max = 0;
-        MLGRU:
-        for (int j0 = 0; j0 < E; j0 += V) {
-            #pragma HLS PIPELINE II=1
-            for (int v = 0; v < V; v++) {
-                #pragma HLS UNROLL
-                const int j = j0 + v;
-                if (j < E) {
-                    i64 fs = sigmoid(st.f[j], (3 * v) / 2);                     // sigma(f), 2^-23
-                    if (has_lb && l > 0) {                                      // lb + (1 - lb) sigma(f)
-                        const i64 lb = st.lb[j];                                // stored at 2^-23
-                        fs = lb + rshift_round(mul_wide(SIG_ONE - lb, fs), SIG_FRAC);
+        vec_stats os[N];
+        pf o_eps[N];
+        // The lanes one after another: in a prefill, lane t's state is lane t+1's s_t-1.
+        MLGRU_LANES:
+        for (int t = 0; t < N; t++) {
+            if (t >= n)
+                break;
+            const int q = prefill ? slot : t;                          // the lane's state slot
+            // Block shifts from maxima known before the pass: every vector operand
+            // goes through its 25-bit view.
+            const int sh_i = view_shift(si.amax[t]);                   // i and silu(i) (|silu(i)| <= |i|)
+            const int sh_sp = view_shift(st.s_max[q][l]);              // s_t-1
+            const u64 s_bound = st.s_max[q][l] + si.amax[t] + 1;       // |s_t| <= |s_t-1| + |i'|
+            const int sh_sn = view_shift(s_bound);                     // s_t and silu(s_t)
+            const int sh_gg = view_shift(sg.amax[t] << 23);            // |g gn| < amax(g) 2^23 -> 25 bits
+            const int gg_frac = FRAC + egn - sh_gg;                    // fraction bits of (g gn) >> sh_gg
+            // o = silu(s) (g gn) stored at 2^-sh_o so that it fills 30 bits
+            const int sh_o = bitlen((s_bound >> sh_sn) << 24) + sh_sn - gg_frac - 30;
+            const int sh_gsq = narrow_shift(sg.amax[t], SQ_BITS);
+            stats_clear(os[t]);
+            u64 sum_g2 = 0;
+            u64 s_new_max = 0;
+            MLGRU:
+            for (int j0 = 0; j0 < E; j0 += V) {
+                #pragma HLS PIPELINE II=1
+                for (int v = 0; v < V; v++) {
+                    #pragma HLS UNROLL
+                    const int j = j0 + v;
+                    if (j < E) {
+                        i64 fs = sigmoid(st.f[t][j], (3 * v) / 2);                  // sigma(f), 2^-23
+                        if (has_lb && l > 0) {                                      // lb + (1 - lb) sigma(f)
+                            const i64 lb = st.lb[j];                                // stored at 2^-23
+                            fs = lb + rshift_round(mul_wide(SIG_ONE - lb, fs), SIG_FRAC);
+                        }
+                        const i64 si_ = silu(st.i[t][j], sh_i, (3 * v + 1) / 2);    // silu(i)
+                        const i64 ip = rshift_round(mul_wide(si_ >> sh_i, SIG_ONE - fs), SIG_FRAC - sh_i); // silu(i)(1-f)
+                        const i64 sf_ = rshift_round(mul_wide(i64(st.s[q][l][j]) >> sh_sp, fs), SIG_FRAC - sh_sp);
+                        const i64 snew = sat<VEC_BITS>(sf_ + ip, ctr.clipped);     // s_t = f s_t-1 + i'
+                        const i64 skept = float_grid(snew, ctr.clipped);           // as the host's float holds it
+                        st.s[q][l][j] = vec_t(skept);
+                        const u64 as = absval(skept);
+                        if (as > s_new_max) s_new_max = as;
+                        const i64 gg = mul_exact(st.g[t][j], st.gn[j]) >> sh_gg;   // g gn, 25 bits
+                        const i64 ss = silu(snew, sh_sn, (3 * v + 2) / 2);         // silu(s_t)
+                        const i64 o = sat<VEC_BITS>(rshift_round(mul_wide(ss >> sh_sn, gg), gg_frac + sh_o - sh_sn),
+                                                    ctr.clipped);
+                        st.o[t][j] = vec_t(o);
+                        stats_update(os[t], st, GRP_O, false, 1, j, o);
+                        const i64 ng = i64(st.g[t][j]) >> sh_gsq;
+                        sum_g2 += u64(mul_wide(ng, ng));
                     }
-                    const i64 si_ = silu(st.i[j], sh_i, (3 * v + 1) / 2);       // silu(i)
-                    const i64 ip = rshift_round(mul_wide(si_ >> sh_i, SIG_ONE - fs), SIG_FRAC - sh_i); // silu(i)(1-f)
-                    const i64 sf = rshift_round(mul_wide(i64(st.s[l][j]) >> sh_sp, fs), SIG_FRAC - sh_sp);
-                    const i64 snew = sat<VEC_BITS>(sf + ip, ctr.clipped);       // s_t = f s_t-1 + i'
-                    st.s[l][j] = vec_t(snew);
-                    const u64 as = absval(snew);
-                    if (as > s_new_max) s_new_max = as;
-                    const i64 gg = mul_exact(st.g[j], st.gn[j]) >> sh_gg;       // g gn, 25 bits
-                    const i64 ss = silu(snew, sh_sn, (3 * v + 2) / 2);          // silu(s_t)
-                    const i64 o = sat<VEC_BITS>(rshift_round(mul_wide(ss >> sh_sn, gg), gg_frac + sh_o - sh_sn),
-                                                ctr.clipped);
-                    st.o[j] = vec_t(o);
-                    stats_update(os, st, GRP_O, false, 1, j, o);
-                    const i64 ng = i64(st.g[j]) >> sh_gsq;
-                    sum_g2 += u64(mul_wide(ng, ng));
                 }
             }
-        }
-        MMFREE_COUNT(ctr, (E + V - 1) / V + DEPTH_VEC);
-        s_max[l] = s_new_max;
+            MMFREE_COUNT(ctr, (E + V - 1) / V + DEPTH_VEC);
+            st.s_max[q][l] = s_new_max;
 
-        // o = rms(g; gn) silu(s) = o_stored 2^sh_o / rms(g): o_proj's own RMSNorm
-        // (eps 1e-8) sees 1e-8 (mean g^2 + eps) 2^(-2 sh_o) in o_stored's units.
-        const pf mean_g = pf_mul(pf_make(sum_g2, 2 * sh_gsq - 2 * FRAC), inv_e);
-        pf o_eps = pf_mul(pf_add(mean_g, pf_make(MMFREE_EPS_M, MMFREE_EPS_E)), bl_eps);
-        o_eps.e -= 2 * sh_o;
+            // o = rms(g; gn) silu(s) = o_stored 2^sh_o / rms(g): o_proj's own RMSNorm
+            // (eps 1e-8) sees 1e-8 (mean g^2 + eps) 2^(-2 sh_o) in o_stored's units.
+            const pf mean_g = pf_mul(pf_make(sum_g2, 2 * sh_gsq - 2 * FRAC), inv_e);
+            o_eps[t] = pf_mul(pf_add(mean_g, pf_make(MMFREE_EPS_M, MMFREE_EPS_E)), bl_eps);
+            o_eps[t].e -= 2 * sh_o;
+        }
 
         // ---- o projection, residual add; statistics for the MLP's norm group
         read_group(src, st.mlp, D, ctr);
-        bl_sink xo = make_sink(SINK_RESIDUAL, 0, GRP_MLP, st.mlp);
-        bitlinear(src, st, make_input(IN_O, GRP_O, st.o_grp, 0, os, o_eps, inv_e), E, D, xo, logits, ctr);
+        make_sink(xo, SINK_RESIDUAL, 0, GRP_MLP, st.mlp);
+        make_input(in, IN_O, GRP_O, st.o_grp, 0, os, o_eps, inv_e);
+        bitlinear(src, st, in, n, E, D, xo, logits, ctr);
 
         // ---- channel mixing: gate/up projection, GLU, down projection
-        bl_sink su = make_sink(SINK_PLAIN, OUT_U, 0, st.mlp);
-        bitlinear(src, st, make_input(IN_X, GRP_MLP, st.mlp, 0, xo.st, bl_eps, inv_d), D, 2 * M, su, logits, ctr);
+        make_sink(su, SINK_PLAIN, OUT_U, 0, st.mlp);
+        make_input(in, IN_X, GRP_MLP, st.mlp, 0, xo.st, eps_bl, inv_d);
+        bitlinear(src, st, in, n, D, 2 * M, su, logits, ctr);
 
         const auto hg = src.read();
         MMFREE_COUNT(ctr, 1);
         st.z_grp.ec[0] = word_field(hg, 0);
         st.z_grp.n_c = 1; st.z_grp.has_a = false; st.z_grp.ea = 0;
         read_vector(src, st.z_grp.c0, M, ctr);
-        const int sh_u = view_shift(su.amax);                     // gate and silu(gate): 25-bit view
-        const int sh_up = view_shift(su.amax);                    // up: 25-bit view
-        // z = silu(gate) up, stored at 2^-sh_z so that it fills 30 bits
-        const int sh_z = bitlen(((su.amax >> sh_u) + 1) * ((su.amax >> sh_up) + 1)) + sh_u + sh_up - FRAC - 30;
-        vec_stats zs;
-        stats_clear(zs);
-        GLU:
-        for (int j0 = 0; j0 < M; j0 += V) {
-            #pragma HLS PIPELINE II=1
-            for (int v = 0; v < V; v++) {
-                #pragma HLS UNROLL
-                const int j = j0 + v;
-                if (j < M) {
-                    const i64 sg_ = silu(st.u[j], sh_u, v / 2);
-                    const i64 up = i64(st.u[M + j]) >> sh_up;
-                    const i64 z = sat<VEC_BITS>(rshift_round(mul_wide(sg_ >> sh_u, up), FRAC - sh_u - sh_up + sh_z),
-                                                ctr.clipped);
-                    st.z[j] = vec_t(z);
-                    stats_update(zs, st, GRP_Z, false, 1, j, z);
+        vec_stats zs[N];
+        pf z_eps[N];
+        GLU_LANES:
+        for (int t = 0; t < N; t++) {
+            if (t >= n)
+                break;
+            const int sh_u = view_shift(su.amax[t]);                  // gate and silu(gate): 25-bit view
+            const int sh_up = view_shift(su.amax[t]);                 // up: 25-bit view
+            // z = silu(gate) up, stored at 2^-sh_z so that it fills 30 bits
+            const int sh_z = bitlen(((su.amax[t] >> sh_u) + 1) * ((su.amax[t] >> sh_up) + 1)) + sh_u + sh_up - FRAC - 30;
+            stats_clear(zs[t]);
+            GLU:
+            for (int j0 = 0; j0 < M; j0 += V) {
+                #pragma HLS PIPELINE II=1
+                for (int v = 0; v < V; v++) {
+                    #pragma HLS UNROLL
+                    const int j = j0 + v;
+                    if (j < M) {
+                        const i64 sg_ = silu(st.u[t][j], sh_u, v / 2);
+                        const i64 up = i64(st.u[t][M + j]) >> sh_up;
+                        const i64 z = sat<VEC_BITS>(rshift_round(mul_wide(sg_ >> sh_u, up), FRAC - sh_u - sh_up + sh_z),
+                                                    ctr.clipped);
+                        st.z[t][j] = vec_t(z);
+                        stats_update(zs[t], st, GRP_Z, false, 1, j, z);
+                    }
                 }
             }
+            MMFREE_COUNT(ctr, (M + V - 1) / V + DEPTH_VEC);
+            z_eps[t] = bl_eps;                 // rms(z; n_down, 1e-8), z stored at 2^-sh_z
+            z_eps[t].e -= 2 * sh_z;
         }
-        MMFREE_COUNT(ctr, (M + V - 1) / V + DEPTH_VEC);
-        pf z_eps = bl_eps;                     // rms(z; n_down, 1e-8), z stored at 2^-sh_z
-        z_eps.e -= 2 * sh_z;
 
         // the next norm group: layer l+1's attention, or the head's
         read_group(src, st.attn, D, ctr);
-        bl_sink xd = make_sink(SINK_RESIDUAL, 0, GRP_ATTN, st.attn);
-        bitlinear(src, st, make_input(IN_Z, GRP_Z, st.z_grp, 0, zs, z_eps, inv_m), M, D, xd, logits, ctr);
-        xs = xd.st;
+        make_sink(xd, SINK_RESIDUAL, 0, GRP_ATTN, st.attn);
+        make_input(in, IN_Z, GRP_Z, st.z_grp, 0, zs, z_eps, inv_m);
+        bitlinear(src, st, in, n, M, D, xd, logits, ctr);
+        for (int t = 0; t < N; t++) {
+            #pragma HLS UNROLL
+            xs[t] = xd.st[t];
+        }
     }
 
-    // ---- head
-    bl_sink head = make_sink(SINK_LOGITS, 0, 0, st.attn);
-    bitlinear(src, st, make_input(IN_X, GRP_ATTN, st.attn, 0, xs, bl_eps, inv_d), D, VOCAB, head, logits, ctr);
-
-    STORE_STATE:
-    for (int n = 0; n < L * E; n++) {
-        #pragma HLS PIPELINE II=1
-        state[n] = fixed_to_float(st.s[n / E][n % E]);
+    // ---- head: only when asked (a prefill chunk before the last needs no logits)
+    if (mode & MODE_HEAD) {
+        bl_sink head;
+        make_sink(head, SINK_LOGITS, 0, 0, st.attn);
+        make_input(in, IN_X, GRP_ATTN, st.attn, 0, xs, eps_bl, inv_d);
+        bitlinear(src, st, in, n, D, VOCAB, head, logits, ctr);
     }
-    MMFREE_COUNT(ctr, L * E + DEPTH_IO);
+
+    STORE_SLOTS:
+    for (int b = 0; b < B; b++) {
+        if ((store_mask >> b) & 1u) {
+            int l = 0, j = 0;
+            STORE_STATE:
+            for (int it = 0; it < L * E; it++) {
+                #pragma HLS PIPELINE II=1
+                state[b * L * E + it] = fixed_to_float(st.s[b][l][j]);
+                if (++j == E) {
+                    j = 0;
+                    l++;
+                }
+            }
+            MMFREE_COUNT(ctr, L * E + DEPTH_IO);
+        }
+    }
     return bad ? STATUS_NONFINITE : (ctr.clipped ? STATUS_SATURATED : 0);
 }
 

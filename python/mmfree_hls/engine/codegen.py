@@ -22,7 +22,7 @@ from .presets import EnginePreset
 from .schedule import PIPELINE, param_lanes
 
 #: Version of the C-simulation ABI (symbols and argument order are fixed by it, in code).
-ABI_VERSION = 2
+ABI_VERSION = 3
 TOP = "mmfree_engine"
 SIG_RANGE_LOG2 = 3                      # sigma table spans [-8, 8)
 
@@ -44,8 +44,11 @@ def config_header(cfg: ModelConfig, preset: EnginePreset, packing: str) -> str:
         "D": cfg.d, "E": cfg.input_dim, "M": cfg.ffn_dim, "L": cfg.num_hidden_layers,
         "VOCAB": cfg.vocab_size, "USE_LB": int(cfg.use_lower_bound), "PER": shape.per, "R": shape.R,
         "QMAX": cfg.act_qmax,
+        "LANES": preset.token_lanes, "SLOTS": preset.batch_slots, "TOPK": preset.topk,
+        "MAX_LOAD_X": preset.token_lanes * cfg.d,
         "K": preset.K, "PORT_BYTES": preset.port_bytes if preset.K else shape.R,
         "V": preset.vector_lanes, "FRAC": preset.frac_bits, "WORDS": shape.words(),
+        "WORDS_NO_HEAD": shape.words() - shape.head_words(),
         "FIFO_WORDS": preset.fifo_words, "SIG_BITS": preset.sigmoid_table_bits,
         "OUTSTANDING": preset.outstanding, "BURST_BEATS": preset.burst_beats,
         "SIG_RANGE_LOG2": SIG_RANGE_LOG2,
@@ -160,10 +163,13 @@ def image_header(image: np.ndarray) -> str:
 def top_source(preset: EnginePreset) -> str:
     """mmfree_engine_top.cpp: the top for K weight ports (0 = on-chip image)."""
     K = preset.K
-    io = ["    #pragma HLS INTERFACE m_axi port=x_in bundle=gmem_io offset=slave depth=MMFREE_D",
+    io = ["    #pragma HLS INTERFACE m_axi port=x_in bundle=gmem_io offset=slave depth=MMFREE_MAX_LOAD_X",
           "    #pragma HLS INTERFACE m_axi port=state bundle=gmem_io offset=slave depth=MMFREE_STATE_DEPTH",
-          "    #pragma HLS INTERFACE m_axi port=logits bundle=gmem_out offset=slave depth=MMFREE_VOCAB"]
-    args = ["const float *x_in", "float *state", "float *logits"]
+          "    #pragma HLS INTERFACE m_axi port=logits bundle=gmem_out offset=slave depth=MMFREE_VOCAB",
+          "    #pragma HLS INTERFACE m_axi port=top bundle=gmem_out offset=slave depth=MMFREE_TOP_DEPTH"]
+    io += [f"    #pragma HLS INTERFACE s_axilite port={a} bundle=control" for a in SCALAR_ARGS]
+    args = ["int n", "int mode", "int slot", "unsigned load_mask", "unsigned store_mask",
+            "const float *x_in", "float *state", "logit_word_t *logits", "uint64_t *top"]
     loaders, streams, calls = [], [], []
     if K:
         for k in range(K):
@@ -171,41 +177,45 @@ def top_source(preset: EnginePreset) -> str:
             io.append(f"    #pragma HLS INTERFACE m_axi port=w{k} bundle=gmem_w{k} offset=slave depth=MMFREE_WORDS "
                       "max_read_burst_length=16 num_read_outstanding=MMFREE_OUTSTANDING")
             streams.append(f"    hls::stream<port_t> p{k};\n    #pragma HLS STREAM variable=p{k} depth=MMFREE_FIFO_WORDS")
-            calls.append(f"    load_port(w{k}, p{k});")
+            calls.append(f"    load_port(w{k}, p{k}, words);")
         combine_args = ", ".join(f"hls::stream<port_t> &p{k}" for k in range(K))
         combine_body = "\n".join(
             f"        w.range({(k + 1) * preset.port_bits - 1}, {k * preset.port_bits}) = p{k}.read();"
             for k in range(K))
-        loaders.append(f"""// One loader per port, free-running for the whole token: sequential reads at
+        loaders.append(f"""// One loader per port, free-running for the whole pass: sequential reads at
 // II=1 that Vitis HLS turns into 16-beat bursts with MMFREE_OUTSTANDING in flight.
-static void load_port(const port_t *w, hls::stream<port_t> &out) {{
+// A pass without the head stops before the head's words (they come last).
+static void load_port(const port_t *w, hls::stream<port_t> &out, int words) {{
     LOAD:
-    for (int n = 0; n < MMFREE_WORDS; n++) {{
+    for (int n = 0; n < words; n++) {{
         #pragma HLS PIPELINE II=1
+        #pragma HLS LOOP_TRIPCOUNT min=MMFREE_WORDS_NO_HEAD max=MMFREE_WORDS
         out.write(w[n]);
     }}
 }}
 
 // K port words -> one R-byte stream word (port k = bytes [k B, (k+1) B)).
-static void combine(hls::stream<word_t> &out, {combine_args}) {{
+static void combine(hls::stream<word_t> &out, {combine_args}, int words) {{
     COMBINE:
-    for (int n = 0; n < MMFREE_WORDS; n++) {{
+    for (int n = 0; n < words; n++) {{
         #pragma HLS PIPELINE II=1
+        #pragma HLS LOOP_TRIPCOUNT min=MMFREE_WORDS_NO_HEAD max=MMFREE_WORDS
         word_t w;
 {combine_body}
         out.write(w);
     }}
 }}""")
-        calls.append("    combine(words, " + ", ".join(f"p{k}" for k in range(K)) + ");")
+        calls.append("    combine(words_s, " + ", ".join(f"p{k}" for k in range(K)) + ", words);")
     else:
         loaders.append("""#include "engine_image.h"
 
 // The on-chip weight source: the stream image in BRAM, one R-byte word a cycle.
-static void load_image(hls::stream<word_t> &out) {
+static void load_image(hls::stream<word_t> &out, int words) {
     #pragma HLS ARRAY_RESHAPE variable=MMFREE_IMAGE cyclic factor=MMFREE_R
     LOAD:
-    for (int n = 0; n < MMFREE_WORDS; n++) {
+    for (int n = 0; n < words; n++) {
         #pragma HLS PIPELINE II=1
+        #pragma HLS LOOP_TRIPCOUNT min=MMFREE_WORDS_NO_HEAD max=MMFREE_WORDS
         word_t w;
         for (int r = 0; r < MMFREE_R; r++) {
             #pragma HLS UNROLL
@@ -214,7 +224,7 @@ static void load_image(hls::stream<word_t> &out) {
         out.write(w);
     }
 }""")
-        calls.append("    load_image(words);")
+        calls.append("    load_image(words_s, words);")
     port_t = f"typedef ap_uint<{preset.port_bits}> port_t;\n" if K else ""
     ptr_list = ", ".join(f"w{k}" for k in range(K))
     csim_ports = "\n".join(
@@ -222,7 +232,6 @@ static void load_image(hls::stream<word_t> &out) {
     return TOP_TEMPLATE.format(
         port_t=port_t, loaders="\n\n".join(loaders), args=", ".join(args), io="\n".join(io),
         streams="\n".join(streams), calls="\n".join(calls), K=K,
-        exact_call=("mmfree_engine(x_in, state, logits" + (", " + ptr_list if K else "") + ")"),
         csim_ports=csim_ports,
         csim_fill="\n".join(
             f"        w{k}.resize(MMFREE_WORDS);\n"
@@ -231,68 +240,105 @@ static void load_image(hls::stream<word_t> &out) {
             f"                w{k}[n].range(8 * b + 7, 8 * b) = weights[MMFREE_HEADER_BYTES + {k} * (size_t)MMFREE_REGION_STRIDE + (size_t)n * MMFREE_PORT_BYTES + b];"
             for k in range(K)),
         abi=ABI_VERSION, extra_args="".join(f", w{k}" for k in range(K)),
+        extra_decl="".join(f", const port_t *w{k}" for k in range(K)),
         exact_ptrs_arg=(", " + ", ".join(f"w{k}.data()" for k in range(K))) if K else "")
 
 
+#: The run-time scalars of a pass, in the top's argument order (s_axilite registers).
+SCALAR_ARGS = ("n", "mode", "slot", "load_mask", "store_mask")
+
 TOP_TEMPLATE = r"""// Generated by mmfree_hls.engine.codegen: the engine's top for this build.
 //
-// Synthesis: mmfree_engine() is the Vitis HLS top. DATAFLOW covers only the
-// weight loader(s), the compute process and the logits writer, which depend
-// on each other through FIFOs only; compute alone touches gmem_io.
+// Synthesis: mmfree_engine() is the Vitis HLS top; one call is a pass (the
+// weight stream read once) for n token lanes, in batch or prefill mode
+// (mmfree_engine.h, compute_pass). DATAFLOW covers only the weight
+// loader(s), the compute process and the logits writer, which depend on each
+// other through FIFOs only; compute alone touches gmem_io.
 // C-simulation: the extern "C" ABI below (version {abi}, fixed in code):
-//   int mmfree_abi(void); int mmfree_info(int*, int*, int*, int*);
-//   int mmfree_step(const float* x_in, float* state, float* logits, const unsigned char* weights);
+//   int mmfree_abi(void); int mmfree_info(int*, int*, int*, int*); int mmfree_lanes(int*, int*, int*);
+//   int mmfree_step(int n, int mode, int slot, unsigned load_mask, unsigned store_mask,
+//                   const float* x_in, float* state, float* logits, int* top, const unsigned char* weights);
 //   unsigned long long mmfree_cycles(void);
 #include <stdint.h>
 #include <stddef.h>
+#include <string.h>
 #include <vector>
 
 #include "mmfree_engine.h"
 
 using namespace mmfree;
-{port_t}
-#define MMFREE_STATE_DEPTH (MMFREE_L * MMFREE_E)
+{port_t}typedef ap_uint<32 * MMFREE_LANES> logit_word_t;      // one row of logits, every lane
+#define MMFREE_STATE_DEPTH (MMFREE_SLOTS * MMFREE_L * MMFREE_E)
+#define MMFREE_TOP_DEPTH (MMFREE_LANES * MMFREE_TOPK)
 
 static engine_state g_state;
 static counters g_ctr;
 
 {loaders}
 
-static void compute(hls::stream<word_t> &words, const float *x_in, float *state,
-                    hls::stream<float> &logit_s, int &status) {{
+static void compute(hls::stream<word_t> &words_s, int n, int mode, int slot, unsigned load_mask,
+                    unsigned store_mask, const float *x_in, float *state, hls::stream<logit_row> &logit_s,
+                    int &status) {{
     counters ctr = {{0, false}};
-    status = compute_token(words, g_state, x_in, state, logit_s, ctr);
+    status = compute_pass(words_s, g_state, n, mode, slot, load_mask, store_mask, x_in, state, logit_s, ctr);
 #ifndef __SYNTHESIS__
     g_ctr = ctr;
 #endif
 }}
 
-// The logits leave through their own bundle in one sequential burst.
-static void store_logits(hls::stream<float> &logit_s, float *logits) {{
-    STORE:
-    for (int n = 0; n < MMFREE_VOCAB; n++) {{
-        #pragma HLS PIPELINE II=1
-        logits[n] = logit_s.read();
+// The logits leave through their own bundle: one 32N-bit row a cycle in one
+// sequential burst (FULL_LOGITS), and the top-k of every lane at the end.
+static void store_logits(hls::stream<logit_row> &logit_s, logit_word_t *logits, uint64_t *top, int n,
+                         int mode) {{
+    topk_list lists[MMFREE_LANES];
+    #pragma HLS ARRAY_PARTITION variable=lists complete
+    for (int t = 0; t < MMFREE_LANES; t++) {{
+        #pragma HLS UNROLL
+        topk_clear(lists[t]);
     }}
+    const int rows = (mode & MODE_HEAD) ? MMFREE_VOCAB : 0;
+    const bool full = (mode & MODE_FULL_LOGITS) != 0;
+    STORE:
+    for (int row = 0; row < rows; row++) {{
+        #pragma HLS PIPELINE II=1
+        #pragma HLS LOOP_TRIPCOUNT min=0 max=MMFREE_VOCAB
+        const logit_row r = logit_s.read();
+        if (full) {{
+            logit_word_t w;
+            for (int t = 0; t < MMFREE_LANES; t++) {{
+                #pragma HLS UNROLL
+                uint32_t bits;
+                memcpy(&bits, &r.v[t], 4);
+                w.range(32 * t + 31, 32 * t) = bits;
+            }}
+            logits[row] = w;
+        }}
+        topk_row(lists, r, row, n);
+    }}
+    if (rows)
+        topk_store(lists, top);
 }}
 
-static void engine_dataflow({args}, int &status) {{
+static void engine_dataflow(int n, int mode, int slot, unsigned load_mask, unsigned store_mask,
+                            const float *x_in, float *state, logit_word_t *logits, uint64_t *top{extra_decl},
+                            int &status) {{
     #pragma HLS DATAFLOW
-    hls::stream<word_t> words;
-    #pragma HLS STREAM variable=words depth=4
-    hls::stream<float> logit_s;
+    const int words = (mode & MODE_HEAD) ? MMFREE_WORDS : MMFREE_WORDS_NO_HEAD;
+    hls::stream<word_t> words_s;
+    #pragma HLS STREAM variable=words_s depth=4
+    hls::stream<logit_row> logit_s;
     #pragma HLS STREAM variable=logit_s depth=64
 {streams}
 {calls}
-    compute(words, x_in, state, logit_s, status);
-    store_logits(logit_s, logits);
+    compute(words_s, n, mode, slot, load_mask, store_mask, x_in, state, logit_s, status);
+    store_logits(logit_s, logits, top, n, mode);
 }}
 
 int mmfree_engine({args}) {{
 {io}
     #pragma HLS INTERFACE s_axilite port=return bundle=control
     int status = 0;
-    engine_dataflow(x_in, state, logits{extra_args}, status);
+    engine_dataflow(n, mode, slot, load_mask, store_mask, x_in, state, logits, top{extra_args}, status);
     return status;
 }}
 
@@ -310,15 +356,31 @@ MMFREE_API int mmfree_info(int *d, int *layers, int *e, int *vocab) {{
     return 0;
 }}
 
+MMFREE_API int mmfree_lanes(int *lanes, int *slots, int *topk) {{
+    *lanes = MMFREE_LANES; *slots = MMFREE_SLOTS; *topk = MMFREE_TOPK;
+    return 0;
+}}
+
 MMFREE_API unsigned long long mmfree_cycles(void) {{ return g_ctr.cycles; }}
 
-MMFREE_API int mmfree_step(const float *x_in, float *state, float *logits, const unsigned char *weights) {{
+// -2: arguments outside what this build holds (the host checks them first).
+MMFREE_API int mmfree_step(int n, int mode, int slot, unsigned load_mask, unsigned store_mask,
+                           const float *x_in, float *state, float *logits, int *top,
+                           const unsigned char *weights) {{
 #if {K}
     if (weights == NULL)
         return -1;
 #endif
+    const unsigned all = MMFREE_SLOTS >= 32 ? 0xFFFFFFFFu : ((1u << MMFREE_SLOTS) - 1u);
+    const bool prefill = (mode & MODE_PREFILL) != 0;
+    if (n < 1 || n > MMFREE_LANES || (!prefill && n > MMFREE_SLOTS) || slot < 0 || slot >= MMFREE_SLOTS
+        || (load_mask & ~all) || (store_mask & ~all) || (mode & ~7) || x_in == NULL || top == NULL
+        || ((load_mask | store_mask) && state == NULL) || ((mode & MODE_FULL_LOGITS) && logits == NULL))
+        return -2;
+    uint64_t top_words[MMFREE_TOP_DEPTH];
 #ifdef MMFREE_FAST_CSIM
-    return fast_step(x_in, state, logits, weights, g_state, g_ctr);
+    const int status = fast_pass(n, mode, slot, load_mask, store_mask, x_in, state, logits, top_words, weights,
+                                 g_state, g_ctr);
 #else
 {csim_ports}
     static const unsigned char *bound = NULL;
@@ -326,8 +388,18 @@ MMFREE_API int mmfree_step(const float *x_in, float *state, float *logits, const
 {csim_fill}
         bound = weights;
     }}
-    return mmfree_engine(x_in, state, logits{exact_ptrs_arg});
+    static std::vector<logit_word_t> rows(MMFREE_VOCAB);
+    const int status = mmfree_engine(n, mode, slot, load_mask, store_mask, x_in, state, rows.data(), top_words{exact_ptrs_arg});
+    if ((mode & MODE_HEAD) && (mode & MODE_FULL_LOGITS))
+        for (int r = 0; r < MMFREE_VOCAB; r++)
+            for (int t = 0; t < MMFREE_LANES; t++) {{
+                const uint32_t bits = uint32_t(rows[r].range(32 * t + 31, 32 * t));
+                memcpy(&logits[(size_t)r * MMFREE_LANES + t], &bits, 4);
+            }}
 #endif
+    if (mode & MODE_HEAD)
+        memcpy(top, top_words, sizeof(top_words));
+    return status;
 }}
 #endif
 """

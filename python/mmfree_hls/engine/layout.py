@@ -121,8 +121,12 @@ class Shape:
     def words(self) -> int:
         return sum(w for _, _, w in self.records())
 
-    def weight_bytes(self) -> int:
-        return self.words() * self.R
+    def head_words(self) -> int:
+        """Words of the LM head, the stream's last record: a pass without the head stops before them."""
+        return self.matrix_words(self.d, self.V)
+
+    def weight_bytes(self, head: bool = True) -> int:
+        return (self.words() - (0 if head else self.head_words())) * self.R
 
 
 # ------------------------------------------------------------------ encoding

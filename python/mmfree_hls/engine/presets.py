@@ -62,6 +62,9 @@ class EnginePreset:
     fifo_words: int = 2048
     frac_bits: int = 24              # fraction bits of every vector (32-bit values: range +-128)
     sigmoid_table_bits: int = 10     # sigma table entries = 2^bits over [-8, 8)
+    batch_slots: int = 1             # B: recurrent-state slots on chip (sequences decoded together)
+    prefill_chunk: int = 1           # T: prompt tokens one prefill pass takes
+    topk: int = 8                    # entries of the device-side top-k, per lane
 
     @property
     def K(self) -> int:
@@ -76,6 +79,11 @@ class EnginePreset:
     def R(self) -> int:
         """Rows per tile = bytes per stream word."""
         return self.K * self.port_bytes if self.tier == "streamed" else self.rows_per_tile
+
+    @property
+    def token_lanes(self) -> int:
+        """N: activation vectors every weight word is applied to (B sequences or T prompt tokens)."""
+        return max(self.batch_slots, self.prefill_chunk)
 
     def lanes(self, packing: str) -> int:
         """P: ternary MAC lanes (R rows x inputs per byte)."""
@@ -102,6 +110,12 @@ class EnginePreset:
             raise PresetError(f"frac_bits={self.frac_bits} must be 12..24 (vectors are 32-bit)")
         if not 6 <= self.sigmoid_table_bits <= 12:
             raise PresetError(f"sigmoid_table_bits={self.sigmoid_table_bits} must be 6..12 (64..4096 entries)")
+        if not 1 <= self.batch_slots <= 32:
+            raise PresetError(f"batch_slots={self.batch_slots} must be 1..32 (a 32-bit slot mask)")
+        if not 1 <= self.prefill_chunk <= 64:
+            raise PresetError(f"prefill_chunk={self.prefill_chunk} must be 1..64")
+        if not 1 <= self.topk <= 64:
+            raise PresetError(f"topk={self.topk} must be 1..64")
         if self.tier == "streamed":
             if not self.ports:
                 raise PresetError(f"{self.board.name}: the streamed preset names no weight ports")
@@ -173,7 +187,8 @@ def get_preset(board: str, tier: str = "on-chip", path: Optional[Path] = None, *
         rows_per_tile=int(t.get("rows_per_tile", 16)),
         ports=tuple(t.get("ports", ())), port_bits=int(t.get("port_bits", 64)),
         burst_beats=int(t.get("burst_beats", 16)), outstanding=int(t.get("outstanding", 8)),
-        fifo_words=int(t.get("fifo_words", 2048)))
+        fifo_words=int(t.get("fifo_words", 2048)), batch_slots=int(t.get("batch_slots", 1)),
+        prefill_chunk=int(t.get("prefill_chunk", 1)), topk=int(t.get("topk", 8)))
     return preset.with_knobs(**knobs) if knobs else preset.validate()
 
 

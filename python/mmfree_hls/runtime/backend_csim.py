@@ -1,14 +1,23 @@
 """C-simulation backend: the engine's own C++ compiled with g++ (the one binding).
 
-ABI version 2, fixed here and nowhere else (a manifest never chooses a symbol,
+ABI version 3, fixed here and nowhere else (a manifest never chooses a symbol,
 an argument order or a buffer size):
 
-    extern "C" int mmfree_abi(void);                                  // 2
+    extern "C" int mmfree_abi(void);                                  // 3
     extern "C" int mmfree_info(int* d, int* L, int* e, int* V);       // 0 = ok
-    extern "C" int mmfree_step(const float* x_in, float* state, float* logits,
-                               const unsigned char* weights);         // 0 = ok
-    extern "C" unsigned long long mmfree_cycles(void);                // of the last step
+    extern "C" int mmfree_lanes(int* lanes, int* slots, int* topk);   // 0 = ok
+    extern "C" int mmfree_step(int n, int mode, int slot, unsigned load_mask, unsigned store_mask,
+                               const float* x_in, float* state, float* logits, int* top,
+                               const unsigned char* weights);         // status; -2 = bad arguments
+    extern "C" unsigned long long mmfree_cycles(void);                // of the last pass
 
+One call is a pass: the weight stream read once for ``n`` token lanes
+(mmfree_engine.h, compute_pass). ``mode`` bits: PREFILL (lanes are
+consecutive tokens of the sequence in ``slot``), HEAD (compute logits),
+FULL_LOGITS (write all of them, rows x lanes; else only the top-k).
+``load_mask`` / ``store_mask``: slots whose state comes from / goes to the
+``state`` buffer (slots x L x e); the others stay on chip between passes.
+``top`` receives lanes x topk (id, float32 bits) pairs.
 ``weights`` is NULL for the on-chip tier and the whole weights buffer
 (header + K port regions, mmfree_hls.engine.layout) for the streamed tier.
 The buffers are plain numpy arrays laid out exactly as on the board
@@ -29,11 +38,15 @@ import numpy as np
 from .buffers import WEIGHTS_PORT, BufferLayout, DeviceBuffers, numpy_allocate
 from .errors import AcceleratorError, BackendUnavailableError, DeviceTimeoutError, ManifestError
 
-ABI_VERSION = 2
+ABI_VERSION = 3
 ABI_SYMBOL = "mmfree_abi"
 CYCLES_SYMBOL = "mmfree_cycles"
 STEP_SYMBOL = "mmfree_step"
 INFO_SYMBOL = "mmfree_info"
+LANES_SYMBOL = "mmfree_lanes"
+
+#: Mode bits of a pass (mmfree_engine.h).
+MODE_PREFILL, MODE_HEAD, MODE_FULL_LOGITS = 1, 2, 4
 
 # ELF e_machine codes of the CPUs a user meets: a workstation and the boards' Arm cores.
 _ELF_MACHINES = {0x3E: "x86_64", 0xB7: "aarch64", 0x28: "arm"}
@@ -71,7 +84,7 @@ def _f32(a: np.ndarray, n: int, what: str) -> np.ndarray:
 
 
 class CSimLibrary:
-    """ctypes binding of a compiled engine library (ABI version 2)."""
+    """ctypes binding of a compiled engine library (ABI version 3)."""
 
     def __init__(self, path: str | Path, weights: Optional[np.ndarray] = None):
         self.path = Path(path)
@@ -93,7 +106,8 @@ class CSimLibrary:
             lib = ctypes.CDLL(str(self.path.resolve()))
         except OSError as e:
             raise BackendUnavailableError(f"cannot load {self.path}: {e}") from None
-        missing = [s for s in (ABI_SYMBOL, INFO_SYMBOL, STEP_SYMBOL, CYCLES_SYMBOL) if not hasattr(lib, s)]
+        missing = [s for s in (ABI_SYMBOL, INFO_SYMBOL, LANES_SYMBOL, STEP_SYMBOL, CYCLES_SYMBOL)
+                   if not hasattr(lib, s)]
         if missing:
             raise BackendUnavailableError(
                 f"{self.path} does not export {', '.join(missing)}: it is not an mmfree engine "
@@ -107,47 +121,88 @@ class CSimLibrary:
         self._step = lib.mmfree_step
         self._step.restype = ctypes.c_int
         # plain addresses: .ctypes.data is an int, data_as() builds a ctypes object per call
-        self._step.argtypes = [ctypes.c_void_p] * 4
+        self._step.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_uint, ctypes.c_uint] + \
+            [ctypes.c_void_p] * 5
         lib.mmfree_cycles.restype = ctypes.c_ulonglong
         lib.mmfree_cycles.argtypes = []
         (self.d, self.L, self.e, self.V), rc = library_dimensions(lib)
         if rc != 0:
             raise BackendUnavailableError(f"{self.path}: mmfree_info returned {rc}")
+        lanes = getattr(lib, LANES_SYMBOL)
+        lanes.restype = ctypes.c_int
+        lanes.argtypes = [ctypes.POINTER(ctypes.c_int)] * 3
+        vals = [ctypes.c_int(0) for _ in range(3)]
+        rc = lanes(*[ctypes.byref(v) for v in vals])
+        self.lanes, self.slots, self.topk = (v.value for v in vals)
+        if rc != 0 or not (1 <= self.slots <= 32 and 1 <= self.lanes <= 64 and 1 <= self.topk <= 64):
+            raise BackendUnavailableError(f"{self.path}: mmfree_lanes returned {rc} "
+                                          f"(lanes {self.lanes}, slots {self.slots}, topk {self.topk})")
         self.weights = None if weights is None else np.ascontiguousarray(weights, dtype=np.uint8)
-        self._x = np.zeros(self.d, np.float32)
-        self._x_addr = self._x.ctypes.data
         self._w_addr = None if self.weights is None else self.weights.ctypes.data
 
     @property
     def cycles(self) -> int:
-        """Engine cycles the last step counted (the schedule's trip counts x II)."""
+        """Engine cycles the last pass counted (the schedule's trip counts x II)."""
         return int(self._lib.mmfree_cycles())
 
-    def call(self, x_in: np.ndarray, state: np.ndarray, logits: np.ndarray,
+    def call(self, n: int, mode: int, slot: int, load_mask: int, store_mask: int, x_in: np.ndarray,
+             state: np.ndarray, logits: np.ndarray, top: np.ndarray,
              weights: Optional[np.ndarray] = None) -> int:
-        """One step on caller-owned buffers (sizes checked); returns the step's status."""
-        _f32(x_in, self.d, "x_in")
-        _f32(state, self.L * self.e, "state")
-        _f32(logits, self.V, "logits")
+        """One pass on caller-owned buffers (sizes checked); returns the pass's status."""
+        _f32(x_in, self.lanes * self.d, "x_in")
+        _f32(state, self.slots * self.L * self.e, "state")
+        _f32(logits, self.V * self.lanes, "logits")
+        if top.dtype != np.int32 or top.size != 2 * self.lanes * self.topk or not top.flags.c_contiguous:
+            raise AcceleratorError(f"top must be a contiguous int32 array of {2 * self.lanes * self.topk} values")
         w = self.weights if weights is None else weights
-        return self._step(x_in.ctypes.data, state.ctypes.data, logits.ctypes.data,
+        return self._step(int(n), int(mode), int(slot), int(load_mask), int(store_mask), x_in.ctypes.data,
+                          state.ctypes.data, logits.ctypes.data, top.ctypes.data,
                           None if w is None else w.ctypes.data)
 
-    def step(self, x, state) -> tuple[np.ndarray, np.ndarray]:
-        """(x_t (d,), s_{t-1} (L, e)) -> (logits (V,), s_t (L, e)), float32 (new arrays)."""
-        self._x[:] = np.ravel(x)
-        s = np.array(state, dtype=np.float32, order="C")
-        if s.size != self.L * self.e:
-            raise AcceleratorError(f"state must hold {self.L} x {self.e} values, got shape {np.shape(state)}")
-        logits = np.empty(self.V, np.float32)
-        rc = self._step(self._x_addr, s.ctypes.data, logits.ctypes.data, self._w_addr)
+    def buffers(self) -> dict:
+        """Fresh buffers of this build's sizes (what call() takes)."""
+        return {"x_in": np.zeros(self.lanes * self.d, np.float32),
+                "state": np.zeros(self.slots * self.L * self.e, np.float32),
+                "logits": np.zeros(self.V * self.lanes, np.float32),
+                "top": np.zeros(2 * self.lanes * self.topk, np.int32)}
+
+    def run_pass(self, xs, states=None, *, prefill: bool = False, slot: int = 0, head: bool = True,
+                 full_logits: bool = True, load: Optional[list] = None, store: Optional[list] = None):
+        """A pass on fresh buffers: xs (n, d); states {slot: (L, e)} to load; returns
+        (logits (n, V) or None, top [(ids, values)] per lane, {slot: state} of ``store``)."""
+        xs = np.atleast_2d(np.asarray(xs, np.float32))
+        n = xs.shape[0]
+        b = self.buffers()
+        b["x_in"][:n * self.d] = xs.reshape(-1)
+        st = b["state"].reshape(self.slots, self.L * self.e)
+        load_mask = 0
+        for q, s in (states or {}).items():
+            st[q] = np.asarray(s, np.float32).reshape(-1)
+            load_mask |= 1 << q
+        store_mask = sum(1 << q for q in (store or []))
+        mode = (MODE_PREFILL if prefill else 0) | (MODE_HEAD if head else 0) | (MODE_FULL_LOGITS if full_logits else 0)
+        rc = self.call(n, mode, slot, load_mask, store_mask, b["x_in"], b["state"], b["logits"], b["top"])
         if rc != 0:
             raise AcceleratorError(f"{STEP_SYMBOL} returned {rc}: " + describe_status(rc))
-        return logits, s.reshape(self.L, self.e)
+        logits = b["logits"].reshape(self.V, self.lanes).T[:n].copy() if (head and full_logits) else None
+        pairs = b["top"].reshape(self.lanes, self.topk, 2)
+        top = [(pairs[t, :, 0].copy(), pairs[t, :, 1].copy().view(np.float32)) for t in range(n)] if head else None
+        return logits, top, {q: st[q].reshape(self.L, self.e).copy() for q in (store or [])}
+
+    def step(self, x, state) -> tuple[np.ndarray, np.ndarray]:
+        """One token of one sequence, its state through the host: (x_t (d,), s_{t-1} (L, e)) ->
+        (logits (V,), s_t (L, e)), float32 (new arrays). Slot 0."""
+        s = np.asarray(state, dtype=np.float32)
+        if s.size != self.L * self.e:
+            raise AcceleratorError(f"state must hold {self.L} x {self.e} values, got shape {np.shape(state)}")
+        logits, _, out = self.run_pass(np.ravel(x)[None], {0: s}, store=[0])
+        return logits[0], out[0]
 
 
 def describe_status(rc: int) -> str:
     """The engine's status bits in words."""
+    if rc == -2:
+        return "the library refused the arguments (lanes, slot or masks outside what this build holds)"
     if rc < 0:
         return "the library refused the call (no weights buffer for the streamed tier)"
     parts = []
