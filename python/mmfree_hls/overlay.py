@@ -84,7 +84,7 @@ def _prepare_out(out: Path, force: bool) -> None:
         check_not_protected(out)
 
 
-def _check_library(lib: Path, cfg) -> None:
+def _check_library(lib: Path, cfg, preset) -> None:
     """Refuse a C-sim library built for another model now, rather than when a user opens it."""
     from .runtime.backend_csim import _HOST_MACHINES, CSimLibrary, library_machine
     from .runtime.errors import ManifestError
@@ -92,10 +92,12 @@ def _check_library(lib: Path, cfg) -> None:
     if library_machine(lib) != _HOST_MACHINES.get(platform.machine().lower()):
         return                      # cross-built for a board: checked when opened there
     got = CSimLibrary(lib)
-    want = (cfg.d, cfg.num_hidden_layers, cfg.input_dim, cfg.vocab_size)
-    if (got.d, got.L, got.e, got.V) != want:
-        raise ManifestError(f"{lib} was compiled for d={got.d}, L={got.L}, e={got.e}, V={got.V}, "
-                            f"not for this model {want}; re-run `mmfree convert`")
+    want = (cfg.d, cfg.num_hidden_layers, cfg.input_dim, cfg.vocab_size, preset.token_lanes, preset.batch_slots,
+            preset.topk)
+    have = (got.d, got.L, got.e, got.V, got.lanes, got.slots, got.topk)
+    if have != want:
+        raise ManifestError(f"{lib} was compiled for (d, L, e, V, lanes, slots, topk) = {have}, not for this "
+                            f"build {want}; re-run `mmfree convert`")
 
 
 def _package_tokenizer(dest: Path, cfg, tokenizer_dir: Optional[str | Path]) -> Optional[str]:
@@ -149,7 +151,8 @@ def build_overlay(out: str | Path, *, model, board: str, name: str, csim_library
         raise FileNotFoundError(f"C-simulation library {lib} not found; build it with `mmfree convert` "
                                 "(it compiles the project with g++)")
     cfg = model.config
-    _check_library(lib, cfg)
+    from .engine.project import preset_of
+    _check_library(lib, cfg, preset_of(engine))
     out = Path(out)
     _prepare_out(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -170,9 +173,13 @@ def build_overlay(out: str | Path, *, model, board: str, name: str, csim_library
             bs = {"bit": f"{name}.bit", "hwh": f"{name}.hwh"}
         tok_rel = _package_tokenizer(tmp / "tokenizer", cfg, tokenizer_dir)
 
-        layout = BufferLayout.for_config(cfg, len(weights) if weights is not None else 0)
+        from .engine.codegen import SCALAR_ARGS
+        from .engine.project import preset_of
+        layout = BufferLayout.for_engine(cfg, preset_of(engine), len(weights) if weights is not None else 0)
         hls_ip = toolchain()["hls_ip"]
-        args = ["x_in", "state", "logits"] + [f"w{k}" for k in range(int(engine.get("K", 0)))]
+        # the top's arguments in order: the pass's scalars, then the buffers, then the weight ports
+        args = [(a, "scalar") for a in SCALAR_ARGS] + ["x_in", "state", "logits", "top"] + \
+            [f"w{k}" for k in range(int(engine.get("K", 0)))]
         ip = vitis_register_map(args, pointer_bits=hls_ip["pointer_bits"], return_bits=32)
         top = engine["top"]
         ip.update({"top": top, "instance": hls_ip["instance"],

@@ -91,7 +91,9 @@ def init_random_state_dict(cfg: ModelConfig, seed: int = 0) -> dict[str, np.ndar
 
 
 class MMFreeLM:
-    """numpy MatMul-free LM: sequence ``logits`` and recurrent ``step``."""
+    """numpy MatMul-free LM: sequence ``logits``, recurrent ``step`` / ``decode_step``
+    (one token, or a batch of B sequences) and chunked ``prefill`` (T tokens of one
+    sequence per call, as the engine's prefill pass)."""
 
     def __init__(self, config: ModelConfig, state_dict: Mapping[str, np.ndarray],
                  ternary: Mapping[str, TernaryWeight] | None = None):
@@ -217,6 +219,43 @@ class MMFreeLM:
             x = x + self._channel_mix(l, x)
         return self.head(x), new_state
 
+    def prefill(self, x_seq: np.ndarray, state: np.ndarray,
+                head: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
+        """A chunk of T prompt tokens from their embeddings: (x_1..x_T, s_0) → (logits_T, s_T).
+
+        Layer by layer, as the engine's prefill pass runs its T lanes: i, f and g
+        of all T tokens, then the recurrence scanned over t = 1..T (each token's
+        state feeding the next: the only sequential part), then g_norm, o_proj and
+        the GLU of all T tokens. The head runs for the last token only;
+        ``head=False`` skips it (logits None), as for every chunk but a prompt's last.
+
+        ``x_seq``: (T, d), or (T, B, d) for B sequences; ``state``: (L, e) or (L, B, e).
+        Every operation is per token, so the result is bit-identical to T calls of
+        :meth:`decode_step`.
+        """
+        cfg = self.config
+        x = np.asarray(x_seq, dtype=np.float64)
+        if x.ndim < 2 or x.shape[0] == 0 or x.shape[-1] != cfg.d:
+            raise ValueError(f"x_seq must have shape (T, d) or (T, B, d) with T ≥ 1 and "
+                             f"d = {cfg.d}, got {np.shape(x_seq)}")
+        state = np.ascontiguousarray(state, dtype=np.float64)
+        expect = (cfg.num_hidden_layers,) + x.shape[1:-1] + (cfg.state_size,)
+        if state.shape != expect:
+            raise ValueError(f"state has shape {state.shape}, expected {expect}; "
+                             "start from model.init_state()")
+        new_state = np.empty_like(state)
+        for l in range(cfg.num_hidden_layers):
+            h = self._rms(x, f"model.layers.{l}.attn_norm.weight")
+            i, f = self._gates(l, h)                 # all T tokens
+            s = np.empty_like(i)                     # s_1 .. s_T
+            s_prev = state[l]
+            for t in range(x.shape[0]):              # s_t = f_t ⊙ s_{t−1} + i_t
+                s[t] = s_prev = f[t] * s_prev + i[t]
+            new_state[l] = s[-1]
+            x = x + self._mix_out(l, h, s)           # all T tokens
+            x = x + self._channel_mix(l, x)
+        return (self.head(x[-1]) if head else None), new_state
+
     def step(self, token, state: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(token id or (B,) ids, state) → (logits, new state)."""
         x = self.embed(token)
@@ -233,6 +272,38 @@ class MMFreeLM:
             logits, state = self.step(tok, state)
             return logits
         return greedy_decode(step, prompt, n_new)
+
+    def generate_greedy_batch(self, prompts: Iterable[Iterable[int]], n_new: int,
+                              prefill_chunk: int = 1) -> list[list[int]]:
+        """Greedy decoding of B prompts the way the engine runs them.
+
+        Each prompt is prefilled into its own state slot in chunks of
+        ``prefill_chunk`` tokens (the head on the last chunk only), then every
+        new token is one batched :meth:`decode_step` of all B sequences. The
+        token streams equal :meth:`generate_greedy` of each prompt alone.
+        """
+        prompts = [list(p) for p in prompts]
+        if not prompts or any(not p for p in prompts):
+            raise ValueError("prompts must be a non-empty list of non-empty token lists")
+        if isinstance(prefill_chunk, bool) or not isinstance(prefill_chunk, (int, np.integer)) \
+                or prefill_chunk < 1:
+            raise ValueError(f"prefill_chunk must be a positive integer, got {prefill_chunk!r}")
+        T = int(prefill_chunk)
+        state = self.init_state(len(prompts))
+        logits = np.empty((len(prompts), self.config.vocab_size))
+        for b, prompt in enumerate(prompts):
+            s = state[:, b]
+            for c in range(0, len(prompt), T):
+                z, s = self.prefill(self.embed(prompt[c:c + T]), s, head=c + T >= len(prompt))
+            logits[b], state[:, b] = z, s
+        out: list[list[int]] = [[] for _ in prompts]
+        for n in range(n_new):
+            tokens = np.argmax(logits, axis=-1)
+            for b, tok in enumerate(tokens):
+                out[b].append(int(tok))
+            if n + 1 < n_new:                        # the logits after the last token are never needed
+                logits, state = self.step(tokens, state)
+        return out
 
     # ---------------------------------------------------------------- design
     def to_keras(self, form: str = "sequence"):

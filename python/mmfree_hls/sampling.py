@@ -12,6 +12,13 @@ deterministic given a seed (one ``numpy.random.Generator`` per ``Sampler``).
 
 top-k is applied before top-p, as in common LM toolkits.
 
+The engine can also return, per lane, just its K largest logits (``topk`` of
+the preset): values descending, ties to the lower id (:func:`top_k_of` is the
+numpy twin). Greedy decoding, and sampling with ``top_k ≤ K``, need nothing
+more (:meth:`Sampler.needs_full_logits`); :meth:`Sampler.choose_from_top` then
+picks exactly the token that ``Sampler(...)(full_logits)`` would pick, with the
+same random draw.
+
 Numerically safe at any temperature: probabilities are computed in float64
 from ``(z - max z) / T`` (log-space, so the largest term is exactly exp(0) = 1
 and nothing overflows), and a temperature below :data:`GREEDY_BELOW` is
@@ -85,6 +92,38 @@ def _top_k_ids(z: np.ndarray, k: int) -> np.ndarray:
     return np.sort(np.concatenate([above, ties]))
 
 
+def top_k_of(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The device's top-k of one logits vector, or of each row of (N, V) lanes.
+
+    Returns (values, ids): the ``min(k, V)`` largest logits in descending order,
+    equal values by ascending id (the order ``np.argmax`` and :func:`_top_k_ids`
+    break ties in); values keep the logits' dtype (float32 from the device), ids int64.
+    """
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise SamplingError(f"k must be a positive integer, got {k!r}")
+    z = np.asarray(logits)
+    if z.ndim == 2 and z.shape[0] > 0:
+        rows = [top_k_of(row, k) for row in z]
+        return np.stack([v for v, _ in rows]), np.stack([i for _, i in rows])
+    z = _check_logits(z)
+    ids = _top_k_ids(z, min(int(k), z.size))
+    order = np.lexsort((ids, -z[ids]))          # value descending, then id ascending
+    return z[ids[order]], ids[order].astype(np.int64)
+
+
+def _check_top(values: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    v = _check_logits(values)
+    i = np.asarray(ids)
+    if i.shape != v.shape or not np.issubdtype(i.dtype, np.integer):
+        raise SamplingError(f"top-k ids must be integers of the values' shape {v.shape}, "
+                            f"got {i.dtype} {i.shape}")
+    if (i < 0).any() or np.unique(i).size != i.size:
+        raise SamplingError("top-k ids must be distinct non-negative token ids")
+    if (np.diff(v) > 0).any():
+        raise SamplingError("top-k values must be in descending order (as the device writes them)")
+    return v, i.astype(np.int64)
+
+
 def _nucleus(p: np.ndarray, top_p: float) -> np.ndarray:
     """Mask of the smallest set of most probable entries whose mass reaches top_p.
 
@@ -116,7 +155,18 @@ def _candidates(logits: np.ndarray, temperature: float, top_k: Optional[int],
     z = _check_logits(logits)
     # top-k on the raw logits: dividing by T > 0 does not change their order.
     ids = _top_k_ids(z, top_k) if top_k is not None and top_k < z.size else None
-    zk = np.asarray(z if ids is None else z[ids], dtype=np.float64)
+    return _filter(ids, z if ids is None else z[ids], temperature, top_p)
+
+
+def _filter(ids: Optional[np.ndarray], zk: np.ndarray, temperature: float,
+            top_p: Optional[float]) -> tuple[np.ndarray, np.ndarray]:
+    """softmax(zk / T), then top-p: (ids ascending, probabilities).
+
+    ``ids``: the top-k ids (ascending) whose logits are ``zk``, or None for the whole
+    vocabulary. Shared by the full-logits and the device-top-k paths, so both do the
+    same arithmetic on the same arrays.
+    """
+    zk = np.asarray(zk, dtype=np.float64)
     p = np.exp((zk - zk.max()) / temperature)        # ≤ 0 before the division: no overflow, no NaN
     p = p / p.sum()
     if top_p is not None and top_p < 1.0:
@@ -124,7 +174,7 @@ def _candidates(logits: np.ndarray, temperature: float, top_k: Optional[int],
         ids = np.flatnonzero(keep) if ids is None else ids[keep]
         p = p[keep]
     elif ids is None:
-        ids = np.arange(z.size)
+        ids = np.arange(zk.size)
     p = p.astype(np.float64)
     return ids, p / p.sum()
 
@@ -171,10 +221,37 @@ class Sampler:
         """True for temperature 0 and any temperature below :data:`GREEDY_BELOW`."""
         return self.temperature < GREEDY_BELOW
 
+    def needs_full_logits(self, device_topk: int) -> bool:
+        """Whether the next choice needs all V logits, given the device's top-``device_topk``.
+
+        False for greedy decoding (the first entry is the argmax) and for
+        ``top_k ≤ device_topk`` (top-k, then top-p, only ever look at the k largest).
+        """
+        return not (self.greedy or (self.top_k is not None and self.top_k <= device_topk))
+
+    def choose_from_top(self, values: np.ndarray, ids: np.ndarray) -> int:
+        """The next token from the device's top-K of one lane: (values descending, ids).
+
+        Exactly the token ``self(full_logits)`` returns, with the same random draw
+        (same candidates, ids ascending, same probabilities). Greedy: ``ids[0]``.
+        Needs ``not self.needs_full_logits(K)``, else raises SamplingError.
+        """
+        values, ids = _check_top(values, ids)
+        if self.greedy:
+            return int(ids[0])
+        if self.needs_full_logits(values.size):
+            raise SamplingError(f"{self!r} needs the full logits: the device returned only the "
+                                f"top {values.size} (sampling from them needs top_k ≤ {values.size})")
+        k = self.top_k
+        order = np.argsort(ids[:k], kind="stable")      # the top k by id ascending, as _top_k_ids
+        return self._draw(*_filter(ids[:k][order], values[:k][order], self.temperature, self.top_p))
+
     def __call__(self, logits: np.ndarray) -> int:
         if self.greedy:
             return int(np.argmax(_check_logits(logits)))
-        ids, p = _candidates(logits, self.temperature, self.top_k, self.top_p)
+        return self._draw(*_candidates(logits, self.temperature, self.top_k, self.top_p))
+
+    def _draw(self, ids: np.ndarray, p: np.ndarray) -> int:
         # Inverse-CDF draw over the surviving ids (ascending): one uniform per token,
         # so the stream depends only on the seed.
         cdf = np.cumsum(p, dtype=np.float64)

@@ -159,19 +159,15 @@ def csim_outputs(lib, model, ids: np.ndarray, prompts: np.ndarray, greedy: int) 
     on every step (a saturated value is counted, not an error).
     """
     L, e, V = lib.L, lib.e, lib.V
-    x = np.zeros(lib.d, np.float32)
-    out = np.zeros(V, np.float32)
     sat = {"steps": 0}
 
     def step(vec, state):
-        x[:] = vec
-        s = np.array(state, dtype=np.float32).reshape(L * e)
-        rc = lib.call(x, s, out)
+        out, s, rc = lib.step_status(vec, np.reshape(state, (L, e)))
         if rc & ~STATUS_SATURATED:
             from ..runtime.backend_csim import describe_status
             raise RuntimeError(f"the C-simulation's step returned {rc}: {describe_status(rc)}")
         sat["steps"] += bool(rc & STATUS_SATURATED)
-        return out.copy(), s
+        return out, s.reshape(L * e)
 
     state = np.zeros(L * e, np.float32)
     logits = np.empty((len(ids), V))

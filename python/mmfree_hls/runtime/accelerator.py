@@ -1,11 +1,14 @@
 """``Accelerator``: autoregressive decoding on the FPGA or its C-simulation.
 
-One decode step on the device is ``(x_t, s_{t-1}) → (logits_t, s_t)``
-(``MMFreeLM.decode_step``). Per token the host looks up ``x_t`` in the
-embedding table, writes it to the input buffer, starts the device, waits, and
-reads the logits; the recurrent state never leaves the device buffer (it is
-updated in place), so a token costs one small write and one read of V floats.
-The next token is chosen on the CPU (:mod:`mmfree_hls.sampling`).
+One call of the device is a pass: the weights read once for up to N token
+lanes (docs/ARCHITECTURE.md, "Batching and prefill"). A single-sequence step
+is ``(x_t, s_{t-1}) → (logits_t, s_t)`` (``MMFreeLM.decode_step``) on lane 0,
+its state through the host buffer. A prompt goes in chunks of up to
+``prefill_chunk`` tokens a pass (:meth:`Accelerator.prefill`), and
+:meth:`Accelerator.generate_batch` decodes up to ``slots`` sequences together,
+their states kept on chip between passes. The next token is chosen on the
+CPU (:mod:`mmfree_hls.sampling`) from the device's top-k when the sampling
+allows it (greedy, or top_k within the device's), else from all logits.
 
     with Accelerator.open("overlays/pynq-z2/demo") as acc:     # board or C-sim
         for piece in acc.generate_text("The meaning of", max_new_tokens=40):
@@ -26,7 +29,7 @@ from typing import Iterable, Iterator, Optional, Union
 import numpy as np
 
 from ..sampling import Sampler
-from .buffers import WEIGHTS_PORT, DeviceBuffers
+from .buffers import MODE_FULL_LOGITS, MODE_HEAD, MODE_PREFILL, STEP_PASS, WEIGHTS_PORT, DeviceBuffers
 from .errors import (AcceleratorClosedError, AcceleratorError, BackendUnavailableError,
                      DeviceTimeoutError)
 from .manifest import Manifest, load_manifest
@@ -38,11 +41,13 @@ clock = time.perf_counter
 
 
 class AcceleratorStats:
-    """Per-token timing, split into host time and device time.
+    """Per-pass timing, split into host time and device time, and the tokens each pass served.
 
     *device*: from start to done (the C call on the C-sim backend; ap_start
     to ap_done on the board). *host*: everything else the host spends on a
-    token — embedding lookup, buffer copies, cache flush/invalidate, sampling.
+    pass — embedding lookup, buffer copies, cache flush/invalidate, sampling.
+    Per-token figures divide by the tokens the passes served (a prefill or
+    batch pass serves several).
     """
 
     def __init__(self):
@@ -51,12 +56,14 @@ class AcceleratorStats:
     def reset(self) -> None:
         self.host_s: list[float] = []
         self.device_s: list[float] = []
+        self.tokens: list[int] = []
         self.prompt_tokens = 0
         self.new_tokens = 0
 
-    def record(self, host_s: float, device_s: float) -> None:
+    def record(self, host_s: float, device_s: float, tokens: int = 1) -> None:
         self.host_s.append(host_s)
         self.device_s.append(device_s)
+        self.tokens.append(tokens)
 
     def add_host_time(self, seconds: float) -> None:
         """Host work after a step (sampling) is charged to that step's token."""
@@ -76,12 +83,13 @@ class AcceleratorStats:
         host = np.asarray(self.host_s)
         dev = np.asarray(self.device_s)
         total = self.total_s
+        toks = int(sum(self.tokens))
         return {
-            "steps": n, "prompt_tokens": self.prompt_tokens, "new_tokens": self.new_tokens,
+            "steps": n, "tokens": toks, "prompt_tokens": self.prompt_tokens, "new_tokens": self.new_tokens,
             "total_s": total,
-            "tokens_per_s": n / total if total > 0 else 0.0,
-            "host_ms_per_token": 1e3 * float(host.mean()) if n else 0.0,
-            "device_ms_per_token": 1e3 * float(dev.mean()) if n else 0.0,
+            "tokens_per_s": toks / total if total > 0 else 0.0,
+            "host_ms_per_token": 1e3 * float(host.sum()) / toks if toks else 0.0,
+            "device_ms_per_token": 1e3 * float(dev.sum()) / toks if toks else 0.0,
             "host_fraction": float(host.sum() / total) if total > 0 else 0.0,
             "host_ms_p50": 1e3 * float(np.median(host)) if n else 0.0,
             "device_ms_p50": 1e3 * float(np.median(dev)) if n else 0.0,
@@ -210,7 +218,6 @@ class Accelerator:
 
     def _zero_state(self) -> None:
         self._buffers.clear_state()
-        self.backend.reset_state()          # on-chip state: the next start carries reset = 1
 
     def _check_no_stream(self, what: str) -> None:
         if self._stream is not None:
@@ -235,20 +242,9 @@ class Accelerator:
         self._needs_recovery = False
 
     @property
-    def state_readable(self) -> bool:
-        """False for a design that keeps the recurrent state on chip (streamed tier on a board)."""
-        return bool(getattr(self.backend, "state_readable", True))
-
-    def _require_state_access(self, what: str) -> None:
-        if not self.state_readable:
-            raise AcceleratorError(f"{what}: this design keeps the recurrent state on chip, where the "
-                                   "host cannot read or set it (use the C-sim backend to inspect it)")
-
-    @property
     def state(self) -> np.ndarray:
         """A copy of the recurrent state s_t, (L, e)."""
         self._check_open()
-        self._require_state_access("reading the state")
         self.backend.sync_from_device(self._buffers, ["state"])
         return self._buffers.read_state()
 
@@ -257,33 +253,99 @@ class Accelerator:
         if self._needs_recovery:
             return                          # a failed raw step: the next step replays the history
         self._history = history
-        if saved is not None:
-            self._buffers.write_state(saved)
-        elif history:
-            self._needs_recovery = True     # on-chip state: rebuilt by replaying the history
-        else:
-            self._zero_state()
+        self._buffers.write_state(saved)
 
     # ------------------------------------------------------------------- step
-    def _device_step(self, tok: int) -> np.ndarray:
-        """Embedding → device → logits, with the timing split. No recovery here."""
+    def _device_pass(self, outputs: list[str], host_s: float = 0.0, tokens: int = 1, **args) -> None:
+        """Inputs flushed → one pass → ``outputs`` invalidated, with the timing split (``host_s``:
+        host work already spent on this pass; ``tokens``: the tokens it serves)."""
         buffers, backend = self._buffers, self.backend
         t0 = clock()
-        buffers.write_embedding(self._embeddings[tok])
         backend.sync_to_device(buffers, buffers.inputs)
         t1 = clock()
+        backend.run(**args)
+        t2 = clock()
+        backend.sync_from_device(buffers, outputs)
+        self.stats.record(host_s=host_s + (t1 - t0) + (clock() - t2), device_s=t2 - t1, tokens=tokens)
+
+    def _device_step(self, tok: int, full: bool = True):
+        """Embedding → device → logits (or the lane's top-k when ``full`` is False). No recovery here."""
+        buffers = self._buffers
+        t0 = clock()
+        buffers.write_embedding(self._embeddings[tok])
         try:
-            backend.run()
+            self._device_pass(["state", "logits" if full else "top"], host_s=clock() - t0,
+                              **{**STEP_PASS, "mode": MODE_HEAD | (MODE_FULL_LOGITS if full else 0)})
         except AcceleratorError:
             # The state buffer may be half-written: rebuild it before the next step.
             self._needs_recovery = True
             raise
-        t2 = clock()
-        backend.sync_from_device(buffers, buffers.outputs)
-        logits = buffers.read_logits()
         self._history.append(tok)
-        self.stats.record(host_s=(t1 - t0) + (clock() - t2), device_s=t2 - t1)
-        return logits
+        return buffers.read_logits() if full else buffers.read_top()
+
+    def _prefill_slot(self, ids: list[int], slot: int, *, load: bool, store: bool, full: bool):
+        """``ids`` through the device in chunks of ``prefill_chunk`` tokens a pass, in state slot
+        ``slot`` (loaded from the host buffer first when ``load``, written back after the last chunk
+        when ``store``). Returns the last token's logits (``full``) or top-k."""
+        buffers, T = self._buffers, self.prefill_chunk
+        for c in range(0, len(ids), T):
+            chunk = ids[c:c + T]
+            last = c + T >= len(ids)
+            t0 = clock()
+            for lane, tok in enumerate(chunk):
+                buffers.write_embedding(self._embeddings[tok], lane)
+            mode = MODE_PREFILL | ((MODE_HEAD | (MODE_FULL_LOGITS if full else 0)) if last else 0)
+            outputs = (["logits" if full else "top"] + (["state"] if store else [])) if last else []
+            self._device_pass(outputs, host_s=clock() - t0, tokens=len(chunk), n=len(chunk), mode=mode, slot=slot,
+                              load_mask=(1 << slot) if (load and c == 0) else 0,
+                              store_mask=(1 << slot) if (store and last) else 0)
+        lane = (len(ids) - 1) % T
+        return buffers.read_logits(lane=lane) if full else buffers.read_top(lane)
+
+    @property
+    def lanes(self) -> int:
+        """N: token lanes one pass serves (the larger of slots and prefill_chunk)."""
+        return self.layout.lanes
+
+    @property
+    def slots(self) -> int:
+        """B: sequences :meth:`generate_batch` decodes together (state slots on chip)."""
+        return self.layout.slots
+
+    @property
+    def prefill_chunk(self) -> int:
+        """T: prompt tokens one prefill pass takes."""
+        return int(self.manifest.data["engine"]["knobs"]["prefill_chunk"])
+
+    @property
+    def device_topk(self) -> int:
+        """Entries of the device-side top-k (per lane)."""
+        return self.layout.topk
+
+    def prefill(self, prompt_ids: Iterable[int]) -> np.ndarray:
+        """Feed a prompt, ``prefill_chunk`` tokens a pass; return the last token's logits.
+
+        The same state and logits as :meth:`step` once per token, bit for bit (the
+        recurrence is scanned lane by lane inside the pass), for a fraction of the
+        weight reads. Refused while a :meth:`generate` stream is running.
+        """
+        self._check_open()
+        self._check_no_stream("prefill()")
+        ids = [self._check_token(t) for t in prompt_ids]
+        if not ids:
+            raise ValueError("prompt is empty: give at least one token id")
+        return self._prefill(ids, full=True)
+
+    def _prefill(self, ids: list[int], full: bool):
+        if self._needs_recovery:
+            self._recover()
+        try:
+            out = self._prefill_slot(ids, 0, load=True, store=True, full=full)
+        except AcceleratorError:
+            self._needs_recovery = True     # the state buffer may be half-written
+            raise
+        self._history.extend(ids)
+        return out
 
     def _recover(self) -> None:
         """After a failed step: wait for the device, then rebuild the state by replaying history."""
@@ -308,13 +370,13 @@ class Accelerator:
         self._check_no_stream("step()")
         return self._step(token_id)
 
-    def _step(self, token_id: int) -> np.ndarray:
+    def _step(self, token_id: int, full: bool = True):
         self._check_open()
         tok = self._check_token(token_id)
         if self._needs_recovery:
             self._recover()
         try:
-            return self._device_step(tok)
+            return self._device_step(tok, full)
         except DeviceTimeoutError as e:
             raise DeviceTimeoutError(
                 f"{e}. The session is still usable: the next step waits for the device and "
@@ -325,22 +387,17 @@ class Accelerator:
         """One raw step on the buffers: (x_t (d,), s_{t-1} (L, e)) → (logits, s_t).
 
         The same contract as ``MMFreeLM.decode_step``; ``state=None`` starts from
-        zero. The session's own state is restored afterwards. A design with
-        on-chip state only runs from a zero state and returns ``s_t = None``.
+        zero. The session's own state is restored afterwards.
         """
         self._check_open()
-        if state is not None and not self.state_readable and np.any(state):
-            self._require_state_access("execute() with a non-zero state")
         if self._needs_recovery:
             self._recover()
         buffers, backend = self._buffers, self.backend
-        saved = None
-        if self.state_readable:
-            backend.sync_from_device(buffers, ["state"])
-            saved = buffers.read_state()
+        backend.sync_from_device(buffers, ["state"])
+        saved = buffers.read_state()
         history = list(self._history)
         try:
-            if state is None or not self.state_readable:
+            if state is None:
                 self._zero_state()
             else:
                 buffers.write_state(state)
@@ -352,7 +409,7 @@ class Accelerator:
                 self._needs_recovery = True
                 raise
             backend.sync_from_device(buffers, buffers.outputs)
-            return buffers.read_logits(), (buffers.read_state() if self.state_readable else None)
+            return buffers.read_logits(), buffers.read_state()
         finally:
             self._restore_after_raw_steps(saved, history)
 
@@ -369,10 +426,8 @@ class Accelerator:
         if self._needs_recovery:
             self._recover()
         history, saved_stats = list(self._history), self.stats
-        saved = None
-        if self.state_readable:
-            self.backend.sync_from_device(self._buffers, ["state"])
-            saved = self._buffers.read_state()
+        self.backend.sync_from_device(self._buffers, ["state"])
+        saved = self._buffers.read_state()
         self.stats = AcceleratorStats()
         try:
             t0 = clock()
@@ -412,12 +467,14 @@ class Accelerator:
                 or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be an integer ≥ 0, got {max_new_tokens!r}")
         sampler = Sampler(temperature, top_k, top_p, seed)
+        return self._generate(prompt, int(max_new_tokens), sampler, self._stop_ids(stop))
+
+    def _stop_ids(self, stop) -> set:
         try:
-            stops = set() if stop is None else ({self._check_token(stop)} if isinstance(stop, (int, np.integer))
-                                                else {self._check_token(s) for s in stop})
+            return set() if stop is None else ({self._check_token(stop)} if isinstance(stop, (int, np.integer))
+                                               else {self._check_token(s) for s in stop})
         except (TypeError, ValueError) as e:
             raise ValueError(f"stop must be a token id or a list of token ids, got {stop!r} ({e})") from None
-        return self._generate(prompt, int(max_new_tokens), sampler, stops)
 
     def _generate(self, prompt: list[int], max_new: int, sampler: Sampler, stops: set) -> Iterator[int]:
         self._check_open()
@@ -429,22 +486,108 @@ class Accelerator:
         try:
             self._reset()
             self.stats.reset()          # stats describe this generation (step() alone accumulates)
-            for tok in prompt:
-                logits = self._step(tok)
-                self.stats.prompt_tokens += 1
+            full = sampler.needs_full_logits(self.device_topk)
+            out = self._prefill(prompt, full)
+            self.stats.prompt_tokens += len(prompt)
             for i in range(max_new):
                 t0 = clock()
-                tok = sampler(logits)
+                tok = sampler(out) if full else sampler.choose_from_top(*out)
                 self.stats.add_host_time(clock() - t0)
                 if tok in stops:
                     return
                 self.stats.new_tokens += 1
                 yield tok
                 if i + 1 < max_new:            # the last token's logits are never needed
-                    logits = self._step(tok)
+                    out = self._step(tok, full)
         finally:
             if self._stream is owner:
                 self._stream = None
+
+    def generate_batch(self, prompts: Iterable[Iterable[int]], max_new_tokens: int, temperature: float = 0.0,
+                       top_k: Optional[int] = None, top_p: Optional[float] = None,
+                       seed: Optional[int] = None,
+                       stop: Union[None, int, Iterable[int]] = None) -> Iterator[tuple[int, int]]:
+        """Decode many prompts together; yields ``(prompt index, token id)`` as tokens come.
+
+        Up to :attr:`slots` sequences share every weight pass, each in its own state
+        slot on chip. A waiting prompt takes a free slot (its prompt prefilled in
+        chunks), and a sequence frees its slot when it stops (``stop`` ids, not
+        yielded) or reaches ``max_new_tokens``. Sequence i samples with its own
+        generator, seed ``seed + i``: its tokens are those of
+        ``generate(prompts[i], seed=seed + i)`` (bit-identical logits on the device).
+        The session's state is reset before and after; like :meth:`generate`, the
+        stream owns the accelerator while it runs.
+        """
+        self._check_open()
+        todo = [[self._check_token(t) for t in p] for p in prompts]
+        for i, p in enumerate(todo):
+            if not p:
+                raise ValueError(f"prompt {i} is empty: give at least one token id")
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) \
+                or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be an integer ≥ 0, got {max_new_tokens!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+            raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
+        samplers = [Sampler(temperature, top_k, top_p, None if seed is None else seed + i)
+                    for i in range(len(todo))]
+        stops = self._stop_ids(stop)
+        return self._generate_batch(todo, int(max_new_tokens), samplers, stops)
+
+    def _generate_batch(self, prompts: list[list[int]], max_new: int, samplers: list[Sampler],
+                        stops: set) -> Iterator[tuple[int, int]]:
+        self._check_open()
+        if self._stream is not None:
+            raise AcceleratorError(
+                "another generate() stream is still running on this accelerator and owns its recurrent "
+                "state; finish it or close it first (stream.close())")
+        owner = self._stream = object()
+        buffers = self._buffers
+        full = any(s.needs_full_logits(self.device_topk) for s in samplers)
+        waiting = list(range(len(prompts)))[::-1]          # a stack: prompt 0 first
+        active: dict[int, list] = {}                       # slot -> [prompt index, next token, tokens so far]
+
+        def choose(i: int, out) -> int:
+            t0 = clock()
+            tok = samplers[i](out) if full else samplers[i].choose_from_top(*out)
+            self.stats.add_host_time(clock() - t0)
+            return tok
+
+        try:
+            self._reset()
+            self.stats.reset()
+            while waiting or active:
+                for slot in range(self.slots):            # a free slot takes the next prompt
+                    if slot not in active and waiting:
+                        i = waiting.pop()
+                        buffers.clear_state(slot)
+                        out = self._prefill_slot(prompts[i], slot, load=True, store=False, full=full)
+                        self.stats.prompt_tokens += len(prompts[i])
+                        active[slot] = [i, choose(i, out), 0]
+                for slot in sorted(active):               # hand out the chosen tokens
+                    i, tok, count = active[slot]
+                    if max_new == 0 or tok in stops:
+                        del active[slot]
+                        continue
+                    self.stats.new_tokens += 1
+                    yield i, tok
+                    active[slot][2] = count = count + 1
+                    if count >= max_new:
+                        del active[slot]
+                if not active:
+                    continue
+                n = max(active) + 1                       # lanes 0..n-1; a free slot's lane idles
+                t0 = clock()
+                for slot in range(n):
+                    buffers.write_embedding(self._embeddings[active[slot][1] if slot in active else 0], slot)
+                self._device_pass(["logits" if full else "top"], host_s=clock() - t0, tokens=len(active), n=n,
+                                  mode=MODE_HEAD | (MODE_FULL_LOGITS if full else 0), slot=0,
+                                  load_mask=0, store_mask=0)
+                for slot, seq in active.items():
+                    seq[1] = choose(seq[0], buffers.read_logits(lane=slot) if full else buffers.read_top(slot))
+        finally:
+            if self._stream is owner:
+                self._stream = None
+                self._reset()                              # the slots held other sequences' states
 
     @property
     def tokenizer(self):

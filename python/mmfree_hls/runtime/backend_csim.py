@@ -35,7 +35,8 @@ from typing import Optional
 
 import numpy as np
 
-from .buffers import WEIGHTS_PORT, BufferLayout, DeviceBuffers, numpy_allocate
+from .buffers import (MODE_FULL_LOGITS, MODE_HEAD, MODE_PREFILL, STEP_PASS, WEIGHTS_PORT, BufferLayout,
+                      DeviceBuffers, numpy_allocate)
 from .errors import AcceleratorError, BackendUnavailableError, DeviceTimeoutError, ManifestError
 
 ABI_VERSION = 3
@@ -45,8 +46,6 @@ STEP_SYMBOL = "mmfree_step"
 INFO_SYMBOL = "mmfree_info"
 LANES_SYMBOL = "mmfree_lanes"
 
-#: Mode bits of a pass (mmfree_engine.h).
-MODE_PREFILL, MODE_HEAD, MODE_FULL_LOGITS = 1, 2, 4
 
 # ELF e_machine codes of the CPUs a user meets: a workstation and the boards' Arm cores.
 _ELF_MACHINES = {0x3E: "x86_64", 0xB7: "aarch64", 0x28: "arm"}
@@ -189,14 +188,29 @@ class CSimLibrary:
         top = [(pairs[t, :, 0].copy(), pairs[t, :, 1].copy().view(np.float32)) for t in range(n)] if head else None
         return logits, top, {q: st[q].reshape(self.L, self.e).copy() for q in (store or [])}
 
-    def step(self, x, state) -> tuple[np.ndarray, np.ndarray]:
-        """One token of one sequence, its state through the host: (x_t (d,), s_{t-1} (L, e)) ->
-        (logits (V,), s_t (L, e)), float32 (new arrays). Slot 0."""
+    def step_status(self, x, state) -> tuple[np.ndarray, np.ndarray, int]:
+        """One token of one sequence, its state through the host (slot 0): (x_t (d,), s_{t-1}
+        (L, e)) -> (logits (V,), s_t (L, e), status), float32 new arrays; a status is not raised."""
         s = np.asarray(state, dtype=np.float32)
         if s.size != self.L * self.e:
             raise AcceleratorError(f"state must hold {self.L} x {self.e} values, got shape {np.shape(state)}")
-        logits, _, out = self.run_pass(np.ravel(x)[None], {0: s}, store=[0])
-        return logits[0], out[0]
+        if not hasattr(self, "_step_buffers"):
+            self._step_buffers = self.buffers()
+        b = self._step_buffers
+        b["x_in"][:self.d] = np.ravel(x)
+        b["state"][:s.size] = s.reshape(-1)
+        rc = self.call(1, MODE_HEAD | MODE_FULL_LOGITS, 0, 1, 1, b["x_in"], b["state"], b["logits"], b["top"])
+        if rc < 0:
+            raise AcceleratorError(f"{STEP_SYMBOL} returned {rc}: " + describe_status(rc))
+        logits = b["logits"][::self.lanes].copy()
+        return logits, b["state"][:s.size].reshape(self.L, self.e).copy(), rc
+
+    def step(self, x, state) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`step_status`, raising on a non-zero status."""
+        logits, s, rc = self.step_status(x, state)
+        if rc != 0:
+            raise AcceleratorError(f"{STEP_SYMBOL} returned {rc}: " + describe_status(rc))
+        return logits, s
 
 
 def describe_status(rc: int) -> str:
@@ -217,8 +231,6 @@ class CSimBackend:
     """Runs one decode step by calling the C-simulation library on numpy buffers."""
 
     name = "csim"
-    #: The state buffer travels through every call, so the host can read and set it.
-    state_readable = True
 
     def __init__(self, library: str | Path, layout: BufferLayout, timeout_s: Optional[float] = None):
         if timeout_s is not None and not (isinstance(timeout_s, (int, float)) and 0 < timeout_s < float("inf")):
@@ -236,12 +248,14 @@ class CSimBackend:
 
     def check_dimensions(self) -> None:
         """Refuse a library compiled for another model (mmfree_info vs the manifest)."""
-        got = (self.lib.d, self.lib.L, self.lib.e, self.lib.V)
-        want = (self.layout.d, self.layout.L, self.layout.e, self.layout.V)
+        got = (self.lib.d, self.lib.L, self.lib.e, self.lib.V, self.lib.lanes, self.lib.slots, self.lib.topk)
+        lay = self.layout
+        want = (lay.d, lay.L, lay.e, lay.V, lay.lanes, lay.slots, lay.topk)
         if got != want:
+            names = ("d", "L", "e", "V", "lanes", "slots", "topk")
+            fmt = lambda v: ", ".join(f"{k}={x}" for k, x in zip(names, v))
             raise ManifestError(
-                f"{self.library} was compiled for d={got[0]}, L={got[1]}, e={got[2]}, V={got[3]} "
-                f"but the manifest describes d={want[0]}, L={want[1]}, e={want[2]}, V={want[3]}; "
+                f"{self.library} was compiled for {fmt(got)} but the manifest describes {fmt(want)}; "
                 "re-run `mmfree package` from the HLS project that built this library")
 
     @property
@@ -253,9 +267,6 @@ class CSimBackend:
         self._buffers = DeviceBuffers(layout, numpy_allocate)
         return self._buffers
 
-    def reset_state(self) -> None:
-        """The zeroed state buffer is the reset: nothing else to do."""
-
     def sync_to_device(self, buffers: DeviceBuffers, names) -> None:
         """Host memory is device memory here: nothing to flush."""
 
@@ -263,10 +274,11 @@ class CSimBackend:
         """Nothing to invalidate either."""
 
     # ------------------------------------------------------------------- run
-    def _call(self) -> None:
+    def _call(self, args: dict) -> None:
         b = self._buffers
         w = b[WEIGHTS_PORT] if WEIGHTS_PORT in self.layout.specs else None
-        self._rc = self.lib.call(b["x_in"], b["state"], b["logits"], w)
+        self._rc = self.lib.call(args["n"], args["mode"], args["slot"], args["load_mask"], args["store_mask"],
+                                 b["x_in"], b["state"], b["logits"], b["top"], w)
 
     def wait_idle(self, timeout_s: Optional[float]) -> None:
         """Wait for a step abandoned by a timeout to finish before starting another."""
@@ -278,15 +290,17 @@ class CSimBackend:
                     f"(waited {timeout_s} s more); close the accelerator and open it again")
             self._pending = None
 
-    def run(self) -> None:
-        """One decode step on the bound buffers; raises on a non-zero return or a timeout."""
+    def run(self, **args) -> None:
+        """One pass on the bound buffers (``args``: n, mode, slot, load_mask, store_mask; default
+        the single-sequence step); raises on a non-zero return or a timeout."""
         if self._buffers is None:
             raise AcceleratorError("C-sim backend: allocate() the buffers before run()")
+        args = {**STEP_PASS, **args}
         if self.timeout_s is None:
-            self._call()
+            self._call(args)
         else:
             self.wait_idle(self.timeout_s)
-            worker = threading.Thread(target=self._call, name="mmfree-csim-step", daemon=True)
+            worker = threading.Thread(target=self._call, args=(args,), name="mmfree-csim-step", daemon=True)
             self._rc = None
             worker.start()
             worker.join(self.timeout_s)

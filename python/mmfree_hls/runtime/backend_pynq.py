@@ -8,7 +8,8 @@ registers. The streamed tier's K weight ports (``w0..w{K-1}``) all point into
 one weight buffer, port k at ``base + region_offset + k * region_bytes`` (the
 engine's buffer is a header, then one region per port).
 
-Per token: flush the input buffers, set ap_start, poll the control register
+Per pass: flush the input buffers, write the pass's scalars (lanes, mode,
+slot, state masks), set ap_start, poll the control register
 until ap_done (with a timeout), read ap_return, invalidate the output buffers.
 The IP's m_axi masters sit on PS ports that are not cache-coherent (HP, or
 HPC used without coherency), so this flush/invalidate pair is what keeps the
@@ -32,7 +33,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
-from .buffers import WEIGHTS_PORT, BufferLayout, DeviceBuffers
+from .buffers import STEP_PASS, WEIGHTS_PORT, BufferLayout, DeviceBuffers
 from .errors import AcceleratorError, BackendUnavailableError, DeviceTimeoutError, ManifestError
 
 # ap_ctrl_hs bits of the control register (offset 0x00), as Vitis HLS defines them.
@@ -166,12 +167,8 @@ class PynqBackend:
         self._clock = clock
         self.registers = {name: dict(reg) for name, reg in ip["registers"].items()}
         self.ctrl_offset = int(ip.get("control", {}).get("offset", 0))
-        # A design that keeps the state on chip has no state pointer; a scalar register then
-        # starts a new sequence. ap_return: the top's status (0 = ok).
-        self.state_readable = not ip.get("state_on_chip", False)
-        self.reset_register = ip.get("reset_register")
+        # ap_return: the top's status (0 = ok).
         self.ap_return = ip.get("ap_return")
-        self._reset_pending = True
         self.weight_ports = self._weight_ports()
         #: m_axi master → DDR windows it reaches (from the .hwh; empty = not checked)
         self.windows: dict[str, list[tuple[int, int]]] = {}
@@ -282,8 +279,6 @@ class PynqBackend:
                 for k, port in enumerate(self.weight_ports):
                     self.write_pointer(port, base + self.region_offset + k * self.region_bytes)
                     written.add(port)
-            elif spec.name == "state" and not self.state_readable:
-                continue                    # host-side only: the device keeps its own state
             else:
                 buffers.free()
                 raise ManifestError(f"the register map has no pointer register for buffer "
@@ -311,10 +306,6 @@ class PynqBackend:
                         f"{shown} that the IP's {master} reaches (the bitstream's address map); "
                         "move the contiguous-memory (CMA) pool below it, or map the high DDR "
                         "segment in the block design")
-
-    def reset_state(self) -> None:
-        """A new sequence: with on-chip state the next start carries reset = 1."""
-        self._reset_pending = True
 
     def write_pointer(self, port: str, address: int) -> None:
         reg = self.registers[port]
@@ -355,7 +346,9 @@ class PynqBackend:
                 "reload the overlay: close() and Accelerator.open(...) again")
         self._abandoned = False
 
-    def run(self) -> None:
+    def run(self, **args) -> None:
+        """One pass (``args``: n, mode, slot, load_mask, store_mask; default the single-sequence
+        step): the scalars into their registers, ap_start, poll ap_done, check ap_return."""
         buffers = self._buffers
         if buffers is None:
             raise AcceleratorError("pynq backend: allocate() the buffers before run()")
@@ -367,8 +360,8 @@ class PynqBackend:
         # so the ap_done seen below belongs to this start.
         if self._abandoned or not (self.status() & AP_IDLE):
             self.wait_idle()
-        if self.reset_register is not None:
-            self.mmio.write(int(self.registers[self.reset_register]["offset"]), int(self._reset_pending))
+        for name, value in {**STEP_PASS, **args}.items():
+            self.mmio.write(int(self.registers[name]["offset"]), int(value))
         self.mmio.write(self.ctrl_offset, AP_START)
         if not self._poll(AP_DONE, self._clock() + self.timeout_s):
             self._abandoned = True
@@ -379,7 +372,6 @@ class PynqBackend:
             rc = int(self.mmio.read(int(self.ap_return["offset"])))
             if rc != 0:
                 raise AcceleratorError(f"the accelerator returned {rc}: {_describe_status(rc)}")
-        self._reset_pending = False
 
     def close(self, timeout_s: Optional[float] = None) -> None:
         """Free the buffers once the IP is idle. If it stays busy (a step that timed out and

@@ -1,12 +1,15 @@
 """Device buffer layout and the one place numpy data crosses into it.
 
-The accelerator computes ``mmfree_step(x_in, state, logits)`` (docs/ARCHITECTURE.md, "Contracts"):
+One call of the accelerator is a pass: the weights read once for N token
+lanes (docs/ARCHITECTURE.md, "Contracts"; B state slots, device top-k of K):
 
-    x_in    (d,)     float32  in      the token embedding x_t (the host looks it up)
-    state   (L*e,)   float32  in/out  s_{t-1} → s_t, layer-major: state[l*e + i]
-    logits  (V,)     float32  out
-    weights (bytes,) uint8    in      packed ternary weights (streamed tier only,
-                                      written once per session)
+    x_in    (N*d,)     float32  in      lane t's token embedding at [t*d, (t+1)*d)
+    state   (B*L*e,)   float32  in/out  slot b's s at [b*L*e ...], layer-major: [b][l][i];
+                                        read for the slots of load_mask, written for store_mask
+    logits  (V*N,)     float32  out     row-major: logit v of lane t at [v*N + t]
+    top     (N*K*2,)   int32    out     lane t's top-K (id, float32 bits), value descending
+    weights (bytes,)   uint8    in      packed ternary weights (streamed tier only,
+                                        written once per session)
 
 Both backends allocate these once per session through an ``allocate(shape,
 dtype)`` function — ``numpy.zeros`` for the C-simulation, ``pynq.allocate``
@@ -33,6 +36,11 @@ import numpy as np
 from .errors import AcceleratorError, ManifestError
 
 WEIGHTS_PORT = "weights"
+
+#: Mode bits of a pass (mmfree_engine.h MODE_*): prefill lanes, run the head, write every logit.
+MODE_PREFILL, MODE_HEAD, MODE_FULL_LOGITS = 1, 2, 4
+#: The host's single-sequence step: one lane, slot 0 in and out, every logit.
+STEP_PASS = {"n": 1, "mode": MODE_HEAD | MODE_FULL_LOGITS, "slot": 0, "load_mask": 1, "store_mask": 1}
 DIRECTIONS = ("in", "inout", "out")
 
 
@@ -79,26 +87,35 @@ class BufferLayout:
     """The buffers of one design, in port order; built from a model config or a manifest."""
 
     def __init__(self, d: int, num_layers: int, state_width: int, vocab_size: int,
-                 weight_bytes: int = 0):
+                 weight_bytes: int = 0, lanes: int = 1, slots: int = 1, topk: int = 8):
         self.d, self.L, self.e, self.V = int(d), int(num_layers), int(state_width), int(vocab_size)
         self.weight_bytes = int(weight_bytes)
-        specs = [BufferSpec("x_in", (self.d,), "float32", "in"),
-                 BufferSpec("state", (self.L * self.e,), "float32", "inout"),
-                 BufferSpec("logits", (self.V,), "float32", "out")]
+        self.lanes, self.slots, self.topk = int(lanes), int(slots), int(topk)
+        specs = [BufferSpec("x_in", (self.lanes * self.d,), "float32", "in"),
+                 BufferSpec("state", (self.slots * self.L * self.e,), "float32", "inout"),
+                 BufferSpec("logits", (self.V * self.lanes,), "float32", "out"),
+                 BufferSpec("top", (self.lanes * self.topk * 2,), "int32", "out")]
         if self.weight_bytes:
             specs.insert(0, BufferSpec(WEIGHTS_PORT, (self.weight_bytes,), "uint8", "in"))
         self.specs = {s.name: s for s in specs}
 
     @classmethod
-    def for_config(cls, cfg, weight_bytes: int = 0) -> "BufferLayout":
-        return cls(cfg.d, cfg.num_hidden_layers, cfg.state_size, cfg.vocab_size, weight_bytes)
+    def for_config(cls, cfg, weight_bytes: int = 0, lanes: int = 1, slots: int = 1,
+                   topk: int = 8) -> "BufferLayout":
+        return cls(cfg.d, cfg.num_hidden_layers, cfg.state_size, cfg.vocab_size, weight_bytes,
+                   lanes, slots, topk)
 
     @classmethod
-    def from_manifest(cls, buffers: Mapping, cfg) -> "BufferLayout":
-        """Check the manifest's buffer table against the model config and build the layout."""
+    def for_engine(cls, cfg, preset, weight_bytes: int = 0) -> "BufferLayout":
+        """The buffers of an engine build (its preset's lanes, slots and top-k)."""
+        return cls.for_config(cfg, weight_bytes, preset.token_lanes, preset.batch_slots, preset.topk)
+
+    @classmethod
+    def from_manifest(cls, buffers: Mapping, cfg, preset) -> "BufferLayout":
+        """Check the manifest's buffer table against the model config and the engine build."""
         given = {name: BufferSpec.from_dict(name, b) for name, b in buffers.items()}
         wbytes = given[WEIGHTS_PORT].size if WEIGHTS_PORT in given else 0
-        layout = cls.for_config(cfg, wbytes)
+        layout = cls.for_engine(cfg, preset, wbytes)
         missing = sorted(set(layout.specs) - set(given))
         extra = sorted(set(given) - set(layout.specs))
         if missing or extra:
@@ -125,7 +142,7 @@ class BufferLayout:
 
     def __repr__(self) -> str:
         return (f"BufferLayout(d={self.d}, L={self.L}, e={self.e}, V={self.V}, "
-                f"weight_bytes={self.weight_bytes})")
+                f"weight_bytes={self.weight_bytes}, lanes={self.lanes}, slots={self.slots}, topk={self.topk})")
 
 
 Allocator = Callable[[tuple, str], np.ndarray]
@@ -148,8 +165,8 @@ class DeviceBuffers:
                 raise AcceleratorError(f"allocator returned {arr.shape} {arr.dtype} for buffer "
                                        f"'{spec.name}', expected contiguous {spec.shape} {spec.dtype}")
             self.arrays[spec.name] = arr
-        # (L, e) view of the flat state buffer: layer-major, as the C++ indexes it.
-        self._state2d = self.arrays["state"].reshape(layout.L, layout.e)
+        # (B, L, e) view of the flat state buffer: slot-major, then layer-major, as the C++ indexes it.
+        self._states = self.arrays["state"].reshape(layout.slots, layout.L, layout.e)
         #: Buffers holding host writes that have not been flushed to memory yet.
         self.host_dirty: set[str] = set()
 
@@ -199,23 +216,34 @@ class DeviceBuffers:
         self.host_dirty.add(name)
 
     # ------------------------------------------------------------- host → device
-    def write_embedding(self, x: np.ndarray) -> None:
+    def write_embedding(self, x: np.ndarray, lane: int = 0) -> None:
         x = np.asarray(x)
-        if x.shape != (self.layout.d,):
-            raise ValueError(f"embedding has shape {x.shape}, expected ({self.layout.d},)")
-        np.copyto(self.arrays["x_in"], x, casting="same_kind")
+        d = self.layout.d
+        if x.shape != (d,):
+            raise ValueError(f"embedding has shape {x.shape}, expected ({d},)")
+        if not 0 <= lane < self.layout.lanes:
+            raise ValueError(f"lane {lane} is outside this design's {self.layout.lanes} lanes")
+        np.copyto(self.arrays["x_in"][lane * d:(lane + 1) * d], x, casting="same_kind")
         self._written("x_in")
 
-    def write_state(self, state: np.ndarray) -> None:
+    def _slot(self, slot: int) -> int:
+        if not 0 <= slot < self.layout.slots:
+            raise ValueError(f"slot {slot} is outside this design's {self.layout.slots} state slots")
+        return slot
+
+    def write_state(self, state: np.ndarray, slot: int = 0) -> None:
         s = np.asarray(state)
         want = (self.layout.L, self.layout.e)
         if s.shape != want and s.shape != (self.layout.L * self.layout.e,):
             raise ValueError(f"state has shape {s.shape}, expected {want} (layers, state width)")
-        np.copyto(self._state2d, s.reshape(want), casting="same_kind")
+        np.copyto(self._states[self._slot(slot)], s.reshape(want), casting="same_kind")
         self._written("state")
 
-    def clear_state(self) -> None:
-        self.arrays["state"][:] = 0
+    def clear_state(self, slot: Optional[int] = None) -> None:
+        if slot is None:
+            self.arrays["state"][:] = 0
+        else:
+            self._states[self._slot(slot)] = 0
         self._written("state")
 
     def write_weights(self, packed: np.ndarray) -> None:
@@ -229,17 +257,26 @@ class DeviceBuffers:
         self._written(WEIGHTS_PORT)
 
     # ------------------------------------------------------------- device → host
-    def read_logits(self, out: Optional[np.ndarray] = None) -> np.ndarray:
-        """A copy of the logits as a plain ndarray (the device buffer is overwritten by the
-        next step; ``.copy()`` of a pynq buffer would still claim a physical address)."""
+    def read_logits(self, out: Optional[np.ndarray] = None, lane: int = 0) -> np.ndarray:
+        """A copy of lane ``lane``'s logits as a plain ndarray (the device buffer is overwritten
+        by the next pass; ``.copy()`` of a pynq buffer would still claim a physical address)."""
+        col = self.arrays["logits"][lane::self.layout.lanes]
         if out is None:
-            return np.array(self.arrays["logits"], copy=True, subok=False)
-        np.copyto(out, self.arrays["logits"])
+            return np.array(col, copy=True, subok=False)
+        np.copyto(out, col)
         return out
 
-    def read_state(self) -> np.ndarray:
-        """A copy of the state as (L, e), a plain ndarray."""
-        return np.array(self._state2d, copy=True, subok=False)
+    def read_top(self, lane: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Lane ``lane``'s device top-k: (values float32 descending, ids int64); ties: lower id first."""
+        K = self.layout.topk
+        pairs = np.array(self.arrays["top"][2 * K * lane:2 * K * (lane + 1)], copy=True, subok=False)
+        pairs = pairs.reshape(K, 2)
+        keep = pairs[:, 0] >= 0
+        return pairs[keep, 1].view(np.float32).copy(), pairs[keep, 0].astype(np.int64)
+
+    def read_state(self, slot: int = 0) -> np.ndarray:
+        """A copy of slot ``slot``'s state as (L, e), a plain ndarray."""
+        return np.array(self._states[self._slot(slot)], copy=True, subok=False)
 
     def free(self, names: Iterable[str] | None = None) -> None:
         """Release device memory (pynq buffers); numpy arrays are just dropped."""

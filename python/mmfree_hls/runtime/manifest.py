@@ -16,7 +16,8 @@ board, tool versions and the SHA-256 of every other file. :func:`load_manifest` 
 not agree, naming the file and the fix.
 
 Register map assumption (documented here because it cannot be checked without
-Vitis HLS): the synthesis top is ``int mmfree_engine(x_in, state, logits[, w0..wK-1])``
+Vitis HLS): the synthesis top is ``int mmfree_engine(n, mode, slot, load_mask,
+store_mask, x_in, state, logits, top[, w0..wK-1])`` (five 32-bit scalars, then pointers)
 with ``#pragma HLS INTERFACE m_axi ... offset=slave`` on each pointer and
 ``s_axilite port=return`` in one bundle ``control``. Vitis HLS (2020.2 and
 later, including 2023.2) then lays out the AXI-Lite slave as
@@ -27,7 +28,8 @@ later, including 2023.2) then lays out the AXI-Lite slave as
     then each argument in order: a 64-bit pointer takes three words
     (low, high, reserved), a 32-bit scalar two (value, reserved).
 
-so x_in = 0x18, state = 0x24, logits = 0x30, w0 = 0x3c ... for the engine's top. On a board the
+so n = 0x18, mode = 0x20, slot = 0x28, load_mask = 0x30, store_mask = 0x38, x_in = 0x40,
+state = 0x4c, logits = 0x58, top = 0x64, w0 = 0x70 ... for the engine's top. On a board the
 backend cross-checks these offsets with the bitstream's .hwh.
 
 What opening a package trusts: the C-simulation library is native code (like
@@ -329,9 +331,10 @@ def _check_csim_abi(chk: _Checker, csim: dict, layout: BufferLayout) -> None:
                  f"({layout.ports}); a package cannot reorder or drop arguments")
 
 
-def _check_engine(chk: _Checker, data: dict, cfg: ModelConfig, layout: BufferLayout) -> None:
+def _check_engine(chk: _Checker, data: dict, cfg: ModelConfig):
     """The engine section must be what our own code computes for its board, tier, packing and
-    knobs: a manifest cannot choose offsets, sizes or port counts of its own."""
+    knobs: a manifest cannot choose offsets, sizes, lanes or port counts of its own. Returns the
+    build's preset (the buffer table is checked against it)."""
     from ..engine.presets import PACKINGS, PresetError
     from ..engine.project import EngineShapeError, engine_record, preset_of
 
@@ -349,14 +352,21 @@ def _check_engine(chk: _Checker, data: dict, cfg: ModelConfig, layout: BufferLay
         chk.fail(f"engine.abi {eng['abi']!r}: this host speaks C-sim ABI version {ABI_VERSION}",
                  "re-create the package with this version of mmfree-hls")
     try:
-        want = engine_record(cfg, preset_of(eng), eng["packing"])
-    except (PresetError, EngineShapeError, TypeError, ValueError) as e:
+        preset = preset_of(eng)
+        want = engine_record(cfg, preset, eng["packing"])
+    except (PresetError, EngineShapeError, TypeError, ValueError, AttributeError, KeyError) as e:
         chk.fail(f"engine section does not describe a build this mmfree-hls can make: {e}")
     for key, value in want.items():
         if eng.get(key) != value:
             chk.fail(f"engine.{key} = {eng.get(key)!r}, but this build ({eng['board']}, {eng['tier']}, "
                      f"{eng['packing']}) has {value!r}")
+    return preset
+
+
+def _check_weight_buffer(chk: _Checker, data: dict, layout: BufferLayout) -> None:
+    eng = data["engine"]
     if eng["tier"] == "streamed":
+        want = eng
         need = want["region_offset"] + want["K"] * want["region_bytes"]
         if layout.weight_bytes != need:
             chk.fail(f"weight buffer holds {layout.weight_bytes} bytes, the engine needs {need} "
@@ -371,13 +381,17 @@ def _check_ip(chk: _Checker, data: dict, layout: BufferLayout) -> None:
     regs = ip["registers"]
     if not isinstance(regs, dict) or not all(isinstance(r, dict) for r in regs.values()):
         chk.fail("ip.registers must map register names to {offset, bits}")
-    # The streamed top keeps the recurrent state on chip: no pointer for it on the board.
-    host_only = {"state"} if ip.get("state_on_chip") else set()
+    host_only = set()
     if "w0" in regs:
         host_only.add(WEIGHTS_PORT)     # the weight ports w0..w{K-1} point into the one weight buffer
     missing = [p for p in layout.ports if p not in regs and p not in host_only]
     if missing:
         chk.fail(f"ip.registers has no pointer register for {missing}")
+    from ..engine.codegen import SCALAR_ARGS
+    no_scalar = [a for a in SCALAR_ARGS if regs.get(a, {}).get("kind") != "scalar"]
+    if no_scalar:
+        chk.fail(f"ip.registers has no scalar register for {no_scalar} (the pass's arguments)",
+                 "re-run `mmfree package` with this version of mmfree-hls")
     spans = []
     ret = ip.get("ap_return")
     if ret is not None and not isinstance(ret, dict):
@@ -394,9 +408,6 @@ def _check_ip(chk: _Checker, data: dict, layout: BufferLayout) -> None:
         if bits not in (32, 64):
             chk.fail(f"ip.registers.{name} is {bits} bits; registers are 32 or 64 bits")
         spans.append((off, off + bits // 8, name))
-    reset = ip.get("reset_register")
-    if reset is not None and (not isinstance(reset, str) or regs.get(reset, {}).get("kind") != "scalar"):
-        chk.fail(f"ip.reset_register {reset!r} is not a scalar register of the IP")
     spans.sort()
     for (a0, a1, an), (b0, _b1, bn) in zip(spans, spans[1:]):
         if b0 < a1:
@@ -478,8 +489,9 @@ def load_manifest(root: str | Path, verify_hashes: bool = True) -> Manifest:
         cfg = ModelConfig.from_dict(data["model"])
     except (ConfigError, TypeError) as e:
         chk.fail(f"model config is invalid: {e}")
+    preset = _check_engine(chk, data, cfg)
     try:
-        layout = BufferLayout.from_manifest(data["buffers"], cfg)
+        layout = BufferLayout.from_manifest(data["buffers"], cfg, preset)
     except ManifestError as e:
         chk.fail(str(e))
     except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as e:
@@ -491,7 +503,7 @@ def load_manifest(root: str | Path, verify_hashes: bool = True) -> Manifest:
         chk.fail("csim.library is missing")
     _check_csim_abi(chk, data["csim"], layout)
     _check_files(chk, data, verify_hashes)
-    _check_engine(chk, data, cfg, layout)
+    _check_weight_buffer(chk, data, layout)
     _check_ip(chk, data, layout)
     _check_embeddings(chk, data, cfg)
     return Manifest(root=root, data=data, config=cfg, layout=layout)
