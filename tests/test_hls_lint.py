@@ -119,7 +119,7 @@ def test_the_lint_reads_each_build_as_vitis_would(reports, builds):
         r = reports[key]
         packing = BUILDS[key][3]
         per = {"2bit": 4, "1.6bit": 5}[packing]
-        assert r.lanes == max(preset.lanes(packing), preset.vector_lanes), key
+        assert r.lanes == max(preset.token_lanes * preset.lanes(packing), preset.vector_lanes), key
         trips = {t for _, t, _ in r.unrolled_loops}
         # the MAC's R accumulators, the PER activations, the V vector lanes, the 64-bit encoder
         assert {preset.R, per, preset.vector_lanes, 64} <= trips, (key, r.unrolled_loops)
@@ -463,22 +463,26 @@ def test_a_csim_only_header_is_found_from_its_guarded_include():
 # ----------------------------------------------------------------------------- the real engine, broken on purpose
 MUTATIONS = {
     # rule: (file, old text, new text, what the finding must name)
-    "unroll-model-dim": ("mmfree_engine.h", "LOAD_X:\n    for (int j = 0; j < D; j++) {\n        #pragma HLS PIPELINE II=1",
-                         "LOAD_X:\n    for (int j = 0; j < D; j++) {\n        #pragma HLS UNROLL", "MMFREE_D"),
-    "partition-complete": ("mmfree_engine.h", "variable=xq cyclic factor=MMFREE_PER", "variable=xq complete",
-                           "'xq'"),
-    "pragma-constant": ("mmfree_engine.h", "variable=xq cyclic factor=MMFREE_PER",
-                        "variable=xq cyclic factor=MMFREE_PER * 2", "MMFREE_PER * 2"),
+    "unroll-model-dim": ("mmfree_engine.h", "LOAD_STATE:\n            for (int it = 0; it < L * E; it++) {\n"
+                         "                #pragma HLS PIPELINE II=1",
+                         "LOAD_STATE:\n            for (int it = 0; it < L * E; it++) {\n"
+                         "                #pragma HLS UNROLL", "MMFREE_E, MMFREE_L"),
+    "partition-complete": ("mmfree_engine.h", "variable=xq dim=2 cyclic factor=MMFREE_PER",
+                           "variable=xq dim=2 complete", "'xq'"),
+    "pragma-constant": ("mmfree_engine.h", "variable=xq dim=2 cyclic factor=MMFREE_PER",
+                        "variable=xq dim=2 cyclic factor=MMFREE_PER * 2", "MMFREE_PER * 2"),
     "maxi-width": ("mmfree_engine_top.cpp", "typedef ap_uint<128> port_t;", "typedef ap_uint<512> port_t;",
                    "512 bits"),
     "maxi-burst": ("mmfree_engine_top.cpp", "max_read_burst_length=16", "max_read_burst_length=256", "256"),
     "maxi-outstanding": ("engine_config.h", "#define MMFREE_OUTSTANDING 16", "#define MMFREE_OUTSTANDING 4",
                          "resolves to 4"),
-    "dataflow": ("mmfree_engine_top.cpp", "    compute(words, x_in, state, logit_s, status);\n",
-                 "    compute(words, x_in, state, logit_s, status);\n    compute(words, x_in, state, logit_s, status);\n",
+    "dataflow": ("mmfree_engine_top.cpp",
+                 "    compute(words_s, cfg_compute, slot, load_mask, store_mask, x_in, state, logit_s, status);\n",
+                 "    compute(words_s, cfg_compute, slot, load_mask, store_mask, x_in, state, logit_s, status);\n"
+                 "    compute(words_s, cfg_compute, slot, load_mask, store_mask, x_in, state, logit_s, status);\n",
                  "gmem_io"),
-    "table-ports": ("mmfree_engine.h", "st.x[j] = vec_t(v);",
-                    "st.x[j] = vec_t(v + RSQRT_SEED[j & 63] + RSQRT_SEED[(j + 1) & 63] + RSQRT_SEED[(j + 2) & 63]);",
+    "table-ports": ("mmfree_engine.h", "st.x[lt][lj] = vec_t(v);",
+                    "st.x[lt][lj] = vec_t(v + RSQRT_SEED[lj & 63] + RSQRT_SEED[(lj + 1) & 63] + RSQRT_SEED[(lj + 2) & 63]);",
                     "reads RSQRT_SEED 3 times"),
     "table-storage": ("engine_tables.h", "static const int64_t SIG_ROM[", "int64_t SIG_ROM[", "SIG_ROM"),
     "csim-only": ("mmfree_engine_top.cpp", '#ifndef __SYNTHESIS__\n#define MMFREE_API',

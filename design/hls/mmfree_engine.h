@@ -778,15 +778,17 @@ inline void topk_insert(topk_list &l, float v, int id) {
     }
     if (pos >= TOPK)
         return;
-    for (int k = TOPK - 1; k > 0; k--) {
+    topk_list was = l;
+    for (int k = 0; k < TOPK; k++) {
         #pragma HLS UNROLL
-        if (k > pos) {
-            l.key[k] = l.key[k - 1];
-            l.id[k] = l.id[k - 1];
+        if (k == pos) {
+            l.key[k] = key;
+            l.id[k] = id;
+        } else if (k > pos) {
+            l.key[k] = was.key[k - 1];
+            l.id[k] = was.id[k - 1];
         }
     }
-    l.key[pos] = key;
-    l.id[pos] = id;
     if (l.count < TOPK)
         l.count++;
 }

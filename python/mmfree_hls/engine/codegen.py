@@ -177,7 +177,7 @@ def top_source(preset: EnginePreset) -> str:
             io.append(f"    #pragma HLS INTERFACE m_axi port=w{k} bundle=gmem_w{k} offset=slave depth=MMFREE_WORDS "
                       "max_read_burst_length=16 num_read_outstanding=MMFREE_OUTSTANDING")
             streams.append(f"    hls::stream<port_t> p{k};\n    #pragma HLS STREAM variable=p{k} depth=MMFREE_FIFO_WORDS")
-            calls.append(f"    load_port(w{k}, p{k}, words);")
+            calls.append(f"    load_port(w{k}, p{k}, cfg_w{k});")
         combine_args = ", ".join(f"hls::stream<port_t> &p{k}" for k in range(K))
         combine_body = "\n".join(
             f"        w.range({(k + 1) * preset.port_bits - 1}, {k * preset.port_bits}) = p{k}.read();"
@@ -185,7 +185,8 @@ def top_source(preset: EnginePreset) -> str:
         loaders.append(f"""// One loader per port, free-running for the whole pass: sequential reads at
 // II=1 that Vitis HLS turns into 16-beat bursts with MMFREE_OUTSTANDING in flight.
 // A pass without the head stops before the head's words (they come last).
-static void load_port(const port_t *w, hls::stream<port_t> &out, int words) {{
+static void load_port(const port_t *w, hls::stream<port_t> &out, hls::stream<int> &cfg) {{
+    const int words = cfg.read();
     LOAD:
     for (int n = 0; n < words; n++) {{
         #pragma HLS PIPELINE II=1
@@ -195,7 +196,8 @@ static void load_port(const port_t *w, hls::stream<port_t> &out, int words) {{
 }}
 
 // K port words -> one R-byte stream word (port k = bytes [k B, (k+1) B)).
-static void combine(hls::stream<word_t> &out, {combine_args}, int words) {{
+static void combine(hls::stream<word_t> &out, {combine_args}, hls::stream<int> &cfg) {{
+    const int words = cfg.read();
     COMBINE:
     for (int n = 0; n < words; n++) {{
         #pragma HLS PIPELINE II=1
@@ -205,13 +207,14 @@ static void combine(hls::stream<word_t> &out, {combine_args}, int words) {{
         out.write(w);
     }}
 }}""")
-        calls.append("    combine(words_s, " + ", ".join(f"p{k}" for k in range(K)) + ", words);")
+        calls.append("    combine(words_s, " + ", ".join(f"p{k}" for k in range(K)) + ", cfg_c);")
     else:
         loaders.append("""#include "engine_image.h"
 
 // The on-chip weight source: the stream image in BRAM, one R-byte word a cycle.
-static void load_image(hls::stream<word_t> &out, int words) {
+static void load_image(hls::stream<word_t> &out, hls::stream<int> &cfg) {
     #pragma HLS ARRAY_RESHAPE variable=MMFREE_IMAGE cyclic factor=MMFREE_R
+    const int words = cfg.read();
     LOAD:
     for (int n = 0; n < words; n++) {
         #pragma HLS PIPELINE II=1
@@ -224,14 +227,22 @@ static void load_image(hls::stream<word_t> &out, int words) {
         out.write(w);
     }
 }""")
-        calls.append("    load_image(words_s, words);")
+        calls.append("    load_image(words_s, cfg_c);")
     port_t = f"typedef ap_uint<{preset.port_bits}> port_t;\n" if K else ""
+    # the pass's scalars reach each process through a channel of its own (split_args)
+    cfg_names = [f"cfg_w{k}" for k in range(K)] + ["cfg_c"]
+    cfg_streams = "\n".join(f"    hls::stream<int> {c};\n    #pragma HLS STREAM variable={c} depth=2"
+                            for c in cfg_names + ["cfg_compute", "cfg_store"])
+    split_params = ", ".join(f"hls::stream<int> &{c}" for c in cfg_names)
+    split_writes = "\n".join(f"    {c}.write(words);" for c in cfg_names)
     ptr_list = ", ".join(f"w{k}" for k in range(K))
     csim_ports = "\n".join(
         f"    static std::vector<port_t> w{k};" for k in range(K))
     return TOP_TEMPLATE.format(
         port_t=port_t, loaders="\n\n".join(loaders), args=", ".join(args), io="\n".join(io),
-        streams="\n".join(streams), calls="\n".join(calls), K=K,
+        streams="\n".join([cfg_streams] + streams), calls="\n".join(calls), K=K,
+        split_params=split_params, split_writes=split_writes,
+        split_call="    split_args(n, mode, " + ", ".join(cfg_names) + ", cfg_compute, cfg_store);",
         csim_ports=csim_ports,
         csim_fill="\n".join(
             f"        w{k}.resize(MMFREE_WORDS);\n"
@@ -276,9 +287,23 @@ static counters g_ctr;
 
 {loaders}
 
-static void compute(hls::stream<word_t> &words_s, int n, int mode, int slot, unsigned load_mask,
+// The pass's scalars, read once: the word count to each loader (a pass without
+// the head stops before its words), lanes and mode to compute and the writer.
+static void split_args(int n, int mode, {split_params}, hls::stream<int> &cfg_compute,
+                       hls::stream<int> &cfg_store) {{
+    const int words = (mode & MODE_HEAD) ? MMFREE_WORDS : MMFREE_WORDS_NO_HEAD;
+{split_writes}
+    cfg_compute.write(n);
+    cfg_compute.write(mode);
+    cfg_store.write(n);
+    cfg_store.write(mode);
+}}
+
+static void compute(hls::stream<word_t> &words_s, hls::stream<int> &cfg, int slot, unsigned load_mask,
                     unsigned store_mask, const float *x_in, float *state, hls::stream<logit_row> &logit_s,
                     int &status) {{
+    const int n = cfg.read();
+    const int mode = cfg.read();
     counters ctr = {{0, false}};
     status = compute_pass(words_s, g_state, n, mode, slot, load_mask, store_mask, x_in, state, logit_s, ctr);
 #ifndef __SYNTHESIS__
@@ -288,8 +313,10 @@ static void compute(hls::stream<word_t> &words_s, int n, int mode, int slot, uns
 
 // The logits leave through their own bundle: one 32N-bit row a cycle in one
 // sequential burst (FULL_LOGITS), and the top-k of every lane at the end.
-static void store_logits(hls::stream<logit_row> &logit_s, logit_word_t *logits, uint64_t *top, int n,
-                         int mode) {{
+static void store_logits(hls::stream<logit_row> &logit_s, logit_word_t *logits, uint64_t *top,
+                         hls::stream<int> &cfg) {{
+    const int n = cfg.read();
+    const int mode = cfg.read();
     topk_list lists[MMFREE_LANES];
     #pragma HLS ARRAY_PARTITION variable=lists complete
     for (int t = 0; t < MMFREE_LANES; t++) {{
@@ -323,15 +350,15 @@ static void engine_dataflow(int n, int mode, int slot, unsigned load_mask, unsig
                             const float *x_in, float *state, logit_word_t *logits, uint64_t *top{extra_decl},
                             int &status) {{
     #pragma HLS DATAFLOW
-    const int words = (mode & MODE_HEAD) ? MMFREE_WORDS : MMFREE_WORDS_NO_HEAD;
     hls::stream<word_t> words_s;
     #pragma HLS STREAM variable=words_s depth=4
     hls::stream<logit_row> logit_s;
     #pragma HLS STREAM variable=logit_s depth=64
 {streams}
+{split_call}
 {calls}
-    compute(words_s, n, mode, slot, load_mask, store_mask, x_in, state, logit_s, status);
-    store_logits(logit_s, logits, top, n, mode);
+    compute(words_s, cfg_compute, slot, load_mask, store_mask, x_in, state, logit_s, status);
+    store_logits(logit_s, logits, top, cfg_store);
 }}
 
 int mmfree_engine({args}) {{

@@ -9,7 +9,7 @@ Rules (``RULES``):
   unroll-model-dim    no loop whose trip count is a model dimension is fully unrolled
                       (an UNROLL without factor, or a loop nested in a PIPELINE region,
                       functions called there included); a loop is lane-bounded when its
-                      bound resolves to at most the lanes, max(R x PER, V), and names no
+                      bound resolves to at most the lanes, max(N x R x PER, V), and names no
                       model dimension; plain literal bounds up to 64 (bit loops) pass.
   partition-complete  no array larger than the lanes is completely partitioned/reshaped.
   pragma-constant     every numeric pragma value is a plain integer or one identifier
@@ -93,7 +93,7 @@ class PortExpect:
 @dataclass
 class Report:
     findings: List[Finding]
-    lanes: Optional[int]                       # max(R x PER, V) from the build's constants
+    lanes: Optional[int]                       # max(N x R x PER, V) from the build's constants
     csim_only: Set[str]                        # files read as C-simulation only
     tables: Dict[str, str]                     # initialised arrays -> "path:line"
     unrolled_loops: List[Tuple[str, Optional[int], str]]   # (path:line, trip count, why) the unroll rule read
@@ -669,10 +669,14 @@ class Lint:
 
     def _lanes(self) -> Optional[int]:
         try:
-            r, per, v = (self.pp.value(n) for n in ("MMFREE_R", "MMFREE_PER", "MMFREE_V"))
+            r, per, v = (self.pp.value(x) for x in ("MMFREE_R", "MMFREE_PER", "MMFREE_V"))
         except Unresolved:
             return None
-        return max(r * per, v)
+        try:
+            n = self.pp.value("MMFREE_LANES")       # token lanes: every MAC lane exists once per lane
+        except Unresolved:
+            n = 1
+        return max(n * r * per, v)
 
     def resolve(self, expr: str, src: Optional[Source] = None, pos: int = 0) -> Tuple[int, Set[str]]:
         """Value of a constant expression at a place, and the config macros it rests on."""
@@ -741,7 +745,7 @@ class Lint:
         except Unresolved as e:
             self.unrolled.append((f"{src.path}:{lh}", None, why))
             self.add("unroll-model-dim", src, lh, f"loop is fully unrolled ({why}) but its trip count does not "
-                     f"resolve to a constant ({e}); unroll only loops over the lanes (R, PER, V)")
+                     f"resolve to a constant ({e}); unroll only loops over the lanes (N, R, PER, V, TOPK)")
             return
         literal = not touched and re.search(r"<=?\s*\d+\s*;", loop.header) is not None
         model = touched & MODEL_MACROS
