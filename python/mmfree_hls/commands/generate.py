@@ -1,6 +1,7 @@
 """``mmfree generate``: stream text from an overlay package (board or C-simulation).
 
     mmfree generate overlays/pynq-z2/demo --prompt "Once upon" --max-new-tokens 64
+    mmfree generate overlays/pynq-z2/demo --batch prompts.txt      # one prompt a line, decoded together
 
 Text goes to stdout as it is produced; one line of timing statistics (host
 vs device time per token) goes to stderr at the end, so the text can be piped.
@@ -18,7 +19,12 @@ def register(sub) -> None:
         description="Open an overlay package with the host class and stream generated text. "
                     "Greedy when --temperature is 0 (the default).")
     p.add_argument("overlay", metavar="OVERLAY", help="overlay directory (overlays/BOARD/NAME)")
-    p.add_argument("--prompt", required=True, help="text to continue")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", help="text to continue")
+    src.add_argument("--batch", metavar="FILE",
+                     help="a file of prompts, one a line (blank lines skipped; '-' = stdin): up to the "
+                          "design's slots are decoded together, one weight pass serving all of them; "
+                          "prompt i samples with seed SEED+i")
     p.add_argument("--backend", default="auto", choices=("auto", "csim", "pynq"),
                    help="auto = pynq on a board with a bitstream, else the C-simulation")
     p.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate (default 64)")
@@ -32,11 +38,29 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def read_prompts(path: str) -> list[str]:
+    text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
+    prompts = [line for line in text.splitlines() if line.strip()]
+    if not prompts:
+        raise ValueError(f"{path} holds no prompt (one prompt a line)")
+    return prompts
+
+
 def run(args) -> int:
     from ..runtime import Accelerator
 
+    prompts = read_prompts(args.batch) if args.batch else None
     with Accelerator.open(args.overlay, backend=args.backend, timeout_s=args.timeout,
                           verify=not args.no_verify) as acc:
+        if prompts is not None:
+            outs = acc.generate_text_batch(prompts, max_new_tokens=args.max_new_tokens,
+                                           temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                                           seed=args.seed)
+            for i, (p, o) in enumerate(zip(prompts, outs)):
+                print(f"[{i}] {p}{o}")
+            print(f"[{acc.backend_name}] {len(prompts)} prompts, {acc.slots} slots: {acc.stats}", file=sys.stderr)
+            _write_stats(args, acc)
+            return 0
         stream = acc.generate_text(args.prompt, max_new_tokens=args.max_new_tokens,
                                    temperature=args.temperature, top_k=args.top_k,
                                    top_p=args.top_p, seed=args.seed)
@@ -48,8 +72,12 @@ def run(args) -> int:
         sys.stdout.write("\n")
         sys.stdout.flush()
         print(f"[{acc.backend_name}] {acc.stats}", file=sys.stderr)
-        if args.stats_json:
-            summary = dict(acc.stats.summary(), backend=acc.backend_name, overlay=str(acc.manifest.root))
-            with open(args.stats_json, "w") as f:
-                json.dump(summary, f, indent=2)
+        _write_stats(args, acc)
     return 0
+
+
+def _write_stats(args, acc) -> None:
+    if args.stats_json:
+        summary = dict(acc.stats.summary(), backend=acc.backend_name, overlay=str(acc.manifest.root))
+        with open(args.stats_json, "w") as f:
+            json.dump(summary, f, indent=2)

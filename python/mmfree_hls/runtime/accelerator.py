@@ -626,6 +626,33 @@ class Accelerator:
         stream = self.generate(ids, max_new_tokens, temperature, top_k, top_p, seed, stop)
         return _detokenize(tok, stream)
 
+    def generate_text_batch(self, prompts: Iterable[str], max_new_tokens: int = 64, temperature: float = 0.0,
+                            top_k: Optional[int] = None, top_p: Optional[float] = None,
+                            seed: Optional[int] = None, stop: Union[None, int, Iterable[int], str] = "eos",
+                            add_bos: Optional[bool] = None) -> list[str]:
+        """Complete many text prompts together (:meth:`generate_batch`); returns the completions
+        in prompt order. ``stop`` and ``add_bos`` as in :meth:`generate_text`; prompt i samples
+        with seed ``seed + i``."""
+        prompts = list(prompts)
+        bad = [i for i, p in enumerate(prompts) if not isinstance(p, str)]
+        if bad:
+            raise TypeError(f"prompt {bad[0]} is a {type(prompts[bad[0]]).__name__}, not a str")
+        tok = self.tokenizer
+        bos = getattr(tok, "bos_token_id", None)
+        if add_bos is None:
+            add_bos = bos is not None
+        ids = [list(tok.encode(p, add_bos=add_bos)) for p in prompts]
+        empty = [i for i, x in enumerate(ids) if not x]
+        if empty:
+            raise ValueError(f"prompt {empty[0]} encodes to no tokens: give some text")
+        if stop == "eos":
+            eos = getattr(tok, "eos_token_id", None)
+            stop = eos if eos is not None else self.config.eos_token_id
+        out: list[list[int]] = [[] for _ in prompts]
+        for i, t in self.generate_batch(ids, max_new_tokens, temperature, top_k, top_p, seed, stop):
+            out[i].append(t)
+        return ["".join(_detokenize(tok, iter(o))) for o in out]
+
 
 def _detokenize(tok, ids: Iterator[int]) -> Iterator[str]:
     """Text pieces as ids arrive, never half a UTF-8 character (the tokenizer's StreamDecoder)."""
