@@ -85,16 +85,36 @@ struct fast_src {
 };
 
 // The dot product of a weight row and the activations: integers, so every
-// vector width gives the same sum; on x86-64 the loader picks an AVX2 build
-// when the CPU has one (gcc target_clones), else the SSE2 one.
+// vector width gives the same sum; on x86-64 the loader picks the widest build
+// the CPU has (gcc target_clones), else the SSE2 one.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("avx2", "default")))
+#define MMFREE_CLONES __attribute__((target_clones("arch=skylake-avx512", "avx2", "default")))
+#else
+#define MMFREE_CLONES
 #endif
+
+MMFREE_CLONES
 static int32_t dot16(const int16_t *w, const int16_t *x, int n) {
     int32_t acc = 0;
     for (int j = 0; j < n; j++)
         acc += int32_t(w[j]) * int32_t(x[j]);
     return acc;
+}
+
+// Four lanes against one weight row: each weight is loaded once for four
+// products (a pass over several lanes is compute-bound, not load-bound).
+MMFREE_CLONES
+static void dot16x4(const int16_t *w, const int16_t *x0, const int16_t *x1, const int16_t *x2,
+                    const int16_t *x3, int n, int32_t out[4]) {
+    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    for (int j = 0; j < n; j++) {
+        const int32_t wj = w[j];
+        a0 += wj * int32_t(x0[j]);
+        a1 += wj * int32_t(x1[j]);
+        a2 += wj * int32_t(x2[j]);
+        a3 += wj * int32_t(x3[j]);
+    }
+    out[0] = a0; out[1] = a1; out[2] = a2; out[3] = a3;
 }
 
 template <class LogitStream>
@@ -152,8 +172,14 @@ void bitlinear(fast_src &src, engine_state &st, const bl_input &in, int n, int n
     i64 y[N];
     for (int row = 0; row < n_out; row++) {
         const int16_t *wr = wrows + (size_t)row * n_in_pad;   // one row, every lane: read once
-        for (int t = 0; t < n; t++)
-            y[t] = s[t].zero ? i64(0) : bl_rescale(dot16(wr, xq[t], n_in_pad), sc[t]);
+        int32_t acc[N + 3];
+        int t = 0;
+        for (; t + 4 <= n; t += 4)
+            dot16x4(wr, xq[t], xq[t + 1], xq[t + 2], xq[t + 3], n_in_pad, acc + t);
+        for (; t < n; t++)
+            acc[t] = dot16(wr, xq[t], n_in_pad);
+        for (t = 0; t < n; t++)
+            y[t] = s[t].zero ? i64(0) : bl_rescale(acc[t], sc[t]);
         sink_put(st, sink, logits, n, row, y, ctr);
     }
     // the same cycles the stream schedule counts (the scalar unit's were counted per lane above)
