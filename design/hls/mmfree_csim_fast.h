@@ -169,18 +169,26 @@ void bitlinear(fast_src &src, engine_state &st, const bl_input &in, int n, int n
     const int16_t *wrows = src.matrix(n_rb * R, n_in_pad, (size_t)n_rb * n_cg);
     mant24 sc[N];
     bl_out_scale_lanes(in, n, s, sa, sx, inv_gamma, sc, ctr);
+    // Blocked like a GEMM: a block of weight rows stays in L2 while each group of four lanes
+    // (in L1) runs over it; the write-back then takes the block's rows in order, every lane at once.
+    static const int ROW_BLOCK = 32;
+    static int32_t acc[ROW_BLOCK][N + 3];
     i64 y[N];
-    for (int row = 0; row < n_out; row++) {
-        const int16_t *wr = wrows + (size_t)row * n_in_pad;   // one row, every lane: read once
-        int32_t acc[N + 3];
+    for (int r0 = 0; r0 < n_out; r0 += ROW_BLOCK) {
+        const int rows = n_out - r0 < ROW_BLOCK ? n_out - r0 : ROW_BLOCK;
         int t = 0;
         for (; t + 4 <= n; t += 4)
-            dot16x4(wr, xq[t], xq[t + 1], xq[t + 2], xq[t + 3], n_in_pad, acc + t);
+            for (int r = 0; r < rows; r++)
+                dot16x4(wrows + (size_t)(r0 + r) * n_in_pad, xq[t], xq[t + 1], xq[t + 2], xq[t + 3], n_in_pad,
+                        acc[r] + t);
         for (; t < n; t++)
-            acc[t] = dot16(wr, xq[t], n_in_pad);
-        for (t = 0; t < n; t++)
-            y[t] = s[t].zero ? i64(0) : bl_rescale(acc[t], sc[t]);
-        sink_put(st, sink, logits, n, row, y, ctr);
+            for (int r = 0; r < rows; r++)
+                acc[r][t] = dot16(wrows + (size_t)(r0 + r) * n_in_pad, xq[t], n_in_pad);
+        for (int r = 0; r < rows; r++) {
+            for (t = 0; t < n; t++)
+                y[t] = s[t].zero ? i64(0) : bl_rescale(acc[r][t], sc[t]);
+            sink_put(st, sink, logits, n, r0 + r, y, ctr);
+        }
     }
     // the same cycles the stream schedule counts (the scalar unit's were counted per lane above)
     MMFREE_COUNT(ctr, n_cg + DEPTH_MAC + (n_rb - 1) * n_cg + R + DEPTH_MAC);
