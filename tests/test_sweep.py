@@ -94,7 +94,8 @@ def test_grid_expands_to_the_cartesian_product_of_targets_and_knobs():
     # the board preset's knobs, then base, then the bundle, then the knob axis (the later axis wins)
     z2 = get_preset("pynq-z2", "on-chip")
     assert first.knobs == {"vector_lanes": 4, "rows_per_tile": z2.rows_per_tile, "clock_mhz": z2.clock_mhz,
-                           "frac_bits": 16, "sigmoid_table_bits": 8}
+                           "frac_bits": 16, "sigmoid_table_bits": 8, "batch_slots": z2.batch_slots,
+                           "prefill_chunk": z2.prefill_chunk, "topk": z2.topk}
     assert first.label == "model=a frac=16 target=z2 V=4"
     assert pts[2].board == "zcu104" and pts[2].knobs["clock_mhz"] == get_preset("zcu104", "on-chip").clock_mhz
     extra = pts[-1]
@@ -241,7 +242,8 @@ def test_a_design_the_engine_cannot_build_is_a_shape_failure(tmp_path):
 # ======================================================================= fits and resources
 def test_every_point_reports_fits_per_resource_for_its_own_board(tmp_path, stub_runner):
     out = tmp_path / "out"
-    spec = stub_spec(stub_runner, {"board": ["pynq-z2", "zcu104", "kv260"], "vector_lanes": [1, 16]})
+    spec = stub_spec(stub_runner, {"board": ["pynq-z2", "zcu104", "kv260"], "vector_lanes": [1, 16]},
+                     base={"batch_slots": 1, "prefill_chunk": 1})          # the same design on every board
     run_sweep(spec, out, workers=2, progress=False)
     rows = ResultsStore(out).read()
     assert len(rows) == 6
@@ -445,12 +447,10 @@ class _FakeLib:
         self.statuses = list(statuses)
         self.n = 0
 
-    def call(self, x, state, logits):
-        logits[:] = x
-        state += 1
+    def step_status(self, x, state):
         rc = self.statuses[self.n % len(self.statuses)]
         self.n += 1
-        return rc
+        return np.array(x, np.float32), np.asarray(state, np.float32) + 1, rc
 
 
 def test_csim_outputs_count_saturated_steps_and_refuse_bad_status():

@@ -2,6 +2,14 @@
 // runs every BitLinear and every element-wise stage of a decode step, one
 // after another, on shared units (docs/ARCHITECTURE.md, "The engine").
 //
+// A call is a pass: the weight stream read once for n <= N token lanes
+// (compute_pass). Batch: lane t is the next token of the sequence whose
+// recurrent state sits in slot t (B slots, kept on chip between passes).
+// Prefill: the lanes are n consecutive prompt tokens of one sequence; the
+// projections see all of them at once and the MLGRU scans them in order
+// through that sequence's slot. Each lane is computed exactly as a lone
+// token would be, so both are bit-identical to one token per pass.
+//
 //   x_0 = embedding (host)                      stats on write: max|x c|, max|x a|, max|x|
 //   for l < L:
 //     i, f, g = BitLinear_{i,f,g}(x)            MAC unit; a = attn_norm folded: c = a n
@@ -15,8 +23,8 @@
 // Units.
 //   * MAC unit: a word of the weight stream holds R rows x PER inputs
 //     (PER = 4 two-bit codes or 5 trits a byte). Each cycle it reads PER int8
-//     activations and adds, subtracts or skips them into R accumulators:
-//     P = R x PER ternary lanes, no DSP. The first row block quantises the
+//     activations of every lane and adds, subtracts or skips them into
+//     N x R accumulators: N x P ternary lanes (P = R x PER), no DSP. The first row block quantises the
 //     activations as it reads them (quantise on first read); the write-back
 //     of a row block (rescale, residual add, statistics) runs one row a cycle
 //     while the next block accumulates.
