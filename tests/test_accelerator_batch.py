@@ -142,3 +142,17 @@ def test_cli_generate_batch(overlay, tmp_path):
     with Accelerator.open(path, backend="csim") as acc:
         alone = ["".join(acc.generate_text(p, 8)) for p in ("Hello", "The quick", "int main")]
     assert r.stdout == "".join(f"[{i}] {p}{o}\n" for i, (p, o) in enumerate(zip(("Hello", "The quick", "int main"), alone)))
+
+
+def test_batched_throughput_test(overlay):
+    path, _ = overlay
+    with Accelerator.open(path, backend="csim") as acc:
+        acc.prefill([1, 2, 3])
+        before = acc.state
+        one = acc.throughput_test(n_steps=20)
+        three = acc.throughput_test(n_steps=20, batch=3)
+        assert three["batch"] == 3 and three["tokens_per_s"] == pytest.approx(3 * three["per_sequence_tokens_per_s"])
+        assert three["host_io_bytes_per_token"] < one["host_io_bytes_per_token"]
+        assert np.array_equal(acc.state, before) and acc.position == 3       # the session is kept
+        with pytest.raises(ValueError, match="1..3"):
+            acc.throughput_test(batch=4)

@@ -413,15 +413,21 @@ class Accelerator:
         finally:
             self._restore_after_raw_steps(saved, history)
 
-    def throughput_test(self, n_steps: int = 100, token_id: int = 0) -> dict:
-        """Back-to-back device steps without sampling: the decode rate the hardware sustains.
+    def throughput_test(self, n_steps: int = 100, token_id: int = 0, batch: int = 1) -> dict:
+        """Back-to-back passes without sampling: the decode rate the hardware sustains.
 
-        Returns runtime, tokens/s, host and device ms per token, and the bytes a
-        token moves across the host–device boundary. The session state is kept.
+        ``batch`` = 1: the host's single-sequence step (state through the host buffer,
+        every logit read). ``batch`` = B ≤ :attr:`slots`: B sequences share each pass,
+        their states on chip, only the device top-k read. Returns runtime, aggregate and
+        per-sequence tokens/s, host and device ms per token, and the bytes a token moves
+        across the host–device boundary. The session state is kept.
         """
         self._check_open()
         if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
             raise ValueError(f"n_steps must be an integer ≥ 1, got {n_steps!r}")
+        if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or not 1 <= batch <= self.slots:
+            raise ValueError(f"batch must be an integer in 1..{self.slots} (this design's state slots), "
+                             f"got {batch!r}")
         tok = self._check_token(token_id)
         if self._needs_recovery:
             self._recover()
@@ -429,18 +435,29 @@ class Accelerator:
         self.backend.sync_from_device(self._buffers, ["state"])
         saved = self._buffers.read_state()
         self.stats = AcceleratorStats()
+        buffers = self._buffers
         try:
             t0 = clock()
-            for _ in range(n_steps):
-                self._device_step(tok)
+            if batch == 1:
+                for _ in range(n_steps):
+                    self._device_step(tok)
+            else:
+                for lane in range(batch):
+                    buffers.write_embedding(self._embeddings[tok], lane)
+                buffers.clear_state()
+                for i in range(n_steps):
+                    self._device_pass(["top"], tokens=batch, n=batch, mode=MODE_HEAD, slot=0,
+                                      load_mask=(1 << batch) - 1 if i == 0 else 0, store_mask=0)
             runtime = clock() - t0
             s = self.stats.summary()
         finally:
             self.stats = saved_stats
             self._restore_after_raw_steps(saved, history)
-        io_bytes = self.layout.specs["x_in"].nbytes + self.layout.specs["logits"].nbytes
-        return {"backend": self.backend_name, "steps": n_steps, "runtime_s": runtime,
-                "tokens_per_s": n_steps / runtime,
+        lay = self.layout
+        io_bytes = 4 * lay.d + (4 * lay.V + 8 * lay.L * lay.e if batch == 1 else 8 * lay.topk)
+        return {"backend": self.backend_name, "steps": n_steps, "batch": batch, "runtime_s": runtime,
+                "tokens_per_s": n_steps * batch / runtime,
+                "per_sequence_tokens_per_s": n_steps / runtime,
                 "host_ms_per_token": s["host_ms_per_token"],
                 "device_ms_per_token": s["device_ms_per_token"],
                 "host_io_bytes_per_token": io_bytes,
