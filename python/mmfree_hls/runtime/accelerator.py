@@ -493,13 +493,18 @@ class Accelerator:
         except (TypeError, ValueError) as e:
             raise ValueError(f"stop must be a token id or a list of token ids, got {stop!r} ({e})") from None
 
-    def _generate(self, prompt: list[int], max_new: int, sampler: Sampler, stops: set) -> Iterator[int]:
+    def _claim_stream(self) -> object:
+        """Make the stream that is starting the owner of the accelerator's state (one at a time)."""
         self._check_open()
         if self._stream is not None:
             raise AcceleratorError(
                 "another generate() stream is still running on this accelerator and owns its recurrent "
                 "state; finish it or close it first (stream.close()), or open a second Accelerator")
-        owner = self._stream = object()
+        self._stream = owner = object()
+        return owner
+
+    def _generate(self, prompt: list[int], max_new: int, sampler: Sampler, stops: set) -> Iterator[int]:
+        owner = self._claim_stream()
         try:
             self._reset()
             self.stats.reset()          # stats describe this generation (step() alone accumulates)
@@ -552,12 +557,7 @@ class Accelerator:
 
     def _generate_batch(self, prompts: list[list[int]], max_new: int, samplers: list[Sampler],
                         stops: set) -> Iterator[tuple[int, int]]:
-        self._check_open()
-        if self._stream is not None:
-            raise AcceleratorError(
-                "another generate() stream is still running on this accelerator and owns its recurrent "
-                "state; finish it or close it first (stream.close())")
-        owner = self._stream = object()
+        owner = self._claim_stream()
         buffers = self._buffers
         full = any(s.needs_full_logits(self.device_topk) for s in samplers)
         waiting = list(range(len(prompts)))[::-1]          # a stack: prompt 0 first
