@@ -3,7 +3,7 @@
 Two measurements, one run:
 
 1. **Host floor.** The host class around a null device (a C library with the
-   engine's C-sim ABI, version 2, that does almost nothing), for several embedding widths d
+   engine's C-sim ABI, version 3, that does almost nothing), for several embedding widths d
    and vocabularies V, greedy and sampled. Device time ≈ 0 here, so what is
    left is what the host costs per token on any backend: embedding lookup,
    buffer copies, the ctypes call, reading V logits, choosing the next token.
@@ -37,39 +37,69 @@ from mmfree_hls.runtime import Accelerator
 RESULTS = Path(__file__).resolve().parent / "results" / "host.json"
 
 NULL_DEVICE = r"""
-// A device that does no model work: it fills the logits with a peaked, LM-like spread
-// (normal-like, sigma 4, a fresh draw each step) so sampling costs what it
-// costs on a real distribution. Its own time is reported as device time.
+// A device that does no model work (C-sim ABI 3: one call is a pass of n lanes): every lane
+// gets a peaked, LM-like spread of logits (normal-like, sigma 4, a fresh draw each pass) so
+// sampling costs what it costs on a real distribution, and its top-k, as the engine's logits
+// writer makes it. The slots' states are kept and moved as the masks say. Its own time is
+// reported as device time.
+#include <string.h>
 static unsigned step_count = 0;
+static float priv[SLOTS][L_ * E];
 static inline float uniform(unsigned v) {
     v ^= v >> 16; v *= 0x7feb352dU; v ^= v >> 15; v *= 0x846ca68bU; v ^= v >> 16;
     return (float)(v & 0xFFFFFF) / 16777216.0f;
 }
-extern "C" int mmfree_abi(void) { return 2; }
+extern "C" int mmfree_abi(void) { return 3; }
 extern "C" int mmfree_info(int* d, int* L, int* e, int* V) { *d = D; *L = L_; *e = E; *V = V_; return 0; }
+extern "C" int mmfree_lanes(int* lanes, int* slots, int* topk) { *lanes = LANES; *slots = SLOTS; *topk = TOPK; return 0; }
 extern "C" unsigned long long mmfree_cycles(void) { return 0; }
-extern "C" int mmfree_step(const float* x, float* s, float* logits, const unsigned char* weights) {
+extern "C" int mmfree_step(int n, int mode, int slot, unsigned load_mask, unsigned store_mask,
+                           const float* x, float* state, float* logits, int* top, const unsigned char* weights) {
     (void)weights;
-    s[0] += x[0];
-    unsigned base = 0x9e3779b9U * ++step_count;
-    for (int v = 0; v < V_; ++v) {
-        unsigned h = base + 12u * (unsigned)v;
-        float z = -6.0f;                   // Irwin-Hall(12) - 6: mean 0, variance 1, normal-like tails
-        for (unsigned k = 0; k < 12; ++k)
-            z += uniform(h + k);
-        logits[v] = 4.0f * z;              // sigma 4: a nucleus (p = 0.9, T = 0.8) of ~40 of 32000 ids
+    if (n < 1 || n > LANES || slot < 0 || slot >= SLOTS) return -2;
+    for (int b = 0; b < SLOTS; ++b)
+        if (load_mask >> b & 1u) memcpy(priv[b], state + b * L_ * E, sizeof(priv[b]));
+    for (int t = 0; t < n; ++t) {
+        priv[(mode & 1) ? slot : t][0] += x[t * D];
+        if (!(mode & 2)) continue;
+        unsigned base = 0x9e3779b9U * ++step_count;
+        int ids[TOPK]; float vals[TOPK]; int count = 0;
+        for (int v = 0; v < V_; ++v) {
+            unsigned h = base + 12u * (unsigned)v;
+            float z = -6.0f;                   // Irwin-Hall(12) - 6: mean 0, variance 1, normal-like tails
+            for (unsigned k = 0; k < 12; ++k)
+                z += uniform(h + k);
+            z *= 4.0f;                         // sigma 4: a nucleus (p = 0.9, T = 0.8) of ~40 of 32000 ids
+            if (mode & 4) logits[v * LANES + t] = z;
+            int pos = count;
+            while (pos > 0 && vals[pos - 1] < z) --pos;
+            if (pos >= TOPK) continue;
+            for (int k = count < TOPK ? count : TOPK - 1; k > pos; --k) { vals[k] = vals[k - 1]; ids[k] = ids[k - 1]; }
+            vals[pos] = z; ids[pos] = v;
+            if (count < TOPK) ++count;
+        }
+        for (int k = 0; k < TOPK; ++k) {
+            const float val = k < count ? vals[k] : 0.0f;
+            top[2 * (t * TOPK + k)] = k < count ? ids[k] : -1;
+            memcpy(&top[2 * (t * TOPK + k) + 1], &val, 4);
+        }
     }
+    for (int b = 0; b < SLOTS; ++b)
+        if (store_mask >> b & 1u) memcpy(state + b * L_ * E, priv[b], sizeof(priv[b]));
     return 0;
 }
 """
 
 
-def null_library(out: Path, cfg: ModelConfig) -> Path:
+def null_library(out: Path, cfg: ModelConfig, preset) -> Path:
+    """The null device for ``cfg``, with the lanes, slots and top-k of the engine build ``preset``."""
     src = out / "null_device.cpp"
     src.write_text(NULL_DEVICE)
     lib = out / "libnull.so"
     subprocess.run(["g++", "-O2", "-shared", "-fPIC", f"-DD={cfg.d}", f"-DL_={cfg.num_hidden_layers}",
-                    f"-DE={cfg.state_size}", f"-DV_={cfg.vocab_size}", str(src), "-o", str(lib)], check=True)
+                    f"-DE={cfg.state_size}", f"-DV_={cfg.vocab_size}", f"-DLANES={preset.token_lanes}",
+                    f"-DSLOTS={preset.batch_slots}", f"-DTOPK={preset.topk}", str(src), "-o", str(lib)],
+                   check=True)
     return lib
 
 
@@ -106,9 +136,10 @@ def host_floor(tokens: int, quick: bool) -> list[dict]:
             model = MMFreeLM.random(cfg, seed=0)
             work = Path(tmp) / f"d{d}_V{V}"
             work.mkdir()
-            lib = null_library(work, cfg)
+            preset = get_preset("pynq-z2", "on-chip")
+            lib = null_library(work, cfg, preset)
             build_overlay(work / "overlay", model=model, board="pynq-z2", name="null", csim_library=lib,
-                          engine=engine_record(cfg, get_preset("pynq-z2", "on-chip"), "2bit"))
+                          engine=engine_record(cfg, preset, "2bit"))
             with Accelerator.open(work / "overlay", backend="csim") as acc:
                 measure(acc, 10)                                   # warm-up
                 for mode, kw in modes.items():

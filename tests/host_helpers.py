@@ -1,13 +1,17 @@
 """Test doubles for the host runtime (used by test_manifest / test_accelerator).
 
-* ``build_abi_stub``: a few lines of C++ exporting the C-sim ABI (version 2:
-  ``mmfree_abi``, ``mmfree_info``, ``mmfree_step``, ``mmfree_cycles``) with simple, exactly reproducible
-  arithmetic. It tests the ctypes binding and the package plumbing, not the
-  model: accuracy is tested against the real C-simulation library.
+* ``build_abi_stub``: a few dozen lines of C++ exporting the C-sim ABI (version 3:
+  ``mmfree_abi``, ``mmfree_info``, ``mmfree_lanes``, ``mmfree_step``, ``mmfree_cycles``) with
+  simple, exactly reproducible arithmetic and the pass semantics of the engine: n token lanes
+  in batch or prefill mode, device-private state slots, load/store masks, optional head,
+  full logits or only the top-k. It tests the ctypes binding and the package plumbing, not
+  the model: accuracy is tested against the real C-simulation library. ``StubEngine`` is its
+  numpy twin (``stub_step`` the single-sequence step).
 * ``FakeMMIO`` + ``FakeAllocator`` + ``ReferenceDevice``: an AXI-Lite register
   file with Vitis HLS ap_ctrl_hs semantics (ap_done clear-on-read) whose
-  "hardware" runs ``MMFreeLM.decode_step`` on the buffers the pointer registers
-  point at. Drives the pynq backend's register, address and cache logic on
+  "hardware" reads the pass's scalar registers and runs it with
+  ``MMFreeLM.decode_step`` on the buffers the pointer registers point at, keeping its
+  own state slots. Drives the pynq backend's register, address and cache logic on
   plain numpy arrays; the buffers are cacheable and not coherent (the device
   sees DRAM, the host its cache), and ``FakeMMIO.write`` takes what
   ``pynq.MMIO.write`` takes.
@@ -27,32 +31,93 @@ import numpy as np
 from mmfree_hls.config import ModelConfig
 from mmfree_hls.runtime.errors import AcceleratorError
 from mmfree_hls.reference import MMFreeLM
-from mmfree_hls.sampling import greedy_decode
+from mmfree_hls.sampling import greedy_decode, top_k_of
 
 AP_START, AP_DONE, AP_IDLE = 0x1, 0x2, 0x4
+#: Mode bits of a pass (mmfree_engine.h, runtime/buffers.py).
+MODE_PREFILL, MODE_HEAD, MODE_FULL_LOGITS = 1, 2, 4
+#: The pass's scalar arguments, in the top's order.
+SCALARS = ("n", "mode", "slot", "load_mask", "store_mask")
 #: x_in[0] value that makes the stub sleep (to provoke a timeout) and one that makes it fail.
 STUB_SLEEP_MARK = 1234.5
 STUB_FAIL_MARK = -999.0
+#: The stub's (and the engine's) status for arguments outside what the build holds.
+STUB_BAD_ARGS = -2
 
-#: The C-sim ABI (version 2): one step symbol for both tiers, the weight image last (NULL
-#: for the on-chip tier); simple arithmetic, plus the weights' first byte on logits[0].
+#: The C-sim ABI (version 3). One call is a pass of n token lanes: batch (lane t is the next
+#: token of the sequence in slot t) or prefill (lanes 0..n-1 are consecutive tokens of the
+#: sequence in `slot`, its state chained lane to lane). Slots of load_mask take their state from
+#: the state buffer first, slots of store_mask write theirs back at the end; the others keep
+#: theirs in the library between calls (device-private, "on chip"). HEAD: logits of every
+#: active lane (FULL_LOGITS: written rows x lanes) and always its top-k (id, float bits), value
+#: descending, lower id first on ties, id -1 for unused entries. Arithmetic: simple and exactly
+#: reproducible, plus the weights' first byte on logit 0; x_in[0] (lane 0) can ask for a sleep
+#: or a failure (status 7, nothing touched).
 STUB_SOURCE = r"""
+#include <string.h>
 #include <unistd.h>
 static unsigned long long last_cycles = 0;
-extern "C" int mmfree_abi(void) { return 2; }
+static float priv[SLOTS][L_ * E];          // the device-private state of every slot
+extern "C" int mmfree_abi(void) { return 3; }
 extern "C" int mmfree_info(int* d, int* L, int* e, int* V) {
     *d = D; *L = L_; *e = E; *V = V_; return 0;
 }
-extern "C" int mmfree_step(const float* x, float* s, float* logits, const unsigned char* w) {
+extern "C" int mmfree_lanes(int* lanes, int* slots, int* topk) {
+    *lanes = LANES; *slots = SLOTS; *topk = TOPK; return 0;
+}
+extern "C" int mmfree_step(int n, int mode, int slot, unsigned load_mask, unsigned store_mask,
+                           const float* x, float* state, float* logits, int* top, const unsigned char* w) {
+    const unsigned all = SLOTS >= 32 ? 0xFFFFFFFFu : ((1u << SLOTS) - 1u);
+    const int prefill = mode & 1, head = mode & 2, full = mode & 4;
+    if (n < 1 || n > LANES || (!prefill && n > SLOTS) || slot < 0 || slot >= SLOTS || (mode & ~7)
+        || (load_mask & ~all) || (store_mask & ~all) || !x || !top
+        || ((load_mask | store_mask) && !state) || (full && !logits))
+        return -2;
     if (x[0] == 1234.5f) usleep(SLEEP_US);
     if (x[0] == -999.0f) return 7;
-    for (int l = 0; l < L_; ++l)
-        for (int i = 0; i < E; ++i)
-            s[l * E + i] = 0.5f * s[l * E + i] + x[i % D] + (float)l;
-    for (int v = 0; v < V_; ++v)
-        logits[v] = s[v % (L_ * E)] * (float)(v % 7 + 1);
-    if (w) logits[0] += (float)w[0];
-    last_cycles = 1000ull + V_;
+    for (int b = 0; b < SLOTS; ++b)
+        if (load_mask >> b & 1u)
+            memcpy(priv[b], state + b * L_ * E, sizeof(priv[b]));
+    for (int t = 0; t < n; ++t) {
+        float* s = priv[prefill ? slot : t];
+        const float* xt = x + t * D;
+        for (int l = 0; l < L_; ++l)
+            for (int i = 0; i < E; ++i)
+                s[l * E + i] = 0.5f * s[l * E + i] + xt[i % D] + (float)l;
+        if (!head)
+            continue;
+        int ids[TOPK];
+        float vals[TOPK];
+        int count = 0;
+        for (int v = 0; v < V_; ++v) {
+            float z = s[v % (L_ * E)] * (float)(v % 7 + 1);
+            if (v == 0 && w) z += (float)w[0];
+            if (full) logits[v * LANES + t] = z;
+            int pos = count;                    // behind every entry >= z: ties keep the lower id first
+            while (pos > 0 && vals[pos - 1] < z) --pos;
+            if (pos >= TOPK) continue;
+            for (int k = count < TOPK ? count : TOPK - 1; k > pos; --k) {
+                vals[k] = vals[k - 1]; ids[k] = ids[k - 1];
+            }
+            vals[pos] = z; ids[pos] = v;
+            if (count < TOPK) ++count;
+        }
+        for (int k = 0; k < TOPK; ++k) {
+            const float val = k < count ? vals[k] : 0.0f;
+            top[2 * (t * TOPK + k)] = k < count ? ids[k] : -1;
+            memcpy(&top[2 * (t * TOPK + k) + 1], &val, 4);
+        }
+    }
+    if (head)                                   // the idle lanes: zero logits, no top-k entries
+        for (int t = n; t < LANES; ++t) {
+            if (full)
+                for (int v = 0; v < V_; ++v) logits[v * LANES + t] = 0.0f;
+            for (int k = 0; k < TOPK; ++k) { top[2 * (t * TOPK + k)] = -1; top[2 * (t * TOPK + k) + 1] = 0; }
+        }
+    for (int b = 0; b < SLOTS; ++b)
+        if (store_mask >> b & 1u)
+            memcpy(state + b * L_ * E, priv[b], sizeof(priv[b]));
+    last_cycles = 1000ull + V_ + 10ull * n;
     return 0;
 }
 extern "C" unsigned long long mmfree_cycles(void) { return last_cycles; }
@@ -71,29 +136,81 @@ def tiny_model(seed: int = 0, **overrides) -> MMFreeLM:
 
 
 def build_abi_stub(out_dir: Path, d: int, L: int, e: int, V: int, sleep_us: int = 3_000_000,
-                   name: str = "libmmfree_csim.so") -> Path:
-    """A C-sim library of the engine's ABI with simple, exactly reproducible arithmetic
-    (``stub_step``)."""
+                   name: str = "libmmfree_csim.so", lanes: int = 1, slots: int = 1, topk: int = 8) -> Path:
+    """A C-sim library of the engine's ABI (N = ``lanes`` token lanes, B = ``slots`` state slots,
+    a top-``topk`` per lane) with simple, exactly reproducible arithmetic (``StubEngine``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     src = out_dir / "abi_stub.cpp"
     src.write_text(STUB_SOURCE)
     lib = out_dir / name
     subprocess.run(["g++", "-O1", "-shared", "-fPIC", f"-DD={d}", f"-DL_={L}", f"-DE={e}",
-                    f"-DV_={V}", f"-DSLEEP_US={sleep_us}", str(src), "-o", str(lib)], check=True)
+                    f"-DV_={V}", f"-DSLEEP_US={sleep_us}", f"-DLANES={lanes}", f"-DSLOTS={slots}",
+                    f"-DTOPK={topk}", str(src), "-o", str(lib)], check=True)
     return lib
 
 
-def stub_step(x: np.ndarray, state: np.ndarray, V: int):
-    """numpy twin of the stub's arithmetic (float32, same operation order)."""
-    L, e = state.shape
-    d = x.shape[0]
-    s = state.astype(np.float32).copy()
-    x = x.astype(np.float32)
+def _stub_lane(x: np.ndarray, s: np.ndarray, V: int, w0: Optional[int] = None) -> np.ndarray:
+    """One lane of the stub on state ``s`` (L, e) float32, in place; returns its logits (V,)."""
+    L, e = s.shape
+    x = np.asarray(x, np.float32)
+    idx = np.arange(e) % x.shape[0]
     for l in range(L):
-        s[l] = np.float32(0.5) * s[l] + x[np.arange(e) % d] + np.float32(l)
+        s[l] = np.float32(0.5) * s[l] + x[idx] + np.float32(l)
     flat = s.ravel()
     logits = flat[np.arange(V) % (L * e)] * (np.arange(V) % 7 + 1).astype(np.float32)
-    return logits, s
+    if w0 is not None:
+        logits[0] += np.float32(w0)
+    return logits
+
+
+def stub_step(x: np.ndarray, state: np.ndarray, V: int, w0: Optional[int] = None):
+    """numpy twin of one single-sequence step of the stub (float32, same operation order):
+    (x (d,), s (L, e)) -> (logits (V,), new s); ``w0``: the weights' first byte (streamed)."""
+    s = np.array(state, np.float32)
+    return _stub_lane(x, s, V, w0), s
+
+
+def stub_top(logits: np.ndarray, topk: int) -> tuple[np.ndarray, np.ndarray]:
+    """The stub's (and the engine's) top-k of one lane as the host reads it: (values, ids)."""
+    return top_k_of(np.asarray(logits, np.float32), topk)
+
+
+class StubEngine:
+    """numpy twin of the stub library, private state slots included: ``run`` takes a pass's
+    arguments and returns what the host reads after it."""
+
+    def __init__(self, d: int, L: int, e: int, V: int, lanes: int = 1, slots: int = 1, topk: int = 8,
+                 w0: Optional[int] = None):
+        self.d, self.L, self.e, self.V = d, L, e, V
+        self.lanes, self.slots, self.topk, self.w0 = lanes, slots, topk, w0
+        self.private = np.zeros((slots, L, e), np.float32)
+
+    @classmethod
+    def of(cls, model: MMFreeLM, preset, w0: Optional[int] = None) -> "StubEngine":
+        c = model.config
+        return cls(c.d, c.num_hidden_layers, c.state_size, c.vocab_size, preset.token_lanes,
+                   preset.batch_slots, preset.topk, w0)
+
+    def run(self, xs, *, prefill: bool = False, slot: int = 0, head: bool = True,
+            load: Optional[dict] = None, store=()):
+        """A pass on lanes ``xs`` (n, d); ``load``: {slot: state} taken first; ``store``: the slots
+        returned. Returns (logits (n, V) or None, [(values, ids)] per lane or None, {slot: state})."""
+        xs = np.atleast_2d(np.asarray(xs, np.float32))
+        n = xs.shape[0]
+        assert 1 <= n <= self.lanes and (prefill or n <= self.slots)
+        for b, s in (load or {}).items():
+            self.private[b] = np.asarray(s, np.float32).reshape(self.L, self.e)
+        logits = []
+        for t in range(n):
+            logits.append(_stub_lane(xs[t], self.private[slot if prefill else t], self.V, self.w0))
+        out = np.array(logits) if head else None
+        top = [stub_top(z, self.topk) for z in logits] if head else None
+        return out, top, {b: self.private[b].copy() for b in store}
+
+    def step(self, x, state):
+        """The host's single-sequence step (slot 0 in and out, every logit)."""
+        logits, _, st = self.run([x], load={0: state}, store=[0])
+        return logits[0], st[0]
 
 
 # ------------------------------------------------------------------ fake board
@@ -151,12 +268,16 @@ class FakeAllocator:
 
 
 class FakeMMIO:
-    """AXI-Lite register file with ap_ctrl_hs behaviour; ap_start runs ``device``."""
+    """AXI-Lite register file with ap_ctrl_hs behaviour; ap_start runs ``device``, whose
+    return value (if any) lands in ap_return (0x10, where Vitis HLS puts it)."""
+
+    AP_RETURN = 0x10
 
     def __init__(self, device=None, log=None):
         self.regs: dict[int, int] = {0: AP_IDLE}
         self.device = device
         self.log = log if log is not None else []
+        self.writes: list[tuple[int, int]] = []      # every register write but ap_start: (offset, value)
         self.hang = 0                # number of starts that never finish (simulated hang)
         self.pending_done = False    # a hung step completes when the test says so
 
@@ -176,10 +297,16 @@ class FakeMMIO:
                 self.hang -= 1
                 self.pending_done = True
                 return
-            self.device(self)
-            self.regs[0] = AP_DONE | AP_IDLE
+            self._run()
             return
+        self.writes.append((offset, value))
         self.regs[offset] = value
+
+    def _run(self) -> None:
+        rc = self.device(self)
+        if rc is not None:
+            self.regs[self.AP_RETURN] = int(rc) & 0xFFFFFFFF
+        self.regs[0] = AP_DONE | AP_IDLE
 
     def read(self, offset: int = 0, length: int = 4) -> int:
         if length != 4 or offset < 0 or offset % 4:
@@ -192,32 +319,95 @@ class FakeMMIO:
     def finish_hung_step(self) -> None:
         """The hung step finally completes (as a slow device would)."""
         assert self.pending_done
-        self.device(self)
         self.pending_done = False
-        self.regs[0] = AP_DONE | AP_IDLE
+        self._run()
 
     def pointer(self, offset: int) -> int:
         return self.regs.get(offset, 0) | (self.regs.get(offset + 4, 0) << 32)
 
 
+def _signed32(v: int) -> int:
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v >= 1 << 31 else v
+
+
+def pass_arguments(registers: dict, read) -> dict:
+    """The pass's scalars from the register file: ``read(offset)`` → 32-bit word; n, mode and
+    slot are C ints (signed), the masks unsigned."""
+    args = {}
+    for name in SCALARS:
+        r = registers[name]
+        assert r.get("kind") == "scalar", (name, r)
+        v = int(read(int(r["offset"]))) & 0xFFFFFFFF
+        args[name] = v if name.endswith("_mask") else _signed32(v)
+    return args
+
+
+def bad_pass(args: dict, lanes: int, slots: int) -> bool:
+    """Arguments the engine refuses (status -2), as mmfree_step checks them."""
+    n, mode, slot = args["n"], args["mode"], args["slot"]
+    every = (1 << slots) - 1
+    return (not 1 <= n <= lanes or (not mode & MODE_PREFILL and n > slots) or not 0 <= slot < slots
+            or mode & ~7 or args["load_mask"] & ~every or args["store_mask"] & ~every)
+
+
 class ReferenceDevice:
-    """The 'hardware': decode_step of the numpy reference on the addressed buffers."""
+    """The 'hardware': a pass of the numpy reference on the addressed buffers.
+
+    Reads the pass's scalar registers; its masters read x_in (n lanes) and the state slots of
+    load_mask from DRAM, write the slots of store_mask back, the logits (HEAD and FULL_LOGITS,
+    V rows x N lanes) and the top-k (HEAD). Lane t runs ``MMFreeLM.decode_step``: in batch mode
+    on slot t's state, in prefill mode the lanes in order on ``slot``'s state. The slots' states
+    are the device's own between passes (float32, as the buffer holds them)."""
 
     def __init__(self, model: MMFreeLM, registers: dict, allocator: FakeAllocator):
         self.model, self.registers, self.alloc = model, registers, allocator
+        cfg = model.config
+        self.L, self.e, self.d, self.V = cfg.num_hidden_layers, cfg.state_size, cfg.d, cfg.vocab_size
+        self.private: Optional[np.ndarray] = None      # (slots, L, e), allocated on the first pass
         self.steps = 0
+        self.passes: list[dict] = []
 
-    def __call__(self, mmio: FakeMMIO) -> None:
+    def __call__(self, mmio: FakeMMIO) -> int:
         # The device's masters see DRAM, not the CPU's cache.
         buf = {name: self.alloc.by_addr[mmio.pointer(r["offset"])].dram for name, r in self.registers.items()
-               if r.get("kind", "pointer") == "pointer" and name in ("x_in", "state", "logits")}
-        cfg = self.model.config
-        state = np.asarray(buf["state"]).reshape(cfg.num_hidden_layers, cfg.state_size)
-        logits, new = self.model.decode_step(np.asarray(buf["x_in"], dtype=np.float64),
-                                             state.astype(np.float64))
-        state[:] = new
-        buf["logits"][:] = logits
+               if r.get("kind", "pointer") == "pointer" and name in ("x_in", "state", "logits", "top")}
+        args = pass_arguments(self.registers, lambda off: mmio.regs.get(off, 0))
+        lanes = buf["x_in"].size // self.d
+        slots = buf["state"].size // (self.L * self.e)
+        topk = buf["top"].size // (2 * lanes)
+        if self.private is None:
+            self.private = np.zeros((slots, self.L, self.e), np.float32)
+        self.passes.append(args)
+        if bad_pass(args, lanes, slots):
+            return STUB_BAD_ARGS
+        n, mode, slot = args["n"], args["mode"], args["slot"]
+        states = buf["state"].reshape(slots, self.L, self.e)
+        for b in range(slots):
+            if args["load_mask"] >> b & 1:
+                self.private[b] = states[b]
+        x = buf["x_in"].reshape(lanes, self.d)
+        logits = np.zeros((lanes, self.V), np.float32)
+        for t in range(n):
+            b = slot if mode & MODE_PREFILL else t
+            z, new = self.model.decode_step(x[t].astype(np.float64), self.private[b].astype(np.float64))
+            self.private[b] = new
+            logits[t] = z
+        if mode & MODE_HEAD:
+            if mode & MODE_FULL_LOGITS:
+                buf["logits"][:] = logits.T.reshape(-1)
+            pairs = np.zeros((lanes, topk, 2), np.int32)
+            pairs[:, :, 0] = -1
+            for t in range(n):
+                vals, ids = top_k_of(logits[t], topk)
+                pairs[t, :len(ids), 0] = ids
+                pairs[t, :len(ids), 1] = vals.astype(np.float32).view(np.int32)
+            buf["top"][:] = pairs.reshape(-1)
+        for b in range(slots):
+            if args["store_mask"] >> b & 1:
+                states[b] = self.private[b]
         self.steps += 1
+        return 0
 
 
 # ------------------------------------------------------------------ a model with clear margins
@@ -474,8 +664,11 @@ class EngineRegisters:
 
 
 class EngineModel:
-    """The IP's datapath: its masters read x_in/state/weights from DRAM at the addresses in its
-    pointer registers, one C-simulation step runs on them, state/logits go back to DRAM."""
+    """The IP's datapath: it reads the pass's scalar registers; its masters read x_in (n lanes),
+    the state slots of load_mask and the weights from DRAM at the addresses in its pointer
+    registers; one C-simulation pass runs on them (the library keeps the slots' states between
+    passes, as the chip does); the state slots of store_mask, the logits (HEAD and FULL_LOGITS)
+    and the top-k (HEAD) go back to DRAM. Nothing else is touched."""
 
     def __init__(self, board: "FakeBoard", csim, layout, ip: dict):
         self.board, self.csim, self.layout, self.ip = board, csim, layout, ip
@@ -483,34 +676,56 @@ class EngineModel:
         self.region_bytes = ip.get("region_bytes")
         self.region_offset = int(ip.get("region_offset", 0))
         self.steps = 0
+        self.passes: list[dict] = []
         self.weights_seen: Optional[np.ndarray] = None
 
+    def _dma_in(self, regs, name: str, start: int, count: int) -> None:
+        """``count`` elements of buffer ``name`` from element ``start``: DRAM → the IP."""
+        arr = self.buffers[name]
+        size = arr.dtype.itemsize
+        addr = regs.pointer(int(self.ip["registers"][name]["offset"])) + start * size
+        arr[start:start + count] = self.board.memory.read(addr, count * size).view(arr.dtype)
+
+    def _dma_out(self, regs, name: str, start: int, count: int) -> None:
+        arr = self.buffers[name]
+        addr = regs.pointer(int(self.ip["registers"][name]["offset"])) + start * arr.dtype.itemsize
+        self.board.memory.write(addr, arr[start:start + count])
+
     def __call__(self, regs: EngineRegisters) -> int:
-        mem, R = self.board.memory, self.ip["registers"]
-        for spec in self.layout:
-            if spec.name in R:
-                raw = mem.read(regs.pointer(int(R[spec.name]["offset"])), spec.nbytes)
-                if spec.direction != "out":
-                    self.buffers[spec.name][...] = raw.view(spec.dtype).reshape(spec.shape)
-        ports = sorted((n for n in R if n[:1] == "w" and n[1:].isdigit()), key=lambda n: int(n[1:]))
+        mem, R, lay = self.board.memory, self.ip["registers"], self.layout
+        args = pass_arguments(R, lambda off: regs.regs.get(off, 0))
+        self.passes.append(args)
+        if bad_pass(args, lay.lanes, lay.slots):
+            return STUB_BAD_ARGS & 0xFFFFFFFF
+        n, mode, Le = args["n"], args["mode"], lay.L * lay.e
+        self._dma_in(regs, "x_in", 0, n * lay.d)
+        for b in range(lay.slots):
+            if args["load_mask"] >> b & 1:
+                self._dma_in(regs, "state", b * Le, Le)
+        ports = sorted((p for p in R if p[:1] == "w" and p[1:].isdigit()), key=lambda p: int(p[1:]))
         if ports:
             # Each weight master streams its own region; the header (if any) sits before w0's.
             w0 = regs.pointer(int(R[ports[0]]["offset"]))
             parts = [mem.read(w0 - self.region_offset, self.region_offset)]
             parts += [mem.read(regs.pointer(int(R[p]["offset"])), self.region_bytes) for p in ports]
-            image = np.zeros(self.layout.weight_bytes, np.uint8)
+            image = np.zeros(lay.weight_bytes, np.uint8)
             seen = np.concatenate(parts)[:image.size]
             image[:seen.size] = seen
             self.weights_seen = image
             self.buffers["weights"][...] = image
         try:
-            self.csim.run()
+            self.csim.run(**args)
             rc = 0
-        except AcceleratorError:   # a non-zero return of the step: ap_return carries it
+        except AcceleratorError:   # a non-zero return of the pass: ap_return carries it
             rc = int(getattr(self.csim, "_rc", None) or 1)
-        for spec in self.layout:
-            if spec.name in R and spec.direction in ("out", "inout"):
-                mem.write(regs.pointer(int(R[spec.name]["offset"])), self.buffers[spec.name])
+        # The writes do not depend on the status (the pass runs to its end either way).
+        if mode & MODE_HEAD:
+            if mode & MODE_FULL_LOGITS:
+                self._dma_out(regs, "logits", 0, lay.V * lay.lanes)
+            self._dma_out(regs, "top", 0, 2 * lay.lanes * lay.topk)
+        for b in range(lay.slots):
+            if args["store_mask"] >> b & 1:
+                self._dma_out(regs, "state", b * Le, Le)
         self.steps += 1
         return rc
 
@@ -713,21 +928,24 @@ def rehash_manifest(root: Path) -> None:
 
 
 def stub_overlay(out: Path, model, board: str = "pynq-z2", tier: str = "on-chip", packing: str = "2bit",
-                 name: str = "stub", sleep_us: int = 0, **kwargs):
-    """An overlay of ``model`` around the ABI-2 stub library, with the engine record (and, for the
-    streamed tier, the engine's own weights buffer) of (board, tier, packing)."""
+                 name: str = "stub", sleep_us: int = 0, knobs: Optional[dict] = None, **kwargs):
+    """An overlay of ``model`` around the ABI-3 stub library, with the engine record (and, for the
+    streamed tier, the engine's own weights buffer) of (board, tier, packing) and the preset's
+    knobs overridden by ``knobs`` (e.g. batch_slots, prefill_chunk, topk); the stub is built for
+    the preset's lanes, slots and top-k."""
     from mmfree_hls.engine.layout import Shape, build_image, weights_buffer
     from mmfree_hls.engine.presets import get_preset
     from mmfree_hls.engine.project import engine_record
     from mmfree_hls.overlay import build_overlay
 
     c = model.config
-    preset = get_preset(board, tier)
+    preset = get_preset(board, tier, **(knobs or {}))
     weights = None
     if preset.K:
         weights = weights_buffer(build_image(model, packing, preset.R), Shape.of(c, packing, preset.R),
                                  preset.K, preset.port_bytes)
     lib = build_abi_stub(Path(out).parent / f"{Path(out).name}_lib", c.d, c.num_hidden_layers, c.state_size,
-                         c.vocab_size, sleep_us=sleep_us)
+                         c.vocab_size, sleep_us=sleep_us, lanes=preset.token_lanes, slots=preset.batch_slots,
+                         topk=preset.topk)
     return build_overlay(out, model=model, board=board, name=name, csim_library=lib,
                          engine=engine_record(c, preset, packing), weights=weights, **kwargs)

@@ -3,8 +3,9 @@
 * C-sim backend against an ABI stub library (binding, buffers, errors,
   timeouts) — plumbing, not accuracy.
 * pynq backend on numpy buffers with a fake AXI-Lite register file whose
-  "hardware" runs the numpy reference: the register/cache protocol and greedy
-  decoding through the board code path.
+  "hardware" runs the numpy reference a pass at a time (scalar registers, lanes, state
+  slots, load/store masks): the register/cache protocol, greedy decoding, chunked
+  prefill and batched decoding through the board code path.
 * C-sim backend on the real converted design (the engine's C-simulation), on
   chip and streamed in both packings: greedy tokens equal to the numpy
   reference for ≥ 64 tokens — the accuracy test.
@@ -15,8 +16,9 @@ import time
 import numpy as np
 import pytest
 
-from host_helpers import (STUB_FAIL_MARK, STUB_SLEEP_MARK, FakeAllocator, FakeMMIO,
-                          ReferenceDevice, build_abi_stub, stub_overlay as make_stub_overlay, stub_step,
+from host_helpers import (MODE_FULL_LOGITS, MODE_HEAD, MODE_PREFILL, SCALARS, STUB_FAIL_MARK,
+                          STUB_SLEEP_MARK, FakeAllocator, FakeMMIO, ReferenceDevice, StubEngine,
+                          build_abi_stub, stub_overlay as make_stub_overlay, stub_step, stub_top,
                           tiny_model)
 from mmfree_hls.overlay import build_overlay
 
@@ -115,11 +117,32 @@ def test_throughput_test_reports_rates_and_keeps_state(stub_overlay):
         before, steps_before = acc.state, acc.stats.steps
         r = acc.throughput_test(n_steps=50)
         assert r["steps"] == 50 and r["tokens_per_s"] > 0 and r["device_ms_per_token"] > 0
-        assert r["host_io_bytes_per_token"] == 4 * (acc.config.d + acc.config.vocab_size)
+        c = acc.config
+        # x in, every logit out, and the state in and out (the single-sequence step keeps it on the host)
+        assert r["host_io_bytes_per_token"] == 4 * (c.d + c.vocab_size) + 8 * c.num_hidden_layers * c.state_size
         np.testing.assert_array_equal(acc.state, before)
         assert acc.position == 1 and acc.stats.steps == steps_before
         with pytest.raises(ValueError, match="n_steps"):
             acc.throughput_test(0)
+        with pytest.raises(ValueError, match=r"batch must be an integer in 1..1"):
+            acc.throughput_test(5, batch=2)
+
+
+def test_batched_throughput_test_keeps_the_session(lanes_overlay):
+    path, model = lanes_overlay
+    with Accelerator.open(path, backend="csim") as acc:
+        acc.step(7)
+        before, steps_before = acc.state, acc.stats.steps
+        r = acc.throughput_test(n_steps=20, batch=3)
+        assert r["batch"] == 3 and r["steps"] == 20
+        assert r["tokens_per_s"] == pytest.approx(3 * r["per_sequence_tokens_per_s"])
+        # per token: its x in and its lane's top-k out; the states stay on the device
+        assert r["host_io_bytes_per_token"] == 4 * acc.config.d + 8 * acc.device_topk
+        np.testing.assert_array_equal(acc.state, before)
+        assert acc.position == 1 and acc.stats.steps == steps_before
+        np.testing.assert_array_equal(acc.step(8), _stub_run(model, [7, 8])[0])
+        with pytest.raises(ValueError, match=r"batch must be an integer in 1..3"):
+            acc.throughput_test(5, batch=4)
 
 
 def test_stats_split_host_and_device_time(stub_overlay):
@@ -224,7 +247,9 @@ def test_library_for_another_model_is_refused(tmp_path, stub_overlay):
     model = tiny_model(seed=2, **NARROW)
     c = model.config
     wrong = build_abi_stub(tmp_path / "wrong", c.d, c.num_hidden_layers, c.state_size, c.vocab_size + 1)
-    with pytest.raises(ManifestError, match=r"compiled for d=64, L=2, e=64, V=65, not for this model"):
+    with pytest.raises(ManifestError, match=r"compiled for \(d, L, e, V, lanes, slots, topk\) = "
+                                            r"\(64, 2, 64, 65, 1, 1, 8\), not for this build "
+                                            r"\(64, 2, 64, 64, 1, 1, 8\)"):
         build_overlay(tmp_path / "ov", model=model, board="pynq-z2", name="x", csim_library=wrong,
                       engine=engine_record(c, get_preset("pynq-z2", "on-chip"), "2bit"))
     assert not (tmp_path / "ov").exists()               # nothing half-written
@@ -249,6 +274,86 @@ def test_generate_text_streams_with_the_tokenizer(tmp_path):
         assert acc.stats.prompt_tokens == len("héllo".encode()) + 1
         with pytest.raises(TypeError, match="prompt must be a str"):
             acc.generate_text([1, 2])
+
+
+# ------------------------------------------------------ passes: prefill and batch on the stub
+#: a pynq-z2 build with 3 state slots and 4-token prefill chunks (N = 4 lanes), top-5 per lane
+KNOBS = {"batch_slots": 3, "prefill_chunk": 4, "topk": 5}
+
+
+@pytest.fixture(scope="module")
+def lanes_overlay(tmp_path_factory):
+    """A stub package with several lanes and slots (the stub keeps its slots' states)."""
+    tmp = tmp_path_factory.mktemp("lanes")
+    model = tiny_model(seed=8, **NARROW)
+    m = make_stub_overlay(tmp / "overlay", model, board="pynq-z2", name="lanes", knobs=KNOBS)
+    assert (m.layout.lanes, m.layout.slots, m.layout.topk) == (4, 3, 5)
+    return tmp / "overlay", model
+
+
+def _twin(acc, model) -> StubEngine:
+    c = model.config
+    return StubEngine(c.d, c.num_hidden_layers, c.state_size, c.vocab_size, acc.lanes, acc.slots, acc.device_topk)
+
+
+def test_stub_prefill_is_the_single_steps_in_chunks(lanes_overlay):
+    path, model = lanes_overlay
+    emb = model.params["model.embeddings.weight"]
+    prompt = [5, 9, 0, 63, 7, 11, 2, 30, 1, 4]           # 10 tokens: chunks of 4, 4, 2
+    with Accelerator.open(path, backend="csim") as acc:
+        assert acc.prefill_chunk == 4
+        logits = acc.prefill(prompt)
+        assert acc.stats.steps == 3 and acc.stats.tokens == [4, 4, 2] and acc.position == len(prompt)
+        want_logits, want_state = _stub_run(model, prompt)
+        np.testing.assert_array_equal(logits, want_logits)
+        np.testing.assert_array_equal(acc.state, want_state)
+        # the sequence goes on from the stored state with single steps
+        np.testing.assert_array_equal(acc.step(12), _stub_run(model, prompt + [12])[0])
+        # the same chunks in the twin: lanes chained through slot 0's state, head on the last chunk
+        twin = _twin(acc, model)
+        s = np.zeros((model.config.num_hidden_layers, model.config.state_size), np.float32)
+        for c in range(0, len(prompt), 4):
+            z, _, st = twin.run(emb[prompt[c:c + 4]], prefill=True, slot=0, load={0: s} if c == 0 else None,
+                                store=[0])
+            s = st[0]
+        np.testing.assert_array_equal(z[-1], want_logits)
+
+
+def test_stub_generate_batch_is_each_prompt_alone(lanes_overlay):
+    path, model = lanes_overlay
+    prompts = [[5, 6], [9, 9, 9, 9, 9, 1], [3], [40, 41, 42, 43, 44], [7, 8, 9]]   # more prompts than slots
+    with Accelerator.open(path, backend="csim") as acc:
+        for kw in ({}, {"temperature": 2.0, "top_k": 5, "seed": 7},           # from the device's top-k
+                   {"temperature": 2.0, "top_p": 0.9, "seed": 7}):             # needs every logit
+            got = [[] for _ in prompts]
+            for i, tok in acc.generate_batch(prompts, 12, **kw):
+                got[i].append(tok)
+            for i, p in enumerate(prompts):
+                one = dict(kw, seed=kw["seed"] + i) if "seed" in kw else kw
+                assert got[i] == list(acc.generate(p, 12, **one)), (kw, i)
+        greedy = list(acc.generate(prompts[1], 12))
+        stop = greedy[4]
+        got = [[] for _ in prompts]
+        for i, tok in acc.generate_batch(prompts, 12, stop=stop):
+            got[i].append(tok)
+        assert got[1] == greedy[:greedy.index(stop)]
+        # the slots held other sequences' states: a single step still starts from the host's state
+        acc.reset()
+        np.testing.assert_array_equal(acc.step(5), _stub_run(model, [5])[0])
+
+
+def test_stub_device_top_k_is_the_lanes_top_k(lanes_overlay):
+    """The stub writes the engine's top-k (value descending, ties to the lower id): the twin's."""
+    path, model = lanes_overlay
+    with Accelerator.open(path, backend="csim") as acc:
+        acc._buffers.write_embedding(model.params["model.embeddings.weight"][5], 0)
+        acc._device_pass(["top", "logits", "state"], **{"n": 1, "mode": MODE_HEAD | MODE_FULL_LOGITS, "slot": 0,
+                                                        "load_mask": 1, "store_mask": 1})
+        vals, ids = acc._buffers.read_top(0)
+        want = stub_top(_stub_run(model, [5])[0], acc.device_topk)
+        np.testing.assert_array_equal(vals, want[0])
+        np.testing.assert_array_equal(ids, want[1])
+        np.testing.assert_array_equal(acc._buffers.read_logits(lane=0), _stub_run(model, [5])[0])
 
 
 # ---------------------------------------------------------------- pynq backend (fake MMIO)
@@ -277,17 +382,25 @@ def test_pynq_register_protocol(ref_overlay):
     path, model = ref_overlay
     acc, mmio, alloc, log = _fake_board(path, model)
     regs = acc.manifest.data["ip"]["registers"]
+    pointers = {n: r for n, r in regs.items() if r["kind"] == "pointer"}
+    assert sorted(pointers) == sorted(acc.layout.ports) and [n for n in regs if n not in pointers] == list(SCALARS)
     # Every pointer register holds its buffer's 64-bit physical address (high word non-zero).
-    for name, r in regs.items():
+    for name, r in pointers.items():
         addr = mmio.pointer(r["offset"])
         assert addr >= 1 << 32
         assert alloc.by_addr[addr] is acc._buffers[name]
-    writes_before = len(mmio.regs)
+    pointer_words = {o: mmio.regs[o] for r in pointers.values() for o in (r["offset"], r["offset"] + 4)}
     log.clear()
+    mmio.writes.clear()
     acc.step(3)
     acc.step(4)
-    assert len(mmio.regs) == writes_before              # no address rewrites per token
-    names = {alloc.by_addr[mmio.pointer(r["offset"])].name: n for n, r in regs.items()}
+    # Per token: the five scalars of the single-sequence pass (one lane, slot 0 in and out, every
+    # logit), then ap_start; no address is rewritten.
+    step = [(regs["n"]["offset"], 1), (regs["mode"]["offset"], MODE_HEAD | MODE_FULL_LOGITS),
+            (regs["slot"]["offset"], 0), (regs["load_mask"]["offset"], 1), (regs["store_mask"]["offset"], 1)]
+    assert mmio.writes == step + step
+    assert {o: mmio.regs[o] for o in pointer_words} == pointer_words
+    names = {alloc.by_addr[mmio.pointer(r["offset"])].name: n for n, r in pointers.items()}
     events = [(e[0], names.get(e[1], e[1]) if len(e) > 1 else None) for e in log]
     one = [("flush", "x_in"), ("flush", "state"), ("start", None), ("invalidate", "state"),
            ("invalidate", "logits")]
@@ -301,9 +414,53 @@ def test_pynq_path_greedy_matches_reference_64_tokens(ref_overlay):
     acc, mmio, _, _ = _fake_board(path, model)
     prompt = [1, 17, 42]
     with acc:
+        T = acc.prefill_chunk
         got = list(acc.generate(prompt, 64))
     assert got == model.generate_greedy(prompt, 64)
-    assert mmio.device.steps == len(prompt) + 63
+    # the prompt in chunks of T tokens a pass, then one pass a new token
+    assert mmio.device.steps == -(-len(prompt) // T) + 63
+    # greedy decoding needs only the device's top-k, never all V logits
+    assert not any(p["mode"] & MODE_FULL_LOGITS for p in mmio.device.passes)
+
+
+@pytest.fixture(scope="module")
+def batch_overlay(tmp_path_factory):
+    """zcu104 on chip with 3 slots and 2-token prefill chunks (N = 3 lanes) for the fake board."""
+    tmp = tmp_path_factory.mktemp("batchref")
+    model = tiny_model(seed=9, **NARROW)
+    make_stub_overlay(tmp / "overlay", model, board="zcu104", name="ref",
+                      knobs={"batch_slots": 3, "prefill_chunk": 2, "topk": 4})
+    return tmp / "overlay", model
+
+
+def test_pynq_path_prefill_and_batch_match_the_reference(batch_overlay):
+    path, model = batch_overlay
+    acc, mmio, alloc, _ = _fake_board(path, model)
+    dev = mmio.device
+    prompts = [[1, 17, 42], [5], [60, 2, 2, 9, 31], [8, 8]]
+    with acc:
+        assert (acc.lanes, acc.slots, acc.prefill_chunk, acc.device_topk) == (3, 3, 2, 4)
+        # prefill: ceil(5 / 2) passes in slot 0, the state loaded by the first, stored by the last
+        logits = acc.prefill(prompts[2])
+        want, state = None, None
+        for t in prompts[2]:
+            want, state = model.step(t, state)
+        np.testing.assert_allclose(logits, want, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(acc.state, state, rtol=1e-5, atol=1e-6)
+        assert [(p["n"], p["mode"], p["slot"], p["load_mask"], p["store_mask"]) for p in dev.passes] == [
+            (2, MODE_PREFILL, 0, 1, 0), (2, MODE_PREFILL, 0, 0, 0),
+            (1, MODE_PREFILL | MODE_HEAD | MODE_FULL_LOGITS, 0, 0, 1)]
+        # batch: every prompt's greedy tokens are those of the reference alone
+        got = [[] for _ in prompts]
+        for i, tok in acc.generate_batch(prompts, 16):
+            got[i].append(tok)
+        assert got == model.generate_greedy_batch(prompts, 16, prefill_chunk=2)
+        assert got == [model.generate_greedy(p, 16) for p in prompts]
+        batch = [p for p in dev.passes[3:] if not p["mode"] & MODE_PREFILL]
+        assert batch and max(p["n"] for p in batch) == 3              # three sequences in one pass
+        # the states stay on the device between batch passes: the state buffer is never read or written
+        assert all(p["load_mask"] == 0 and p["store_mask"] == 0 for p in batch)
+        assert not any(p["mode"] & MODE_FULL_LOGITS for p in dev.passes[3:])   # greedy: the top-k is enough
 
 
 def test_pynq_timeout_then_recovery(ref_overlay):
@@ -330,13 +487,24 @@ def test_hwh_register_offsets_are_cross_checked(ref_overlay):
     path, model = ref_overlay
     manifest = load_manifest(path)
     ip = manifest.data["ip"]
-    offsets = {"CTRL": 0, "GIER": 4, "IP_IER": 8, "IP_ISR": 0xc, "ap_return": 0x10, "x_in_1": 0x18,
-               "x_in_2": 0x1c, "state_1": 0x24, "state_2": 0x28, "logits_1": 0x30, "logits_2": 0x34}
+    # int mmfree_engine(int n, int mode, int slot, unsigned load_mask, unsigned store_mask,
+    #                   float *x_in, float *state, logits, uint64 *top): 32-bit scalars take two words
+    offsets = {"CTRL": 0, "GIER": 4, "IP_IER": 8, "IP_ISR": 0xc, "ap_return": 0x10, "n": 0x18, "mode": 0x20,
+               "slot": 0x28, "load_mask": 0x30, "store_mask": 0x38, "x_in_1": 0x40, "x_in_2": 0x44,
+               "state_1": 0x4c, "state_2": 0x50, "logits_1": 0x58, "logits_2": 0x5c, "top_1": 0x64, "top_2": 0x68}
     good = {n: {"address_offset": o} for n, o in offsets.items()}
     PynqBackend(ip, manifest.layout, mmio=FakeMMIO()).check_register_map(good)
     bad = dict(good, state_1={"address_offset": 0x20})
-    with pytest.raises(ManifestError, match="state_1 at 0x20, the manifest says 0x24"):
+    with pytest.raises(ManifestError, match="state_1 at 0x20, the manifest says 0x4c"):
         PynqBackend(ip, manifest.layout, mmio=FakeMMIO()).check_register_map(bad)
+    no_mode = {n: r for n, r in good.items() if n != "mode"}
+    with pytest.raises(ManifestError, match=r"mode missing \(expected at 0x20\)"):
+        PynqBackend(ip, manifest.layout, mmio=FakeMMIO()).check_register_map(no_mode)
+    # a build with the old interface (no scalars; x_in at 0x18) is refused register by register
+    old = {n: r for n, r in good.items() if n not in SCALARS}
+    old.update(x_in_1={"address_offset": 0x18}, x_in_2={"address_offset": 0x1c})
+    with pytest.raises(ManifestError, match=r"n missing.*x_in_1 at 0x18, the manifest says 0x40"):
+        PynqBackend(ip, manifest.layout, mmio=FakeMMIO()).check_register_map(old)
     no_high = {n: r for n, r in good.items() if n != "logits_2"}
     with pytest.raises(ManifestError, match="logits_2 missing"):
         PynqBackend(ip, manifest.layout, mmio=FakeMMIO()).check_register_map(no_high)

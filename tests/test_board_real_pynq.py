@@ -4,7 +4,8 @@
 parser reading ``tests/data/mmfree_engine_<board>.hwh``: a ZCU104 and a PYNQ-Z2), ``MMIO``, ``allocate`` and
 ``PynqBuffer``. Only what a PYNQ image provides below pynq is faked (``host_helpers.FakeBoard``):
 XRT buffer objects behind a write-back CPU cache that the IP's masters do not see, the FPGA
-manager, ``/dev/mem`` (the IP's registers run the C-simulation step) and ``munmap``.
+manager, ``/dev/mem`` (the IP's registers run a C-simulation pass with the scalars written
+into them) and ``munmap``.
 
 Truth is the C-simulation backend on the same package and library: every scenario runs on
 both, and the board must return exactly the same numbers, lose no host write to an
@@ -56,8 +57,9 @@ class Package(tuple):
 
 @pytest.fixture(scope="module", params=sorted(BOARDS))
 def engine_package(request, tmp_path_factory):
-    """A streamed-tier package for the engine interface: x_in, state, logits and w0..w{K-1}
-    pointers, ap_return; the board's fixture .hwh and a .bit pynq can parse."""
+    """A streamed-tier package for the engine interface: the pass's scalars (n, mode, slot,
+    load_mask, store_mask), x_in, state, logits, top and w0..w{K-1} pointers, ap_return; the
+    board's fixture .hwh and a .bit pynq can parse."""
     board = request.param
     spec = BOARDS[board]
     tmp = tmp_path_factory.mktemp(f"engine-{board}")
@@ -69,8 +71,9 @@ def engine_package(request, tmp_path_factory):
     bit = tmp / "hw" / "engine.bit"
     bit.write_bytes(bitstream_bytes(spec["hwh"].stem, spec["part"]))
     root = tmp / "overlay"
-    # The C-simulation is the ABI-2 stub (exact, fast, and it fails on demand); the weights
-    # buffer is the engine's own (header + K port regions).
+    # The C-simulation is the ABI-3 stub (exact, fast, it keeps its slots' states and fails on
+    # demand), built for the preset's lanes and slots; the weights buffer is the engine's own
+    # (header + K port regions).
     stub_overlay(root, model, board=board, tier="streamed", name="engine", bitstream=bit, hwh=spec["hwh"])
     pkg = Package((root, model))
     pkg.board = board
@@ -151,6 +154,25 @@ def _generate_twice(a, m):
     return [first, s1, np.array(list(a.generate([3], 8))), a.state]
 
 
+def _prefill_state_step(a, m):
+    return [a.step(5), a.prefill([6, 7, 8, 9, 10, 11, 12]), a.state, a.step(13), a.state]
+
+
+def _reset_prefill_step(a, m):
+    a.step(5)
+    a.reset()
+    return [a.prefill([6, 7, 8]), a.step(9)]
+
+
+def _batch_then_step(a, m):
+    """Sequences in the device's own state slots (never through the state buffer), then a
+    single step from the host's state."""
+    prompts = [[1, 17, 42], [5], [9, 9, 9, 9], [3, 2], [56, 57, 58, 59, 60, 61, 62, 63]]
+    greedy = np.array(list(a.generate_batch(prompts, 6)))
+    sampled = np.array(list(a.generate_batch(prompts, 6, temperature=3.0, top_p=0.95, seed=4)))
+    return [greedy, sampled, a.state, a.step(9), a.state]
+
+
 #: name → what the user does; every value returned is compared with the C-simulation.
 #: The first seven are the review's scenarios (pynq_check.md §4a), in its order.
 SCENARIOS = {
@@ -164,6 +186,9 @@ SCENARIOS = {
     "execute_from_given_state": _execute_from_given_state,
     "throughput_then_state": _throughput_then_state,
     "generate_twice": _generate_twice,
+    "prefill_state_step": _prefill_state_step,
+    "reset_prefill_step": _reset_prefill_step,
+    "batch_then_step": _batch_then_step,
 }
 
 
@@ -182,7 +207,7 @@ def test_write_back_cache_scenario_matches_csim(engine_package, board, scenario)
         np.testing.assert_array_equal(g, w)
     assert board.lost_writes == [], "an invalidate discarded host writes that were never flushed"
     assert board.memory.violations == []
-    assert all(bo.cacheable for bo in board.bos) and len(board.bos) == 4
+    assert all(bo.cacheable for bo in board.bos) and len(board.bos) == 5     # weights, x_in, state, logits, top
 
 
 def test_the_cache_model_catches_an_invalidate_of_host_writes(engine_package, board, monkeypatch):
@@ -218,8 +243,10 @@ def test_overlay_loads_through_pynq_and_the_register_map_agrees(engine_package, 
         ip = acc.manifest.data["ip"]
         got = {n: r["address_offset"] for n, r in regs.items()}
         assert got == expected_hwh_registers(ip)                 # every one, by pynq's own parser
-        assert len(got) == 4 + 1 + 2 * (3 + spec["K"])
-        assert got["ap_return"] == 0x10 and got[f"w{spec['K'] - 1}_2"] == 0x40 + 12 * (spec["K"] - 1)
+        assert len(got) == 4 + 1 + 5 + 2 * (4 + spec["K"])      # control, ap_return, scalars, pointers
+        assert got["ap_return"] == 0x10 and got[f"w{spec['K'] - 1}_2"] == 0x74 + 12 * (spec["K"] - 1)
+        assert [got[a] for a in ("n", "mode", "slot", "load_mask", "store_mask", "x_in_1", "top_2")] == \
+            [0x18, 0x20, 0x28, 0x30, 0x38, 0x40, 0x68]
         assert overlay.ip_dict["mmfree_0"]["phys_addr"] == board.IP_BASE
         windows = acc.backend.windows                          # the masters' DDR windows, from the .hwh
         assert sorted(windows) == sorted(["m_axi_gmem_io", "m_axi_gmem_out"]
@@ -258,7 +285,7 @@ def test_buffers_are_cacheable_and_every_pointer_is_written(engine_package, boar
         bos = _bos(board, acc)
         assert {n: bo.cacheable for n, bo in bos.items()} == dict.fromkeys(bos, True)
         r = acc.manifest.data["ip"]["registers"]
-        for name in ("x_in", "state", "logits"):
+        for name in ("x_in", "state", "logits", "top"):
             assert board.regs.pointer(r[name]["offset"]) == bos[name].paddr
         region = acc.manifest.data["ip"]["region_bytes"]
         for k in range(BOARDS[engine_package.board]["K"]):
@@ -272,7 +299,8 @@ def test_buffers_are_cacheable_and_every_pointer_is_written(engine_package, boar
 
 
 def test_per_token_host_actions(engine_package, board):
-    """One token = 2 flushes, 1 CTRL write, CTRL reads until done, 1 ap_return read, 2 invalidates."""
+    """One token = 2 flushes, the 5 scalars of a single-sequence pass, 1 CTRL write, CTRL reads
+    until done, 1 ap_return read, 2 invalidates."""
     path, _ = engine_package
     acc = _open_board(path, board)
     with acc:
@@ -286,8 +314,11 @@ def test_per_token_host_actions(engine_package, board):
                                                       ("sync", "state"), ("sync", "logits")]
     assert [board.log[i][1] for i, e in enumerate(events) if e[0] == "sync"] == [to, to, back, back]
     regs = [e for e in events if e[0] in ("read", "write")]
-    assert regs == [("read", (0,)), ("write", (0, 1)), ("read", (0,)), ("read", (0x10,))]
-    assert not any(e[0] == "write" and e[1][0] != 0 for e in regs)   # no pointer rewrites per token
+    # n = 1 lane, mode = HEAD | FULL_LOGITS, slot 0, its state loaded and stored
+    scalars = [("write", (0x18, 1)), ("write", (0x20, 6)), ("write", (0x28, 0)), ("write", (0x30, 1)),
+               ("write", (0x38, 1))]
+    assert regs == [("read", (0,))] + scalars + [("write", (0, 1)), ("read", (0,)), ("read", (0x10,))]
+    assert not any(e[0] == "write" and e[1][0] >= 0x40 for e in regs)   # no pointer rewrites per token
 
 
 def test_buffers_outside_the_masters_ddr_window_are_refused(engine_package, tmp_path, monkeypatch):
@@ -339,19 +370,22 @@ def _drop(regs, name):
 
 
 def _add_w4(regs):
-    for half, off in (("w4_1", 0x6C), ("w4_2", 0x70)):
+    for half, off in (("w4_1", 0xA0), ("w4_2", 0xA4)):
         reg = ET.SubElement(regs, "REGISTER", NAME=half)
         ET.SubElement(reg, "PROPERTY", NAME="ADDRESS_OFFSET", VALUE=str(off))
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda r: _drop(r, "w3_2"), r"w3_2 missing \(expected at 0x64\)"),
+    (lambda r: _drop(r, "w3_2"), r"w3_2 missing \(expected at 0x98\)"),
+    (lambda r: _drop(r, "slot"), r"slot missing \(expected at 0x28\)"),
+    (lambda r: _offset(r, "store_mask", 0x3c), r"store_mask at 0x3c, the manifest says 0x38"),
+    (lambda r: _drop(r, "top_1"), r"top_1 missing \(expected at 0x64\)"),
     (lambda r: _drop(r, "state_2"), r"state_2 missing"),
     (lambda r: _offset(r, "CTRL", 4), r"CTRL at 0x4, the manifest says 0x0"),
     (lambda r: _drop(r, "ap_return"), r"ap_return missing \(expected at 0x10\)"),
-    (lambda r: _offset(r, "logits_1", 0x2c), r"logits_1 at 0x2c, the manifest says 0x30"),
+    (lambda r: _offset(r, "logits_1", 0x54), r"logits_1 at 0x54, the manifest says 0x58"),
     (lambda r: _offset(r, "GIER", 0x8), r"GIER at 0x8"),
-    (_add_w4, r"w4_1 at 0x6c is not in the manifest.*w4_2 at 0x70 is not in the manifest"),
+    (_add_w4, r"w4_1 at 0xa0 is not in the manifest.*w4_2 at 0xa4 is not in the manifest"),
 ])
 @pytest.mark.parametrize("engine_package", ["zcu104"], indirect=True)
 def test_register_map_check_fails_on_every_mismatch(engine_package, tmp_path, edit, message):
@@ -374,7 +408,7 @@ def test_open_refuses_a_bitstream_whose_hwh_disagrees(engine_package, board, tmp
     data = json.loads((bad / "manifest.json").read_text())
     write_manifest(bad, data)                 # re-hash: the package is consistent, the IP is not
     _device_model(bad, board)
-    with pytest.raises(ManifestError, match="w1_2 missing.*w1_hi at 0x4c is not in the manifest"):
+    with pytest.raises(ManifestError, match="w1_2 missing.*w1_hi at 0x80 is not in the manifest"):
         Accelerator.open(bad, backend="pynq")
 
 
@@ -446,7 +480,7 @@ def test_close_after_a_hang_leaks_the_buffers_and_says_so(engine_package, board)
     board.regs.hang = 1
     with pytest.raises(DeviceTimeoutError):
         acc.step(6)
-    with pytest.warns(BufferLeakWarning, match="still running.*4 buffers.*stay allocated"):
+    with pytest.warns(BufferLeakWarning, match="still running.*5 buffers.*stay allocated"):
         acc.close()
     assert not any(bo.released for bo in board.bos)      # nothing handed back to the kernel
     board.regs.finish_hung_step()                         # the IP's late writes land in its own buffers

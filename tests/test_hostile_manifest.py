@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shutil
 
 import pytest
@@ -53,7 +54,8 @@ def test_manifest_cannot_choose_the_c_entry_point(pkg, symbol):
         load_manifest(pkg)
 
 
-@pytest.mark.parametrize("args", [["logits", "state", "x_in"], ["x_in"], ["x_in", "state", "logits", "x_in"], "x"])
+@pytest.mark.parametrize("args", [["logits", "state", "x_in", "top"], ["x_in"], ["x_in", "state", "logits", "x_in"], "x",
+                                  ["x_in", "state", "logits"]])         # the last: ABI 2's order, no top
 def test_manifest_cannot_reorder_the_c_arguments(pkg, args):
     edit(pkg, lambda d: d["csim"].__setitem__("args", args))
     with pytest.raises(ManifestError, match="csim.args.*fixed by the ABI"):
@@ -126,7 +128,7 @@ def test_sections_of_the_wrong_type(pkg, key, value):
 @pytest.mark.parametrize("mutate", [
     lambda d: d["embeddings"].__setitem__("shape", 5),
     lambda d: d["ip"].__setitem__("registers", {"x_in": 3}),
-    lambda d: d["ip"].__setitem__("reset_register", ["x"]),
+    lambda d: d["ip"]["registers"].__setitem__("n", "scalar"),
     lambda d: d["model"].__setitem__("eos_token_id", "x"),
     lambda d: d["model"].__setitem__("tie_word_embeddings", "false"),
     lambda d: d["files"].__setitem__(next(iter(d["files"])), {"sha256": "0" * 64, "bytes": 1e400}),
@@ -135,6 +137,24 @@ def test_sections_of_the_wrong_type(pkg, key, value):
 def test_malformed_entries_are_manifest_errors(pkg, mutate):
     edit(pkg, mutate)
     with pytest.raises(ManifestError):
+        load_manifest(pkg)
+
+
+# ------------------------------------------------------------------- the pass's scalar registers
+@pytest.mark.parametrize("mutate, words", [
+    (lambda d: d["ip"]["registers"].pop("n"), "no scalar register for ['n']"),
+    (lambda d: d["ip"]["registers"]["slot"].update(kind="pointer"), "no scalar register for ['slot']"),
+    (lambda d: d["ip"]["registers"]["load_mask"].pop("kind"), "no scalar register for ['load_mask']"),
+    (lambda d: [d["ip"]["registers"].pop(a) for a in ("mode", "store_mask")],
+     "no scalar register for ['mode', 'store_mask']"),
+    # a scalar moved onto a pointer: the IP would take an address for the lane count
+    (lambda d: d["ip"]["registers"]["n"].update(offset=d["ip"]["registers"]["x_in"]["offset"]), "overlap"),
+])
+def test_the_pass_scalars_must_be_scalar_registers(pkg, mutate, words):
+    """The host writes n, mode, slot and the state masks before every start: a package whose
+    register map lacks one (or calls it a pointer) would leave the IP reading a stale value."""
+    edit(pkg, mutate)
+    with pytest.raises(ManifestError, match=re.escape(words)):
         load_manifest(pkg)
 
 

@@ -579,6 +579,11 @@ inline void bl_prepare_lanes(const bl_input &in, int n, bl_scalars s[N], counter
         if (t < n) {
             s[t] = bl_prepare(in.st[t], in.k);
             MMFREE_COUNT(ctr, SCALAR_RECIP);
+        } else {
+            s[t].zero = true;           // an idle lane writes back nothing
+            s[t].sh_q = s[t].sh_a = s[t].sh_x = 0;
+            s[t].q.m = 0;
+            s[t].q.s = 0;
         }
     }
 }
@@ -590,6 +595,9 @@ inline void bl_out_scale_lanes(const bl_input &in, int n, const bl_scalars s[N],
         if (t < n) {
             sc[t] = bl_out_scale(in, t, s[t], sa[t], sx[t], inv_gamma);
             MMFREE_COUNT(ctr, SCALAR_RSQRT);
+        } else {
+            sc[t].m = 0;
+            sc[t].s = 0;
         }
     }
 }

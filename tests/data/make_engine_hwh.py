@@ -4,11 +4,12 @@ of an mmfree overlay, as Vivado 2024.2 lays it out, for the real-pynq tests
 
 The ZCU104 design is the streamed-tier decode engine on Zynq UltraScale+:
 
-* ``mmfree_0`` = ``xilinx.com:hls:mmfree_engine:1.0``, the Vitis HLS top
-  ``int mmfree_engine(float* x_in, float* state, float* logits, ap_uint<128>* w0..w3)``:
-  an ``s_axilite`` slave ``s_axi_control`` (ap_ctrl_hs, ap_return) and the m_axi masters
-  ``m_axi_gmem_io`` (x_in, state), ``m_axi_gmem_out`` (logits) and ``m_axi_gmem_w0..3``
-  (one weight region each);
+* ``mmfree_0`` = ``xilinx.com:hls:mmfree_engine:1.0``, the Vitis HLS top of a pass
+  ``int mmfree_engine(int n, int mode, int slot, unsigned load_mask, unsigned store_mask,
+  const float* x_in, float* state, logit_word_t* logits, uint64_t* top, ap_uint<128>* w0..w3)``:
+  an ``s_axilite`` slave ``s_axi_control`` (ap_ctrl_hs, ap_return, the five scalars) and the
+  m_axi masters ``m_axi_gmem_io`` (x_in, state), ``m_axi_gmem_out`` (logits, top) and
+  ``m_axi_gmem_w0..3`` (one weight region each);
 * ``ps`` = ``zynq_ultra_ps_e``: ``M_AXI_HPM0_FPD`` drives the control slave at 0xA0000000;
   as ``vivado_bd.tcl`` wires it for the ZCU104 streamed preset, weight bundle k reaches DDR
   through ``S_AXI_HP<k>_FPD`` and the two per-token I/O bundles share ``S_AXI_HPC1_FPD``
@@ -19,8 +20,9 @@ The PYNQ-Z2 design is the same engine with K = 2 64-bit weight ports on a Zynq-7
 ``S_AXI_HP0``/``S_AXI_HP2``, the I/O bundles on ``S_AXI_HP1``.
 
 The register table below is what Vitis HLS emits for that top (0x00 CTRL, 0x04 GIER,
-0x08 IP_IER, 0x0c IP_ISR, 0x10 ap_return + a reserved word, then three words per 64-bit
-pointer: ``<arg>_1`` low, ``<arg>_2`` high, one reserved). It is written out literally
+0x08 IP_IER, 0x0c IP_ISR, 0x10 ap_return + a reserved word, then two words per 32-bit
+scalar: ``<arg>`` and one reserved, then three words per 64-bit pointer: ``<arg>_1`` low,
+``<arg>_2`` high, one reserved; 8 address bits). It is written out literally
 here, not computed by the project's code, so the tests compare two independent sources.
 
 Run ``python tests/data/make_engine_hwh.py`` to regenerate the files (no dependencies).
@@ -40,21 +42,30 @@ REGISTERS = [
     ("IP_IER", 0x08, "read-write", "IP Interrupt Enable Register"),
     ("IP_ISR", 0x0C, "read-write", "IP Interrupt Status Register"),
     ("ap_return", 0x10, "read-only", "Data signal of ap_return"),
-    ("x_in_1", 0x18, "write-only", "Data signal of x_in"),
-    ("x_in_2", 0x1C, "write-only", "Data signal of x_in"),
-    ("state_1", 0x24, "write-only", "Data signal of state"),
-    ("state_2", 0x28, "write-only", "Data signal of state"),
-    ("logits_1", 0x30, "write-only", "Data signal of logits"),
-    ("logits_2", 0x34, "write-only", "Data signal of logits"),
-    ("w0_1", 0x3C, "write-only", "Data signal of w0"),
-    ("w0_2", 0x40, "write-only", "Data signal of w0"),
-    ("w1_1", 0x48, "write-only", "Data signal of w1"),
-    ("w1_2", 0x4C, "write-only", "Data signal of w1"),
-    ("w2_1", 0x54, "write-only", "Data signal of w2"),
-    ("w2_2", 0x58, "write-only", "Data signal of w2"),
-    ("w3_1", 0x60, "write-only", "Data signal of w3"),
-    ("w3_2", 0x64, "write-only", "Data signal of w3"),
+    ("n", 0x18, "write-only", "Data signal of n"),
+    ("mode", 0x20, "write-only", "Data signal of mode"),
+    ("slot", 0x28, "write-only", "Data signal of slot"),
+    ("load_mask", 0x30, "write-only", "Data signal of load_mask"),
+    ("store_mask", 0x38, "write-only", "Data signal of store_mask"),
+    ("x_in_1", 0x40, "write-only", "Data signal of x_in"),
+    ("x_in_2", 0x44, "write-only", "Data signal of x_in"),
+    ("state_1", 0x4C, "write-only", "Data signal of state"),
+    ("state_2", 0x50, "write-only", "Data signal of state"),
+    ("logits_1", 0x58, "write-only", "Data signal of logits"),
+    ("logits_2", 0x5C, "write-only", "Data signal of logits"),
+    ("top_1", 0x64, "write-only", "Data signal of top"),
+    ("top_2", 0x68, "write-only", "Data signal of top"),
+    ("w0_1", 0x70, "write-only", "Data signal of w0"),
+    ("w0_2", 0x74, "write-only", "Data signal of w0"),
+    ("w1_1", 0x7C, "write-only", "Data signal of w1"),
+    ("w1_2", 0x80, "write-only", "Data signal of w1"),
+    ("w2_1", 0x88, "write-only", "Data signal of w2"),
+    ("w2_2", 0x8C, "write-only", "Data signal of w2"),
+    ("w3_1", 0x94, "write-only", "Data signal of w3"),
+    ("w3_2", 0x98, "write-only", "Data signal of w3"),
 ]
+#: address bits of the control slave (the last register, w3's reserved word, ends at 0xa0)
+CONTROL_ADDR_BITS = 8
 CTRL_FIELDS = [("AP_START", 0, 1, "read-write"), ("AP_DONE", 1, 1, "read-only"),
                ("AP_IDLE", 2, 1, "read-only"), ("AP_READY", 3, 1, "read-only"),
                ("RESERVED_1", 4, 3, "read-only"), ("AUTO_RESTART", 7, 1, "read-write"),
@@ -99,9 +110,9 @@ DESIGNS = {
 }
 
 # AXI signals (logical name, direction seen from the manager, width; 0 = data width).
-AXI_LITE = [("AWADDR", "O", 7), ("AWVALID", "O", 1), ("AWREADY", "I", 1), ("WDATA", "O", 32),
+AXI_LITE = [("AWADDR", "O", CONTROL_ADDR_BITS), ("AWVALID", "O", 1), ("AWREADY", "I", 1), ("WDATA", "O", 32),
             ("WSTRB", "O", 4), ("WVALID", "O", 1), ("WREADY", "I", 1), ("BRESP", "I", 2),
-            ("BVALID", "I", 1), ("BREADY", "O", 1), ("ARADDR", "O", 7), ("ARVALID", "O", 1),
+            ("BVALID", "I", 1), ("BREADY", "O", 1), ("ARADDR", "O", CONTROL_ADDR_BITS), ("ARVALID", "O", 1),
             ("ARREADY", "I", 1), ("RDATA", "I", 32), ("RRESP", "I", 2), ("RVALID", "I", 1),
             ("RREADY", "O", 1)]
 AXI_FULL = [("AWADDR", "O", 64), ("AWLEN", "O", 8), ("AWSIZE", "O", 3), ("AWBURST", "O", 2),
@@ -266,7 +277,7 @@ def build(board: str) -> str:
     for reg in registers:
         out += _register(*reg)
     out += ["          </REGISTERS>", "        </ADDRESSBLOCK>", "      </ADDRESSBLOCKS>", "      <PARAMETERS>",
-            '        <PARAMETER NAME="C_S_AXI_CONTROL_ADDR_WIDTH" VALUE="7"/>',
+            f'        <PARAMETER NAME="C_S_AXI_CONTROL_ADDR_WIDTH" VALUE="{CONTROL_ADDR_BITS}"/>',
             '        <PARAMETER NAME="C_S_AXI_CONTROL_DATA_WIDTH" VALUE="32"/>']
     for m in MASTERS:
         g = m[len("m_axi_"):].upper()
@@ -281,7 +292,7 @@ def build(board: str) -> str:
     out.append("      <BUSINTERFACES>")
     freq_hz = round(D["clock"][0] * 1e6)
     out += _businterface("s_axi_control", "SLAVE", f"{PS}_{CONTROL}", AXI_LITE, 32,
-                         {"ADDR_WIDTH": 7, "DATA_WIDTH": 32, "PROTOCOL": "AXI4LITE", "FREQ_HZ": freq_hz})
+                         {"ADDR_WIDTH": CONTROL_ADDR_BITS, "DATA_WIDTH": 32, "PROTOCOL": "AXI4LITE", "FREQ_HZ": freq_hz})
     for m in MASTERS:
         out += _businterface(m, "MASTER", f"{IP}_{m}", AXI_FULL, PORT_BITS,
                              {"ADDR_WIDTH": 64, "DATA_WIDTH": PORT_BITS, "PROTOCOL": "AXI4",

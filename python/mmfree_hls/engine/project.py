@@ -75,12 +75,17 @@ def preset_of(engine: dict) -> EnginePreset:
 
 
 def ports(cfg, preset: EnginePreset) -> list[dict]:
-    """The top's pointer arguments, in order (register map and C-sim ABI)."""
-    p = [{"name": "x_in", "dtype": "float32", "shape": [cfg.d], "direction": "in", "bundle": "gmem_io"},
-         {"name": "state", "dtype": "float32", "shape": [cfg.num_hidden_layers * cfg.input_dim],
-          "direction": "inout", "bundle": "gmem_io"},
-         {"name": "logits", "dtype": "float32", "shape": [cfg.vocab_size], "direction": "out",
-          "bundle": "gmem_out"}]
+    """The top's arguments, in order (register map and C-sim ABI): the pass's scalars, the buffers,
+    the weight ports."""
+    from .codegen import SCALAR_ARGS
+    N, B, K = preset.token_lanes, preset.batch_slots, preset.topk
+    p = [{"name": a, "dtype": "int32", "kind": "scalar", "bundle": "control"} for a in SCALAR_ARGS]
+    p += [{"name": "x_in", "dtype": "float32", "shape": [N * cfg.d], "direction": "in", "bundle": "gmem_io"},
+          {"name": "state", "dtype": "float32", "shape": [B * cfg.num_hidden_layers * cfg.input_dim],
+           "direction": "inout", "bundle": "gmem_io"},
+          {"name": "logits", "dtype": f"ap_uint<{32 * N}>", "shape": [cfg.vocab_size], "direction": "out",
+           "bundle": "gmem_out"},
+          {"name": "top", "dtype": "uint64", "shape": [N * K], "direction": "out", "bundle": "gmem_out"}]
     for k in range(preset.K):
         p.append({"name": f"w{k}", "dtype": f"ap_uint<{preset.port_bits}>", "direction": "in",
                   "bundle": f"gmem_w{k}", "ps_port": preset.ports[k]})

@@ -126,7 +126,8 @@ class BufferLayout:
                 raise ManifestError(
                     f"buffer '{name}' is {list(given[name].shape)} {given[name].dtype} "
                     f"({given[name].direction}) but the model config (d={cfg.d}, "
-                    f"L={cfg.num_hidden_layers}, e={cfg.state_size}, V={cfg.vocab_size}) needs "
+                    f"L={cfg.num_hidden_layers}, e={cfg.state_size}, V={cfg.vocab_size}) and the engine "
+                    f"build (lanes={layout.lanes}, slots={layout.slots}, topk={layout.topk}) need "
                     f"{list(spec.shape)} {spec.dtype} ({spec.direction})")
         return layout
 
