@@ -307,6 +307,11 @@ def _util(rec: Mapping) -> str:
     return " / ".join(f"{100 * u[k]:.0f}" for k in ("LUT", "FF", "BRAM_18K", "URAM", "DSP"))
 
 
+def _lanes(rec: Mapping) -> str:
+    """The build's state slots / prefill chunk (B / T): the token lanes its resources are for."""
+    return f"{rec.get('batch_slots', 1)} / {rec.get('prefill_chunk', 1)}"
+
+
 def render_perf(results: Path) -> str:
     r = load("perf.json", results)
     if r is None:
@@ -328,19 +333,23 @@ def render_perf(results: Path) -> str:
                               f"record; re-run `{COMMANDS['perf.json']}`")
         out.append([board, f"{rate(two['tokens_per_s'])} / {rate(one6['tokens_per_s'])}",
                     f"{rate(two['bound_tokens_per_s'])} / {rate(one6['bound_tokens_per_s'])}",
-                    f"{pct(two['share_of_bound'])} / {pct(one6['share_of_bound'])}", _util(two),
+                    f"{pct(two['share_of_bound'])} / {pct(one6['share_of_bound'])}", _lanes(two), _util(two),
                     "yes" if two["fits"] else "**no**", flows.get(board, "`make hls`, `make overlay`")])
-    text = table(["board", "370M tok/s (2-bit / 1.6-bit)", "bound", "share of the bound",
+    text = table(["board", "370M tok/s (2-bit / 1.6-bit)", "bound", "share of the bound", "B / T",
                   "util. % LUT / FF / BRAM / URAM / DSP (2-bit)", "fits", "synthesis flow"], out)
-    demo = [[rec["board"], _util(rec), "yes" if rec["fits"] else "**no**", f"{rate(rec['tokens_per_s'])} tok/s"]
+    demo = [[rec["board"], _lanes(rec), _util(rec), "yes" if rec["fits"] else "**no**",
+             f"{rate(rec['tokens_per_s'])} tok/s"]
             for rec in sorted(recs, key=lambda x: x["board"])
             if rec["model"] == "demo" and rec["tier"] == "on-chip" and rec["packing"] == "2bit"]
     if demo:
-        text += "\n" + table(["board", "demo model on chip: util. % LUT / FF / BRAM / URAM / DSP", "fits",
+        text += "\n" + table(["board", "B / T", "demo model on chip: util. % LUT / FF / BRAM / URAM / DSP", "fits",
                                 "speed"], demo)
     sources = sorted({rec["source"] for rec in recs})
-    return (text + f"\nA model, not a measurement (source: {', '.join(sources)}): `{r.command}`. Boards marked "
-            "model-only are in `boards.json` (`engine.flow`); `make hls` / `make overlay` refuse them.\n")
+    return (text + f"\nA model, not a measurement (source: {', '.join(sources)}): `{r.command}`. Tokens/s are "
+            "one sequence's single-token steps; B / T are the build's state slots and prefill chunk (`boards.json`), "
+            "whose token lanes the utilisation includes (`mmfree perf --batch B --prefill T` models batches and "
+            "prefill). Boards marked model-only are in `boards.json` (`engine.flow`); `make hls` / `make overlay` "
+            "refuse them.\n")
 
 
 def render_streamed(results: Path) -> str:

@@ -96,7 +96,8 @@ def test_project_record(project, demo):
     assert info["top"] == "mmfree_engine" and (info["board"], info["tier"], info["packing"]) == \
         ("pynq-z2", "on-chip", "2bit")
     assert info["dims"] == {"d": cfg.d, "L": cfg.num_hidden_layers, "e": cfg.input_dim, "V": cfg.vocab_size}
-    assert [p["name"] for p in info["ports"]] == ["x_in", "state", "logits"]
+    assert [p["name"] for p in info["ports"]] == ["n", "mode", "slot", "load_mask", "store_mask",
+                                                  "x_in", "state", "logits", "top"]
     assert info["checkpoint"] == str(DEMO.resolve()) and len(info["content_hash"]) == 64
     assert all((project.root / h).is_file() for h in info["headers"] + info["sources"])
     assert (project.root / MARKER).is_file()

@@ -88,14 +88,12 @@ def test_resources_command(tmp_path, capsys):
 
 # ================================================================== the structure the model charges
 def test_bitlinear_instances_match_the_call_sites_of_the_engine():
-    """One BitLinear unit: every call of compute_token is the same (non-template-on-dims) function,
+    """One BitLinear unit: every call of compute_pass is the same (non-template-on-dims) function,
     with its dimensions and write-back kind as run-time arguments; the model charges one unit."""
     src = ENGINE_H.read_text()
-    body = src[src.index("int compute_token("):]
-    kinds = dict(re.findall(r"(\w+) = make_sink\((SINK_\w+)", body))
-    kinds.update(re.findall(r"bl_sink (\w+) = make_sink\((SINK_\w+)", body))
-    calls = re.findall(r"bitlinear\(src, st, make_input\([^)]*\), ([\w\s*]+?), ([\w\s*]+?), (\w+), logits, ctr\)",
-                       body)
+    body = src[src.index("int compute_pass("):]
+    kinds = dict(re.findall(r"make_sink\((\w+), (SINK_\w+)", body))
+    calls = re.findall(r"bitlinear\(src, st, in, n, ([\w\s*]+?), ([\w\s*]+?), (\w+), logits, ctr\)", body)
     found = sorted((a, b.replace(" ", ""), kinds[s]) for a, b, s in calls)
     assert found == sorted((i, o, k) for _, i, o, k in cost.BITLINEAR_CALLS)
     assert "template <class Src, class LogitStream>\nvoid bitlinear(Src &src, engine_state &st, const bl_input &in" in src
@@ -110,12 +108,15 @@ def test_segments_are_the_schedule(model, packing):
     shape = Shape.of(model[1], packing, 16)
     for V in (1, 4, 8):
         segs = cost.segments(shape, V)
-        assert sum(n for _, n, _ in segs) == token_cycles(shape, V).total
-        assert sum(n for k, n, _ in segs if k == "read") == shape.words()
+        assert sum(s.cycles for s in segs) == token_cycles(shape, V).total
+        assert sum(s.cycles for s in segs if s.kind == "read") == shape.words()
+        for part, cycles in token_cycles(shape, V).to_dict().items():
+            if part != "total":
+                assert cycles == sum(s.cycles for s in segs if s.part == part), part
 
 
 def test_memories_are_placed_by_the_rules():
-    r = rec(M370, "kv260", "streamed", vector_lanes=8)
+    r = rec(M370, "kv260", "streamed", vector_lanes=8, batch_slots=1, prefill_chunk=1)     # N = 1
     mems = {m["name"]: m for m in r["memories"]}
     assert mems["s"]["banks"] == 8 and mems["attn.c0"]["banks"] == 8       # V = 8 > PARAM_LANES = 4
     assert mems["x"]["banks"] == 4 and mems["o"]["banks"] == 8              # PER = 4, max(V, PER)

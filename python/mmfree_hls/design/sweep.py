@@ -92,7 +92,7 @@ DEFAULT_PACKING = "2bit"
 DEFAULT_RUNNER = "mmfree_hls.design.sweep_eval:CSimRunner"
 #: The engine knobs a sweep sets (fields of presets.EnginePreset), with their short label names.
 KNOBS = {"vector_lanes": "V", "rows_per_tile": "R", "clock_mhz": "MHz", "frac_bits": "frac",
-         "sigmoid_table_bits": "sig"}
+         "sigmoid_table_bits": "sig", "batch_slots": "B", "prefill_chunk": "T", "topk": "topk"}
 #: The knobs the C-simulation's numbers depend on; the others (and board, tier, packing) only
 #: change the schedule and the hardware, so points that differ only in those share one build.
 NUMERIC_KNOBS = ("frac_bits", "sigmoid_table_bits")
