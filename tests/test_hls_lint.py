@@ -477,9 +477,9 @@ MUTATIONS = {
     "maxi-outstanding": ("engine_config.h", "#define MMFREE_OUTSTANDING 16", "#define MMFREE_OUTSTANDING 4",
                          "resolves to 4"),
     "dataflow": ("mmfree_engine_top.cpp",
-                 "    compute(words_s, cfg_compute, slot, load_mask, store_mask, x_in, state, logit_s, status);\n",
-                 "    compute(words_s, cfg_compute, slot, load_mask, store_mask, x_in, state, logit_s, status);\n"
-                 "    compute(words_s, cfg_compute, slot, load_mask, store_mask, x_in, state, logit_s, status);\n",
+                 "    compute(words_s, cfg_compute, x_in, state, logit_s, status);\n",
+                 "    compute(words_s, cfg_compute, x_in, state, logit_s, status);\n"
+                 "    compute(words_s, cfg_compute, x_in, state, logit_s, status);\n",
                  "gmem_io"),
     "table-ports": ("mmfree_engine.h", "st.x[lt][lj] = vec_t(v);",
                     "st.x[lt][lj] = vec_t(v + RSQRT_SEED[lj & 63] + RSQRT_SEED[(lj + 1) & 63] + RSQRT_SEED[(lj + 2) & 63]);",

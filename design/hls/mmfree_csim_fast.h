@@ -191,7 +191,7 @@ void bitlinear(fast_src &src, engine_state &st, const bl_input &in, int n, int n
         }
     }
     // the same cycles the stream schedule counts (the scalar unit's were counted per lane above)
-    MMFREE_COUNT(ctr, n_cg + DEPTH_MAC + (n_rb - 1) * n_cg + R + DEPTH_MAC);
+    MMFREE_COUNT(ctr, n_cg + DEPTH_MAC + n_rb * n_cg + R + DEPTH_MAC);
 }
 
 // The logits writer of the C-simulation: the same top-k as the top's, and the
@@ -237,7 +237,9 @@ inline int fast_pass(int n, int mode, int slot, unsigned load_mask, unsigned sto
     sink.row = 0;
     for (int t = 0; t < N; t++)
         topk_clear(sink.top[t]);
-    const int status = compute_pass(src, st, n, mode, slot, load_mask, store_mask, x_in, state, sink, ctr);
+    const pass_args a = clamp_pass(n, mode, slot, load_mask, store_mask);
+    const int status = compute_pass(src, st, a.n, a.mode, a.slot, a.load_mask, a.store_mask, x_in, state, sink, ctr)
+                       | (a.clamped ? STATUS_BAD_ARGS : 0);
     if (mode & MODE_HEAD)
         topk_store(sink.top, top);
     ctr_out = ctr;

@@ -24,15 +24,16 @@
 //   * MAC unit: a word of the weight stream holds R rows x PER inputs
 //     (PER = 4 two-bit codes or 5 trits a byte). Each cycle it reads PER int8
 //     activations of every lane and adds, subtracts or skips them into
-//     N x R accumulators: N x P ternary lanes (P = R x PER), no DSP. The first row block quantises the
-//     activations as it reads them (quantise on first read); the write-back
-//     of a row block (rescale, residual add, statistics) runs one row a cycle
+//     N x R accumulators: N x P ternary lanes (P = R x PER), no DSP. One pass
+//     over the input quantises every lane first (n_cg cycles, no weight word
+//     read, so the MAC array exists once); the write-back of a row block
+//     (rescale, residual add, statistics) runs one row of every lane a cycle
 //     while the next block accumulates.
 //   * Vector unit: V lanes for the MLGRU/gated-norm pass and the GLU pass.
 //   * Scalar unit: 1/x and 1/sqrt(x) (mmfree_fixed.h) between matrices.
 // The norm weights fold offline (c = a n, mmfree_hls.engine.layout): the
 // 1/rms scalars cancel in the absmax quantiser and survive only in the one
-// output rescale, whose sums of squares accumulate on the first read.
+// output rescale, whose sums of squares accumulate in the quantiser's pass.
 //
 // Numbers. Vectors are 32-bit integers with FRAC fraction bits (saturating,
 // with a sticky status bit). A product never takes a vector whole: it takes a
@@ -99,6 +100,7 @@ static const int SCALAR_RSQRT = MMFREE_SCALAR_RSQRT;
 // Status bits returned by the top.
 static const int STATUS_NONFINITE = 1;   // x_in or state held NaN/Inf
 static const int STATUS_SATURATED = 2;   // a vector value clipped at VEC_BITS
+static const int STATUS_BAD_ARGS = 4;    // the pass's scalars were outside the build (clamped, result void)
 
 // Mode bits of a pass (one read of the weight stream).
 static const int MODE_PREFILL = 1;       // lanes = consecutive tokens of the sequence in `slot`
@@ -317,7 +319,7 @@ void read_group(Src &src, group_params &g, int n, counters &ctr) {
 }
 
 // Statistics of a vector, accumulated as it is written (compares and one
-// product per consumer; the sums of squares wait for the first read).
+// product per consumer; the sums of squares wait for the quantiser's pass).
 struct vec_stats {
     u64 mc[3]; // max |x c_k|   (units 2^-(FRAC + ec_k))
     u64 ma;    // max |x a|     (units 2^-(FRAC + ea)); max |x| when the group has no a
@@ -461,7 +463,7 @@ inline act_t bl_quantise_value(const bl_scalars &s, i64 x, i64 c) {
     return act_t(qv);
 }
 
-// Sums of squares for the output scale, on the first read.
+// Sums of squares for the output scale, in the quantiser's pass.
 inline void bl_square_sums_value(const bl_scalars &s, i64 x, i64 xa, u64 &sa, u64 &sx) {
     #pragma HLS INLINE
     const i64 na = xa >> s.sh_a;
@@ -606,9 +608,10 @@ inline void bl_out_scale_lanes(const bl_input &in, int n, const bl_scalars s[N],
 // stream, applied to the n active lanes at once (N x R accumulators).
 // One function with run-time dimensions, so Vitis HLS builds one MAC unit,
 // one quantiser and one write-back lane per token lane that every projection
-// shares. The schedule: block 0 quantises on first read; then blocks
-// 1..n_rb-1 accumulate while the previous block is written back; a drain
-// writes the last block. Python (engine.project.check_shape) guarantees n_cg >= R.
+// shares (compute_pass allocates it once). The schedule: one pass quantises
+// the input; then each row block accumulates while the previous one is
+// written back, and R cycles drain the last. Python (engine.project.check_shape)
+// guarantees n_cg >= R.
 static const int MAX_IN = (D > E ? (D > M ? D : M) : (E > M ? E : M));
 static const int MAX_CG = (MAX_IN + PER - 1) / PER;
 static const int MAX_OUT = (VOCAB > 2 * M ? VOCAB : 2 * M) > D ? (VOCAB > 2 * M ? VOCAB : 2 * M) : D;
@@ -650,12 +653,14 @@ void bitlinear(Src &src, engine_state &st, const bl_input &in, int n, int n_in, 
             acc[t][r] = 0;
         }
     }
-    FIRST_BLOCK:
+    // One pass over the input quantises every lane (PER values a lane a cycle) and
+    // sums the squares for the output scale; it reads no weight word, so the MAC
+    // array and its write-back below exist once (a quantiser fused into a first
+    // row block would need a MAC array of its own).
+    QUANTISE:
     for (int cg = 0; cg < n_cg; cg++) {
         #pragma HLS PIPELINE II=1
         #pragma HLS LOOP_TRIPCOUNT min=MMFREE_R max=MMFREE_MAX_CG
-        const word_t w = src.read();
-        act_t a[N][PER];
         for (int t = 0; t < N; t++) {
             #pragma HLS UNROLL
             for (int k = 0; k < PER; k++) {
@@ -664,19 +669,10 @@ void bitlinear(Src &src, engine_state &st, const bl_input &in, int n, int n_in, 
                 const bool live = j < n_in && t < n;
                 const i64 x = live ? input_value(st, in.in_sel, t, j) : i64(0);
                 const i64 c = live ? i64(group_c_sel(st, in.grp_sel, in.k, j)) : i64(0);
-                a[t][k] = (live && !s[t].zero) ? bl_quantise_value(s[t], x, c) : act_t(0);
+                xq[t][j] = (live && !s[t].zero) ? bl_quantise_value(s[t], x, c) : act_t(0);
                 if (live)
                     bl_square_sums_value(s[t], x, in.has_a ? mul_exact(x, group_a(st, in.grp_sel, j)) : x,
                                          sa[t], sx[t]);
-                xq[t][j] = a[t][k];
-            }
-        }
-        for (int r = 0; r < R; r++) {
-            #pragma HLS UNROLL
-            const unsigned codes = byte_codes(word_byte(w, r), r);   // decoded once, shared by the lanes
-            for (int t = 0; t < N; t++) {
-                #pragma HLS UNROLL
-                acc[t][r] += ternary_dot(codes, a[t]);
             }
         }
     }
@@ -685,9 +681,11 @@ void bitlinear(Src &src, engine_state &st, const bl_input &in, int n, int n_in, 
     #pragma HLS ARRAY_PARTITION variable=sc complete
     bl_out_scale_lanes(in, n, s, sa, sx, inv_gamma, sc, ctr);
 
-    int rb = 1, cg = 0;                       // (row block, column group): counters, not / and %
-    NEXT_BLOCKS:
-    for (int it = 0; it < (n_rb - 1) * n_cg; it++) {
+    // Row block rb accumulates while block rb-1 is written back, one row of every
+    // lane a cycle; R more cycles (rb = n_rb, no word) drain the last block.
+    int rb = 0, cg = 0;                       // (row block, column group): counters, not / and %
+    MAC:
+    for (int it = 0; it < n_rb * n_cg + R; it++) {
         #pragma HLS PIPELINE II=1
         #pragma HLS LOOP_TRIPCOUNT min=MMFREE_R max=MMFREE_MAX_TILES
         if (cg == 0) {
@@ -700,22 +698,24 @@ void bitlinear(Src &src, engine_state &st, const bl_input &in, int n, int n_in, 
                 }
             }
         }
-        const word_t w = src.read();
-        for (int r = 0; r < R; r++) {
-            #pragma HLS UNROLL
-            const unsigned codes = byte_codes(word_byte(w, r), r);
-            for (int t = 0; t < N; t++) {
+        if (rb < n_rb) {
+            const word_t w = src.read();
+            for (int r = 0; r < R; r++) {
                 #pragma HLS UNROLL
-                act_t a[PER];
-                for (int k = 0; k < PER; k++) {
+                const unsigned codes = byte_codes(word_byte(w, r), r);   // decoded once, shared by the lanes
+                for (int t = 0; t < N; t++) {
                     #pragma HLS UNROLL
-                    a[k] = xq[t][cg * PER + k];
+                    act_t a[PER];
+                    for (int k = 0; k < PER; k++) {
+                        #pragma HLS UNROLL
+                        a[k] = xq[t][cg * PER + k];
+                    }
+                    acc[t][r] += ternary_dot(codes, a);
                 }
-                acc[t][r] += ternary_dot(codes, a);
             }
         }
         const int row = (rb - 1) * R + cg;
-        if (cg < R && row < n_out) {
+        if (rb > 0 && cg < R && row < n_out) {
             i64 y[N];
             for (int t = 0; t < N; t++) {
                 #pragma HLS UNROLL
@@ -728,21 +728,7 @@ void bitlinear(Src &src, engine_state &st, const bl_input &in, int n, int n_in, 
             rb++;
         }
     }
-    MMFREE_COUNT(ctr, (n_rb - 1) * n_cg);
-    DRAIN:
-    for (int r = 0; r < R; r++) {
-        #pragma HLS PIPELINE II=1
-        const int row = (n_rb - 1) * R + r;
-        if (row < n_out) {
-            i64 y[N];
-            for (int t = 0; t < N; t++) {
-                #pragma HLS UNROLL
-                y[t] = s[t].zero ? i64(0) : bl_rescale(acc[t][r], sc[t]);
-            }
-            sink_put(st, sink, logits, n, row, y, ctr);
-        }
-    }
-    MMFREE_COUNT(ctr, R + DEPTH_MAC);
+    MMFREE_COUNT(ctr, n_rb * n_cg + R + DEPTH_MAC);
 }
 
 // ------------------------------------------------------------------ device-side top-k
@@ -753,7 +739,7 @@ void bitlinear(Src &src, engine_state &st, const bl_input &in, int n, int n_in, 
 struct topk_list {
     int32_t key[TOPK];
     int32_t id[TOPK];
-    int count;
+    bool valid[TOPK];
 };
 
 inline int32_t float_key(float v) {
@@ -773,40 +759,36 @@ inline float key_float(int32_t k) {
 
 inline void topk_clear(topk_list &l) {
     #pragma HLS INLINE
-    l.count = 0;
     for (int k = 0; k < TOPK; k++) {
         #pragma HLS UNROLL
         l.key[k] = 0;
         l.id[k] = 0;
+        l.valid[k] = false;
     }
 }
 
-// One insertion a cycle: TOPK compares, then every entry keeps its place,
-// takes the new value, or moves one down.
+// One insertion a cycle, no chain: each entry compares itself with the new
+// value (beaten: empty, or strictly smaller, so equals keep the lower id), then
+// keeps its place, takes the new value (the first beaten entry) or its upper
+// neighbour's (the ones below it).
 inline void topk_insert(topk_list &l, float v, int id) {
     #pragma HLS INLINE
     const int32_t key = float_key(v);
-    int pos = 0;
+    bool beaten[TOPK];
     for (int k = 0; k < TOPK; k++) {
         #pragma HLS UNROLL
-        if (k < l.count && l.key[k] >= key)
-            pos = k + 1;
+        beaten[k] = !l.valid[k] || key > l.key[k];
     }
-    if (pos >= TOPK)
-        return;
-    topk_list was = l;
+    const topk_list was = l;
     for (int k = 0; k < TOPK; k++) {
         #pragma HLS UNROLL
-        if (k == pos) {
-            l.key[k] = key;
-            l.id[k] = id;
-        } else if (k > pos) {
-            l.key[k] = was.key[k - 1];
-            l.id[k] = was.id[k - 1];
+        if (beaten[k]) {
+            const bool first = k == 0 || !beaten[k - 1];
+            l.key[k] = first ? key : was.key[k - 1];
+            l.id[k] = first ? int32_t(id) : was.id[k - 1];
+            l.valid[k] = first ? true : was.valid[k - 1];
         }
     }
-    if (l.count < TOPK)
-        l.count++;
 }
 
 // The logits writer's work on one row: the top-k of every active lane.
@@ -826,7 +808,7 @@ inline void topk_store(const topk_list top[N], uint64_t *out) {
     for (int e = 0; e < N * TOPK; e++) {
         #pragma HLS PIPELINE II=1
         const int t = e / TOPK, k = e % TOPK;
-        const bool have = k < top[t].count;
+        const bool have = top[t].valid[k];
         const float v = have ? key_float(top[t].key[k]) : 0.0f;
         uint32_t bits;
         memcpy(&bits, &v, 4);
@@ -1104,7 +1086,31 @@ int compute_pass(Src &src, engine_state &st, int n, int mode, int slot, unsigned
             MMFREE_COUNT(ctr, L * E + DEPTH_IO);
         }
     }
-    return bad ? STATUS_NONFINITE : (ctr.clipped ? STATUS_SATURATED : 0);
+    return (bad ? STATUS_NONFINITE : 0) | (ctr.clipped ? STATUS_SATURATED : 0);
+}
+
+// The pass's scalars as the hardware may take them: n in 1..N (a batch at most
+// one lane per slot), slot below B, masks within the slots. The top clamps once
+// and tells every process the same (split_args); STATUS_BAD_ARGS says it had to.
+struct pass_args {
+    int n, mode, slot;
+    unsigned load_mask, store_mask;
+    bool clamped;
+};
+
+inline pass_args clamp_pass(int n, int mode, int slot, unsigned load_mask, unsigned store_mask) {
+    #pragma HLS INLINE
+    const unsigned all = B >= 32 ? 0xFFFFFFFFu : ((1u << B) - 1u);
+    const int most = (mode & MODE_PREFILL) ? N : (B < N ? B : N);
+    pass_args a;
+    a.n = n < 1 ? 1 : (n > most ? most : n);
+    a.mode = mode & (MODE_PREFILL | MODE_HEAD | MODE_FULL_LOGITS);
+    a.slot = (slot < 0 || slot >= B) ? 0 : slot;
+    a.load_mask = load_mask & all;
+    a.store_mask = store_mask & all;
+    a.clamped = a.n != n || a.mode != mode || a.slot != slot || a.load_mask != load_mask
+                || a.store_mask != store_mask;
+    return a;
 }
 
 } // namespace mmfree

@@ -62,7 +62,7 @@ def config_header(cfg: ModelConfig, preset: EnginePreset, packing: str) -> str:
         "MAX_PARAM_STEPS": shape.vec_words(max(cfg.d, cfg.input_dim, cfg.ffn_dim)) * (shape.R // 4 // param_lanes(shape.R)),
         # loop trip-count bounds of the one BitLinear unit (LOOP_TRIPCOUNT pragmas)
         "MAX_CG": max(shape.n_cg(n_in) for _, n_in, _ in shape.matrices()),
-        "MAX_TILES": max((shape.n_rb(n_out) - 1) * shape.n_cg(n_in) for _, n_in, n_out in shape.matrices()),
+        "MAX_TILES": max(shape.n_rb(n_out) * shape.n_cg(n_in) + shape.R for _, n_in, n_out in shape.matrices()),
         "REGION_STRIDE": region_stride(shape.words(), preset.port_bytes) if preset.K else 0,
     }
     for name, val in PIPELINE.items():
@@ -242,7 +242,8 @@ static void load_image(hls::stream<word_t> &out, hls::stream<int> &cfg) {
         port_t=port_t, loaders="\n\n".join(loaders), args=", ".join(args), io="\n".join(io),
         streams="\n".join([cfg_streams] + streams), calls="\n".join(calls), K=K,
         split_params=split_params, split_writes=split_writes,
-        split_call="    split_args(n, mode, " + ", ".join(cfg_names) + ", cfg_compute, cfg_store);",
+        split_call="    split_args(n, mode, slot, load_mask, store_mask, " + ", ".join(cfg_names)
+                   + ", cfg_compute, cfg_store);",
         csim_ports=csim_ports,
         csim_fill="\n".join(
             f"        w{k}.resize(MMFREE_WORDS);\n"
@@ -287,25 +288,35 @@ static counters g_ctr;
 
 {loaders}
 
-// The pass's scalars, read once: the word count to each loader (a pass without
-// the head stops before its words), lanes and mode to compute and the writer.
-static void split_args(int n, int mode, {split_params}, hls::stream<int> &cfg_compute,
-                       hls::stream<int> &cfg_store) {{
-    const int words = (mode & MODE_HEAD) ? MMFREE_WORDS : MMFREE_WORDS_NO_HEAD;
+// The pass's scalars, read once and clamped to the build (mmfree_engine.h
+// clamp_pass): the word count to each loader (a pass without the head stops
+// before its words), the pass to compute, lanes and mode to the writer.
+static void split_args(int n, int mode, int slot, unsigned load_mask, unsigned store_mask, {split_params},
+                       hls::stream<int> &cfg_compute, hls::stream<int> &cfg_store) {{
+    const pass_args a = clamp_pass(n, mode, slot, load_mask, store_mask);
+    const int words = (a.mode & MODE_HEAD) ? MMFREE_WORDS : MMFREE_WORDS_NO_HEAD;
 {split_writes}
-    cfg_compute.write(n);
-    cfg_compute.write(mode);
-    cfg_store.write(n);
-    cfg_store.write(mode);
+    cfg_compute.write(a.n);
+    cfg_compute.write(a.mode);
+    cfg_compute.write(a.slot);
+    cfg_compute.write(int(a.load_mask));
+    cfg_compute.write(int(a.store_mask));
+    cfg_compute.write(int(a.clamped));
+    cfg_store.write(a.n);
+    cfg_store.write(a.mode);
 }}
 
-static void compute(hls::stream<word_t> &words_s, hls::stream<int> &cfg, int slot, unsigned load_mask,
-                    unsigned store_mask, const float *x_in, float *state, hls::stream<logit_row> &logit_s,
-                    int &status) {{
+static void compute(hls::stream<word_t> &words_s, hls::stream<int> &cfg, const float *x_in, float *state,
+                    hls::stream<logit_row> &logit_s, int &status) {{
     const int n = cfg.read();
     const int mode = cfg.read();
+    const int slot = cfg.read();
+    const unsigned load_mask = unsigned(cfg.read());
+    const unsigned store_mask = unsigned(cfg.read());
+    const bool clamped = cfg.read() != 0;
     counters ctr = {{0, false}};
-    status = compute_pass(words_s, g_state, n, mode, slot, load_mask, store_mask, x_in, state, logit_s, ctr);
+    status = compute_pass(words_s, g_state, n, mode, slot, load_mask, store_mask, x_in, state, logit_s, ctr)
+             | (clamped ? STATUS_BAD_ARGS : 0);
 #ifndef __SYNTHESIS__
     g_ctr = ctr;
 #endif
@@ -318,7 +329,7 @@ static void store_logits(hls::stream<logit_row> &logit_s, logit_word_t *logits, 
     const int n = cfg.read();
     const int mode = cfg.read();
     topk_list lists[MMFREE_LANES];
-    #pragma HLS ARRAY_PARTITION variable=lists complete
+    #pragma HLS ARRAY_PARTITION variable=lists complete dim=0
     for (int t = 0; t < MMFREE_LANES; t++) {{
         #pragma HLS UNROLL
         topk_clear(lists[t]);
@@ -357,7 +368,7 @@ static void engine_dataflow(int n, int mode, int slot, unsigned load_mask, unsig
 {streams}
 {split_call}
 {calls}
-    compute(words_s, cfg_compute, slot, load_mask, store_mask, x_in, state, logit_s, status);
+    compute(words_s, cfg_compute, x_in, state, logit_s, status);
     store_logits(logit_s, logits, top, cfg_store);
 }}
 

@@ -114,6 +114,11 @@ class EnginePreset:
             raise PresetError(f"batch_slots={self.batch_slots} must be 1..32 (a 32-bit slot mask)")
         if not 1 <= self.prefill_chunk <= 64:
             raise PresetError(f"prefill_chunk={self.prefill_chunk} must be 1..64")
+        if self.token_lanes & (self.token_lanes - 1):
+            raise PresetError(f"batch_slots={self.batch_slots}, prefill_chunk={self.prefill_chunk}: the larger is the "
+                              f"engine's lane count N={self.token_lanes}, which must be a power of two (a row of "
+                              "logits leaves as one 32N-bit AXI word); raise the smaller knob's partner to "
+                              f"{1 << self.token_lanes.bit_length()} or lower it")
         if not 1 <= self.topk <= 64:
             raise PresetError(f"topk={self.topk} must be 1..64")
         if self.tier == "streamed":

@@ -14,7 +14,8 @@ model's FIFO model (:func:`.cost.stream_cycles`) runs through it.
 
 Per pass (n lanes, ``loads``/``stores`` state slots moved, p = PIPELINE):
 
-* every BitLinear: MAC loop 1 + n_cg + depth_mac + (n_rb - 1) n_cg + R + depth_mac
+* every BitLinear: header 1, quantiser n_cg + depth_mac (reads no word), MAC loop
+  n_rb n_cg + R + depth_mac
   (independent of n: the lanes share each weight word); scalar unit
   n (scalar_recip + scalar_rsqrt) (one unit, the lanes one after another);
 * parameter records: once per pass (independent of n);
@@ -88,7 +89,7 @@ def matrix_cycles(shape: Shape, n_in: int, n_out: int, n: int = 1) -> tuple[int,
     """(MAC-loop cycles, scalar cycles) of one BitLinear over n lanes, header word included."""
     p = PIPELINE
     n_cg, n_rb = shape.n_cg(n_in), shape.n_rb(n_out)
-    mac = 1 + n_cg + p["depth_mac"] + (n_rb - 1) * n_cg + shape.R + p["depth_mac"]
+    mac = 1 + n_cg + p["depth_mac"] + n_rb * n_cg + shape.R + p["depth_mac"]
     return mac, n * (p["scalar_recip"] + p["scalar_rsqrt"])
 
 
@@ -122,10 +123,9 @@ def segments(shape: Shape, vector_lanes: int, n: int = 1, *, head: bool = True, 
         n_cg, n_rb = shape.n_cg(n_in), shape.n_rb(n_out)
         segs.extend([Segment("read", 1, name, "matrix"),
                      Segment("stall", n * p["scalar_recip"], f"{name} 1/x", "scalar"),
-                     Segment("read", n_cg, name, "matrix"),
-                     Segment("stall", p["depth_mac"], name, "matrix"),
+                     Segment("stall", n_cg + p["depth_mac"], f"{name} quantise", "matrix"),
                      Segment("stall", n * p["scalar_rsqrt"], f"{name} 1/sqrt", "scalar"),
-                     Segment("read", (n_rb - 1) * n_cg, name, "matrix"),
+                     Segment("read", n_rb * n_cg, name, "matrix"),
                      Segment("stall", shape.R + p["depth_mac"], f"{name} drain", "matrix")])
 
     d, e, M, L = shape.d, shape.e, shape.M, shape.L
