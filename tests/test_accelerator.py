@@ -425,11 +425,11 @@ def test_pynq_path_greedy_matches_reference_64_tokens(ref_overlay):
 
 @pytest.fixture(scope="module")
 def batch_overlay(tmp_path_factory):
-    """zcu104 on chip with 3 slots and 2-token prefill chunks (N = 3 lanes) for the fake board."""
+    """zcu104 on chip with 4 slots and 2-token prefill chunks (N = 4 lanes) for the fake board."""
     tmp = tmp_path_factory.mktemp("batchref")
     model = tiny_model(seed=9, **NARROW)
     make_stub_overlay(tmp / "overlay", model, board="zcu104", name="ref",
-                      knobs={"batch_slots": 3, "prefill_chunk": 2, "topk": 4})
+                      knobs={"batch_slots": 4, "prefill_chunk": 2, "topk": 4})
     return tmp / "overlay", model
 
 
@@ -439,7 +439,7 @@ def test_pynq_path_prefill_and_batch_match_the_reference(batch_overlay):
     dev = mmio.device
     prompts = [[1, 17, 42], [5], [60, 2, 2, 9, 31], [8, 8]]
     with acc:
-        assert (acc.lanes, acc.slots, acc.prefill_chunk, acc.device_topk) == (3, 3, 2, 4)
+        assert (acc.lanes, acc.slots, acc.prefill_chunk, acc.device_topk) == (4, 4, 2, 4)
         # prefill: ceil(5 / 2) passes in slot 0, the state loaded by the first, stored by the last
         logits = acc.prefill(prompts[2])
         want, state = None, None
@@ -457,7 +457,7 @@ def test_pynq_path_prefill_and_batch_match_the_reference(batch_overlay):
         assert got == model.generate_greedy_batch(prompts, 16, prefill_chunk=2)
         assert got == [model.generate_greedy(p, 16) for p in prompts]
         batch = [p for p in dev.passes[3:] if not p["mode"] & MODE_PREFILL]
-        assert batch and max(p["n"] for p in batch) == 3              # three sequences in one pass
+        assert batch and max(p["n"] for p in batch) == 4              # four sequences in one pass
         # the states stay on the device between batch passes: the state buffer is never read or written
         assert all(p["load_mask"] == 0 and p["store_mask"] == 0 for p in batch)
         assert not any(p["mode"] & MODE_FULL_LOGITS for p in dev.passes[3:])   # greedy: the top-k is enough
