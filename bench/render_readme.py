@@ -433,6 +433,59 @@ class Region:
     render: Callable[[Path], str]
 
 
+def render_batch(results: Path) -> str:
+    m = load("batch_model.json", results)
+    c = load("batch_csim.json", results)
+    out = []
+    if m is None:
+        out.append(pending("batch_model.json"))
+    else:
+        def cell(entry, key, label):
+            b = entry["build"]
+            star = "" if b["fits"] else " (does not fit)"
+            return f"{rate(entry[key])} ({entry.get('speedup_vs_B1_same_build', entry.get('speedup')):.1f}×) " \
+                   f"{100 * b['util_max']:.0f} % {b['scarcest'].replace('_18K', '')}{star}"
+        rows = []
+        for b in m.get("boards"):
+            batch = {e["B"]: e for e in b["batch"]}
+            pre = {e["T"]: e for e in b["prefill"]}
+            sh = b["shipped"]
+            rows.append([b["board"] + (" (model only)" if b["flow"] == "model-only" else ""),
+                         *(cell(batch[B], "aggregate_tokens_per_s", "") if B in batch else "—" for B in (2, 8)),
+                         *(f"{pre[T]['speedup']:.1f}× {100 * pre[T]['build']['util_max']:.0f} %"
+                           + ("" if pre[T]["build"]["fits"] else " (does not fit)") if T in pre else "—"
+                           for T in (4, 16)),
+                         f"B = {sh['batch_slots']}, T = {sh['prefill_chunk']}: "
+                         f"{rate(sh['aggregate_tokens_per_s'])} tok/s ({sh['batch_speedup']:.1f}×), "
+                         f"prefill {sh['prefill_speedup']:.1f}×, {100 * max(sh['util'].values()):.0f} %"])
+        out.append(table(["board", "B = 2: tok/s (× B = 1), util. (scarcest)", "B = 8", "prefill ×, T = 4",
+                          "T = 16", "shipped preset"], rows))
+        out.append(f"\nA model, not a measurement ({m.get('model')} {m.get('packing')} {m.get('tier')}; a "
+                   f"{m.get('prompt')}-token prompt for prefill; util. is the build's scarcest resource): "
+                   f"`{m.command}`; `mmfree perf --batch B --prefill T` for any board and model.\n")
+    if c is None:
+        out.append("\n" + pending("batch_csim.json"))
+    else:
+        rows = []
+        for r in c.get("rows"):
+            rows.append([f"{r['model']} ({r['board']}, {r['tier']})",
+                         f"{r['prompt_tokens']} tokens at T = {r['prefill_chunk']}: {r['prefill_speedup']:.2f}× "
+                         f"({'bit-identical' if r['prefill_bit_identical'] else 'DIFFERS'})",
+                         f"B = {r['batch']}, {r['tokens_per_sequence']} tokens each: {r['batch_speedup']:.2f}× "
+                         f"({'bit-identical' if r['batch_bit_identical'] else 'DIFFERS'})", c.machine])
+        out.append("\n" + table(["model", "prefill vs single steps", "batch vs one sequence at a time",
+                                  "machine"], rows))
+        h = c.get("host_path")[-1]
+        bm = c.get("host_path_board_model")
+        out.append(f"\nMeasured on the C-simulation, median of interleaved runs: `{c.command}` (370M row: "
+                   f"`--with-370m`). Host path per token, V = {h['vocab']:,}: choosing the next token from all "
+                   f"logits (top-p) {h['full_logits_top_p_ms']:.2f} ms vs from the device top-k "
+                   f"{h['device_topk_ms']:.3f} ms on this CPU; a board's CPU at an assumed "
+                   f"{bm['full_logits_top_p_ms'] / h['full_logits_top_p_ms']:.0f}× slower: "
+                   f"{bm['full_logits_top_p_ms']:.1f} vs {bm['device_topk_ms']:.2f} ms (a model).\n")
+    return "".join(out)
+
+
 REGIONS = {
     "perplexity": Region(("perplexity.json",), render_perplexity),
     "agreement": Region(("agreement.json",), render_agreement),
@@ -441,6 +494,7 @@ REGIONS = {
     "perf": Region(("perf.json",), render_perf),
     "streamed": Region(("csim.json",), render_streamed),
     "sweep": Region(("sweep_demo.json",), render_sweep),
+    "batch": Region(("batch_model.json", "batch_csim.json"), render_batch),
 }
 
 #: What (re)measures each result file.
@@ -453,6 +507,8 @@ COMMANDS = {
     "load.json": ".venv/bin/python bench/bench_load.py",
     "perf.json": ".venv/bin/python bench/bench_perf.py",
     "sweep_demo.json": ".venv/bin/python bench/bench_sweep.py",
+    "batch_model.json": ".venv/bin/python bench/bench_batch_model.py",
+    "batch_csim.json": ".venv/bin/python bench/bench_batch_csim.py",
 }
 
 
