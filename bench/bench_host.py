@@ -80,8 +80,8 @@ extern "C" int mmfree_step(int n, int mode, int slot, unsigned load_mask, unsign
         }
         for (int k = 0; k < TOPK; ++k) {
             const float val = k < count ? vals[k] : 0.0f;
-            top[2 * (t * TOPK + k)] = k < count ? ids[k] : -1;
-            memcpy(&top[2 * (t * TOPK + k) + 1], &val, 4);
+            top[k * LANES + t] = k < count ? ids[k] : -1;         // row k: ids, row TOPK + k: values
+            memcpy(&top[(TOPK + k) * LANES + t], &val, 4);
         }
     }
     for (int b = 0; b < SLOTS; ++b)

@@ -102,17 +102,17 @@ extern "C" int mmfree_step(int n, int mode, int slot, unsigned load_mask, unsign
             vals[pos] = z; ids[pos] = v;
             if (count < TOPK) ++count;
         }
-        for (int k = 0; k < TOPK; ++k) {
+        for (int k = 0; k < TOPK; ++k) {           // row k: ids, row TOPK + k: value bits; lane-minor
             const float val = k < count ? vals[k] : 0.0f;
-            top[2 * (t * TOPK + k)] = k < count ? ids[k] : -1;
-            memcpy(&top[2 * (t * TOPK + k) + 1], &val, 4);
+            top[k * LANES + t] = k < count ? ids[k] : -1;
+            memcpy(&top[(TOPK + k) * LANES + t], &val, 4);
         }
     }
     if (head)                                   // the idle lanes: zero logits, no top-k entries
         for (int t = n; t < LANES; ++t) {
             if (full)
                 for (int v = 0; v < V_; ++v) logits[v * LANES + t] = 0.0f;
-            for (int k = 0; k < TOPK; ++k) { top[2 * (t * TOPK + k)] = -1; top[2 * (t * TOPK + k) + 1] = 0; }
+            for (int k = 0; k < TOPK; ++k) { top[k * LANES + t] = -1; top[(TOPK + k) * LANES + t] = 0; }
         }
     for (int b = 0; b < SLOTS; ++b)
         if (store_mask >> b & 1u)
@@ -396,13 +396,13 @@ class ReferenceDevice:
         if mode & MODE_HEAD:
             if mode & MODE_FULL_LOGITS:
                 buf["logits"][:] = logits.T.reshape(-1)
-            pairs = np.zeros((lanes, topk, 2), np.int32)
-            pairs[:, :, 0] = -1
+            rows = np.zeros((2, topk, lanes), np.int32)      # ids, then value bits; lane-minor
+            rows[0] = -1
             for t in range(n):
                 vals, ids = top_k_of(logits[t], topk)
-                pairs[t, :len(ids), 0] = ids
-                pairs[t, :len(ids), 1] = vals.astype(np.float32).view(np.int32)
-            buf["top"][:] = pairs.reshape(-1)
+                rows[0, :len(ids), t] = ids
+                rows[1, :len(ids), t] = vals.astype(np.float32).view(np.int32)
+            buf["top"][:] = rows.reshape(-1)
         for b in range(slots):
             if args["store_mask"] >> b & 1:
                 states[b] = self.private[b]

@@ -210,7 +210,7 @@ struct fast_logits {
 };
 
 inline int fast_pass(int n, int mode, int slot, unsigned load_mask, unsigned store_mask, const float *x_in,
-                     float *state, float *logits, uint64_t *top, const unsigned char *weights,
+                     float *state, float *logits, int32_t *top, const unsigned char *weights,
                      engine_state &st, counters &ctr_out) {
 #if MMFREE_K
     const uint8_t *image = weights;
@@ -240,8 +240,9 @@ inline int fast_pass(int n, int mode, int slot, unsigned load_mask, unsigned sto
     const pass_args a = clamp_pass(n, mode, slot, load_mask, store_mask);
     const int status = compute_pass(src, st, a.n, a.mode, a.slot, a.load_mask, a.store_mask, x_in, state, sink, ctr)
                        | (a.clamped ? STATUS_BAD_ARGS : 0);
-    if (mode & MODE_HEAD)
-        topk_store(sink.top, top);
+    if (a.mode & MODE_HEAD)
+        for (int e = 0; e < 2 * TOPK; e++)
+            topk_row_values(sink.top, e, top + (size_t)e * N);
     ctr_out = ctr;
     return status;
 }

@@ -801,18 +801,35 @@ inline void topk_row(topk_list top[N], const logit_row &r, int row, int n) {
     }
 }
 
-// The top-k out: per lane TOPK 64-bit words, float bits << 32 | id (int32
-// pairs (id, value) to a little-endian host); entries past the count hold id -1.
-inline void topk_store(const topk_list top[N], uint64_t *out) {
-    TOPK_OUT:
-    for (int e = 0; e < N * TOPK; e++) {
-        #pragma HLS PIPELINE II=1
-        const int t = e / TOPK, k = e % TOPK;
+// The top-k out: 2 TOPK rows of N lanes, the same 32N-bit words as the logits
+// (one width on the bundle: bursts stay on). Row k holds entry k's id of every
+// lane (-1 past the entries), row TOPK + k its value's float bits.
+inline void topk_row_values(const topk_list top[N], int e, int32_t v[N]) {
+    #pragma HLS INLINE
+    const int k = e < TOPK ? e : e - TOPK;
+    for (int t = 0; t < N; t++) {
+        #pragma HLS UNROLL
         const bool have = top[t].valid[k];
-        const float v = have ? key_float(top[t].key[k]) : 0.0f;
-        uint32_t bits;
-        memcpy(&bits, &v, 4);
-        out[e] = (uint64_t(bits) << 32) | uint32_t(have ? top[t].id[k] : -1);
+        const float f = have ? key_float(top[t].key[k]) : 0.0f;
+        int32_t bits;
+        memcpy(&bits, &f, 4);
+        v[t] = e < TOPK ? (have ? top[t].id[k] : -1) : bits;
+    }
+}
+
+template <class RowWord>
+void topk_store(const topk_list top[N], RowWord *out) {
+    TOPK_OUT:
+    for (int e = 0; e < 2 * TOPK; e++) {
+        #pragma HLS PIPELINE II=1
+        int32_t v[N];
+        topk_row_values(top, e, v);
+        RowWord w;
+        for (int t = 0; t < N; t++) {
+            #pragma HLS UNROLL
+            w.range(32 * t + 31, 32 * t) = uint32_t(v[t]);
+        }
+        out[e] = w;
     }
 }
 

@@ -17,7 +17,8 @@ consecutive tokens of the sequence in ``slot``), HEAD (compute logits),
 FULL_LOGITS (write all of them, rows x lanes; else only the top-k).
 ``load_mask`` / ``store_mask``: slots whose state comes from / goes to the
 ``state`` buffer (slots x L x e); the others stay on chip between passes.
-``top`` receives lanes x topk (id, float32 bits) pairs.
+``top`` receives 2 x topk rows of lanes int32: the ids of entry k (-1 past the
+entries), then their float32 bits (runtime/buffers.py).
 ``weights`` is NULL for the on-chip tier and the whole weights buffer
 (header + K port regions, mmfree_hls.engine.layout) for the streamed tier.
 The buffers are plain numpy arrays laid out exactly as on the board
@@ -184,8 +185,8 @@ class CSimLibrary:
         if rc != 0:
             raise AcceleratorError(f"{STEP_SYMBOL} returned {rc}: " + describe_status(rc))
         logits = b["logits"].reshape(self.V, self.lanes).T[:n].copy() if (head and full_logits) else None
-        pairs = b["top"].reshape(self.lanes, self.topk, 2)
-        top = [(pairs[t, :, 0].copy(), pairs[t, :, 1].copy().view(np.float32)) for t in range(n)] if head else None
+        rows = b["top"].reshape(2, self.topk, self.lanes)
+        top = [(rows[0, :, t].copy(), rows[1, :, t].copy().view(np.float32)) for t in range(n)] if head else None
         return logits, top, {q: st[q].reshape(self.L, self.e).copy() for q in (store or [])}
 
     def step_status(self, x, state) -> tuple[np.ndarray, np.ndarray, int]:

@@ -7,7 +7,9 @@ lanes (docs/ARCHITECTURE.md, "Contracts"; B state slots, device top-k of K):
     state   (B*L*e,)   float32  in/out  slot b's s at [b*L*e ...], layer-major: [b][l][i];
                                         read for the slots of load_mask, written for store_mask
     logits  (V*N,)     float32  out     row-major: logit v of lane t at [v*N + t]
-    top     (N*K*2,)   int32    out     lane t's top-K (id, float32 bits), value descending
+    top     (2K*N,)    int32    out     the top-K of every lane, value descending: row k (k < K) the ids
+                                        of entry k, lane-minor ([k*N + t]; -1 past the entries), row
+                                        K + k their float32 bits
     weights (bytes,)   uint8    in      packed ternary weights (streamed tier only,
                                         written once per session)
 
@@ -269,11 +271,11 @@ class DeviceBuffers:
 
     def read_top(self, lane: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Lane ``lane``'s device top-k: (values float32 descending, ids int64); ties: lower id first."""
-        K = self.layout.topk
-        pairs = np.array(self.arrays["top"][2 * K * lane:2 * K * (lane + 1)], copy=True, subok=False)
-        pairs = pairs.reshape(K, 2)
-        keep = pairs[:, 0] >= 0
-        return pairs[keep, 1].view(np.float32).copy(), pairs[keep, 0].astype(np.int64)
+        K, N = self.layout.topk, self.layout.lanes
+        col = np.array(self.arrays["top"].reshape(2 * K, N)[:, lane], copy=True, subok=False)
+        ids, bits = col[:K], col[K:]
+        keep = ids >= 0
+        return bits[keep].view(np.float32).copy(), ids[keep].astype(np.int64)
 
     def read_state(self, slot: int = 0) -> np.ndarray:
         """A copy of slot ``slot``'s state as (L, e), a plain ndarray."""
