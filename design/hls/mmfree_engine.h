@@ -576,6 +576,7 @@ pf read_inv_gamma(Src &src, counters &ctr) {
 
 // The lanes' quantiser scalars: the one scalar unit, one lane after another.
 inline void bl_prepare_lanes(const bl_input &in, int n, bl_scalars s[N], counters &ctr) {
+    #pragma HLS INLINE
     PREPARE:
     for (int t = 0; t < N; t++) {
         if (t < n) {
@@ -592,6 +593,7 @@ inline void bl_prepare_lanes(const bl_input &in, int n, bl_scalars s[N], counter
 
 inline void bl_out_scale_lanes(const bl_input &in, int n, const bl_scalars s[N], const u64 sa[N],
                                const u64 sx[N], pf inv_gamma, mant24 sc[N], counters &ctr) {
+    #pragma HLS INLINE
     OUT_SCALE:
     for (int t = 0; t < N; t++) {
         if (t < n) {
@@ -871,6 +873,9 @@ int compute_pass(Src &src, engine_state &st, int n, int mode, int slot, unsigned
     #pragma HLS ARRAY_PARTITION variable=st.mlp.c0 cyclic factor=MMFREE_GQ
     #pragma HLS ARRAY_PARTITION variable=st.o_grp.c0 cyclic factor=MMFREE_GQ
     #pragma HLS ARRAY_PARTITION variable=st.z_grp.c0 cyclic factor=MMFREE_GQ
+    // Seven call sites, one BitLinear unit: its dimensions and sink are data (the cost model
+    // charges one instance).
+    #pragma HLS ALLOCATION function instances=bitlinear limit=1
     bool bad = false;
     ctr.clipped = false;
     const bool prefill = (mode & MODE_PREFILL) != 0;
@@ -909,15 +914,16 @@ int compute_pass(Src &src, engine_state &st, int n, int mode, int slot, unsigned
     for (int b = 0; b < B; b++) {
         if ((load_mask >> b) & 1u) {
             int l = 0, j = 0;
+            u64 m = 0;                            // the layer's running max, in a register
             LOAD_STATE:
             for (int it = 0; it < L * E; it++) {
                 #pragma HLS PIPELINE II=1
-                if (j == 0) st.s_max[b][l] = 0;
                 const i64 v = float_to_fixed(state[b * L * E + it], bad, ctr.clipped);
                 st.s[b][l][j] = vec_t(v);
                 const u64 a = absval(v);
-                if (a > st.s_max[b][l]) st.s_max[b][l] = a;
+                m = (j == 0 || a > m) ? a : m;
                 if (++j == E) {
+                    st.s_max[b][l] = m;           // written once a layer
                     j = 0;
                     l++;
                 }
@@ -959,6 +965,11 @@ int compute_pass(Src &src, engine_state &st, int n, int mode, int slot, unsigned
 
         vec_stats os[N];
         pf o_eps[N];
+        for (int t = 0; t < N; t++) {
+            #pragma HLS UNROLL
+            stats_clear(os[t]);                   // idle lanes too: every entry defined
+            o_eps[t] = bl_eps;
+        }
         // The lanes one after another: in a prefill, lane t's state is lane t+1's s_t-1.
         MLGRU_LANES:
         for (int t = 0; t < N; t++) {
@@ -976,7 +987,8 @@ int compute_pass(Src &src, engine_state &st, int n, int mode, int slot, unsigned
             // o = silu(s) (g gn) stored at 2^-sh_o so that it fills 30 bits
             const int sh_o = bitlen((s_bound >> sh_sn) << 24) + sh_sn - gg_frac - 30;
             const int sh_gsq = narrow_shift(sg.amax[t], SQ_BITS);
-            stats_clear(os[t]);
+            vec_stats ot;                         // this lane's statistics, in registers
+            stats_clear(ot);
             u64 sum_g2 = 0;
             u64 s_new_max = 0;
             MLGRU:
@@ -1004,7 +1016,7 @@ int compute_pass(Src &src, engine_state &st, int n, int mode, int slot, unsigned
                         const i64 o = sat<VEC_BITS>(rshift_round(mul_wide(ss >> sh_sn, gg), gg_frac + sh_o - sh_sn),
                                                     ctr.clipped);
                         st.o[t][j] = vec_t(o);
-                        stats_update(os[t], st, GRP_O, false, 1, j, o);
+                        stats_update(ot, st, GRP_O, false, 1, j, o);
                         const i64 ng = i64(st.g[t][j]) >> sh_gsq;
                         sum_g2 += u64(mul_wide(ng, ng));
                     }
@@ -1012,6 +1024,7 @@ int compute_pass(Src &src, engine_state &st, int n, int mode, int slot, unsigned
             }
             MMFREE_COUNT(ctr, (E + V - 1) / V + DEPTH_VEC);
             st.s_max[q][l] = s_new_max;
+            os[t] = ot;
 
             // o = rms(g; gn) silu(s) = o_stored 2^sh_o / rms(g): o_proj's own RMSNorm
             // (eps 1e-8) sees 1e-8 (mean g^2 + eps) 2^(-2 sh_o) in o_stored's units.
@@ -1038,6 +1051,11 @@ int compute_pass(Src &src, engine_state &st, int n, int mode, int slot, unsigned
         read_vector(src, st.z_grp.c0, M, ctr);
         vec_stats zs[N];
         pf z_eps[N];
+        for (int t = 0; t < N; t++) {
+            #pragma HLS UNROLL
+            stats_clear(zs[t]);
+            z_eps[t] = bl_eps;
+        }
         GLU_LANES:
         for (int t = 0; t < N; t++) {
             if (t >= n)
@@ -1046,7 +1064,8 @@ int compute_pass(Src &src, engine_state &st, int n, int mode, int slot, unsigned
             const int sh_up = view_shift(su.amax[t]);                 // up: 25-bit view
             // z = silu(gate) up, stored at 2^-sh_z so that it fills 30 bits
             const int sh_z = bitlen(((su.amax[t] >> sh_u) + 1) * ((su.amax[t] >> sh_up) + 1)) + sh_u + sh_up - FRAC - 30;
-            stats_clear(zs[t]);
+            vec_stats zt;
+            stats_clear(zt);
             GLU:
             for (int j0 = 0; j0 < M; j0 += V) {
                 #pragma HLS PIPELINE II=1
@@ -1059,11 +1078,12 @@ int compute_pass(Src &src, engine_state &st, int n, int mode, int slot, unsigned
                         const i64 z = sat<VEC_BITS>(rshift_round(mul_wide(sg_ >> sh_u, up), FRAC - sh_u - sh_up + sh_z),
                                                     ctr.clipped);
                         st.z[t][j] = vec_t(z);
-                        stats_update(zs[t], st, GRP_Z, false, 1, j, z);
+                        stats_update(zt, st, GRP_Z, false, 1, j, z);
                     }
                 }
             }
             MMFREE_COUNT(ctr, (M + V - 1) / V + DEPTH_VEC);
+            zs[t] = zt;
             z_eps[t] = bl_eps;                 // rms(z; n_down, 1e-8), z stored at 2^-sh_z
             z_eps[t].e -= 2 * sh_z;
         }

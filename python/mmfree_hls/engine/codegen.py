@@ -336,13 +336,12 @@ static void store_logits(hls::stream<logit_row> &logit_s, logit_word_t *logits, 
         topk_clear(lists[t]);
     }}
     const int rows = (mode & MODE_HEAD) ? MMFREE_VOCAB : 0;
-    const bool full = (mode & MODE_FULL_LOGITS) != 0;
-    STORE:
-    for (int row = 0; row < rows; row++) {{
-        #pragma HLS PIPELINE II=1
-        #pragma HLS LOOP_TRIPCOUNT min=0 max=MMFREE_VOCAB
-        const logit_row r = logit_s.read();
-        if (full) {{
+    if (mode & MODE_FULL_LOGITS) {{
+        STORE_FULL:                              // an unconditional write a row: one long burst
+        for (int row = 0; row < rows; row++) {{
+            #pragma HLS PIPELINE II=1
+            #pragma HLS LOOP_TRIPCOUNT min=0 max=MMFREE_VOCAB
+            const logit_row r = logit_s.read();
             logit_word_t w;
             for (int t = 0; t < MMFREE_LANES; t++) {{
                 #pragma HLS UNROLL
@@ -351,8 +350,15 @@ static void store_logits(hls::stream<logit_row> &logit_s, logit_word_t *logits, 
                 w.range(32 * t + 31, 32 * t) = bits;
             }}
             logits[row] = w;
+            topk_row(lists, r, row, n);
         }}
-        topk_row(lists, r, row, n);
+    }} else {{
+        STORE_TOPK:
+        for (int row = 0; row < rows; row++) {{
+            #pragma HLS PIPELINE II=1
+            #pragma HLS LOOP_TRIPCOUNT min=0 max=MMFREE_VOCAB
+            topk_row(lists, logit_s.read(), row, n);
+        }}
     }}
     if (rows)
         topk_store(lists, top);

@@ -112,8 +112,9 @@ class EnginePreset:
             raise PresetError(f"sigmoid_table_bits={self.sigmoid_table_bits} must be 6..12 (64..4096 entries)")
         if not 1 <= self.batch_slots <= 32:
             raise PresetError(f"batch_slots={self.batch_slots} must be 1..32 (a 32-bit slot mask)")
-        if not 1 <= self.prefill_chunk <= 64:
-            raise PresetError(f"prefill_chunk={self.prefill_chunk} must be 1..64")
+        if not 1 <= self.prefill_chunk <= 32:
+            raise PresetError(f"prefill_chunk={self.prefill_chunk} must be 1..32 (N lanes leave the logits as one "
+                              "32N-bit AXI word, at most 1024 bits)")
         if self.token_lanes & (self.token_lanes - 1):
             raise PresetError(f"batch_slots={self.batch_slots}, prefill_chunk={self.prefill_chunk}: the larger is the "
                               f"engine's lane count N={self.token_lanes}, which must be a power of two (a row of "
