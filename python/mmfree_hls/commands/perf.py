@@ -17,7 +17,7 @@ in data/boards.json, model sizes in data/model_presets.json). The default covers
 sizes on every board, streamed tier, both packings.
 
 Batching and prefill (--batch B, --prefill T). The engine applies every weight word it streams
-to N = max(B, T) token lanes: one pass over the weights serves B sequences (a token each, their
+to N = max(B, T) token lanes (a power of two): one pass over the weights serves B sequences (a token each, their
 states kept on chip) or T consecutive prompt tokens of one sequence. Per board and model:
 
   agg tok/s       B / pass time: what the board delivers over all B sequences

@@ -37,7 +37,7 @@ Resources (LUT, FF, BRAM_18K, URAM, DSP), itemised by unit
   ``fifo_words`` x port_bits; the combine stage; the I/O adapters (gmem_io,
   gmem_out); s_axilite control and the DATAFLOW/FSM overhead.
 
-* **Token lanes** N = max(B, T) (``batch_slots``, ``prefill_chunk``): the MAC applies every
+* **Token lanes** N = max(B, T) rounded up to a power of two (``batch_slots``, ``prefill_chunk``): the MAC applies every
   weight word to N activation vectors, so per lane group it carries the R row trees with their
   acc/prev, the PER quantiser lanes, the write-back lane and the xq buffer (x N; the 5-trit decode
   and the scalar unit once); the vector unit keeps its V lanes plus an N:1 select on each of its

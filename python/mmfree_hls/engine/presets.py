@@ -82,8 +82,9 @@ class EnginePreset:
 
     @property
     def token_lanes(self) -> int:
-        """N: activation vectors every weight word is applied to (B sequences or T prompt tokens)."""
-        return max(self.batch_slots, self.prefill_chunk)
+        """N: activation vectors every weight word is applied to (B sequences or T prompt tokens):
+        max(B, T) rounded up to a power of two (a row of logits leaves as one 32N-bit AXI word)."""
+        return 1 << (max(self.batch_slots, self.prefill_chunk) - 1).bit_length()
 
     def lanes(self, packing: str) -> int:
         """P: ternary MAC lanes (R rows x inputs per byte)."""
@@ -115,11 +116,6 @@ class EnginePreset:
         if not 1 <= self.prefill_chunk <= 32:
             raise PresetError(f"prefill_chunk={self.prefill_chunk} must be 1..32 (N lanes leave the logits as one "
                               "32N-bit AXI word, at most 1024 bits)")
-        if self.token_lanes & (self.token_lanes - 1):
-            raise PresetError(f"batch_slots={self.batch_slots}, prefill_chunk={self.prefill_chunk}: the larger is the "
-                              f"engine's lane count N={self.token_lanes}, which must be a power of two (a row of "
-                              "logits leaves as one 32N-bit AXI word); raise the smaller knob's partner to "
-                              f"{1 << self.token_lanes.bit_length()} or lower it")
         if not 1 <= self.topk <= 64:
             raise PresetError(f"topk={self.topk} must be 1..64")
         if self.tier == "streamed":
