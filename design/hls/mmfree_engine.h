@@ -938,6 +938,15 @@ int compute_pass(Src &src, engine_state &st, int n, int mode, int slot, unsigned
 
     bl_input in;
     bl_sink si, sf, sg, xo, su, xd;
+    // Their per-lane arrays are read and written for every lane a cycle: registers, not memories.
+    #pragma HLS ARRAY_PARTITION variable=in.st complete
+    #pragma HLS ARRAY_PARTITION variable=in.eps complete
+    #pragma HLS ARRAY_PARTITION variable=si.amax complete
+    #pragma HLS ARRAY_PARTITION variable=sf.amax complete
+    #pragma HLS ARRAY_PARTITION variable=sg.amax complete
+    #pragma HLS ARRAY_PARTITION variable=su.amax complete
+    #pragma HLS ARRAY_PARTITION variable=xo.st complete
+    #pragma HLS ARRAY_PARTITION variable=xd.st complete
     LAYERS:
     for (int l = 0; l < L; l++) {
         // ---- token mixing: i, f, g projections
@@ -1102,6 +1111,7 @@ int compute_pass(Src &src, engine_state &st, int n, int mode, int slot, unsigned
     // ---- head: only when asked (a prefill chunk before the last needs no logits)
     if (mode & MODE_HEAD) {
         bl_sink head;
+        #pragma HLS ARRAY_PARTITION variable=head.amax complete
         make_sink(head, SINK_LOGITS, 0, 0, st.attn);
         make_input(in, IN_X, GRP_ATTN, st.attn, 0, xs, eps_bl, inv_d);
         bitlinear(src, st, in, n, D, VOCAB, head, logits, ctr);
