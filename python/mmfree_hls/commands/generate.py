@@ -39,7 +39,11 @@ def register(sub) -> None:
 
 
 def read_prompts(path: str) -> list[str]:
-    text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
+    try:
+        text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read the prompts file {path}: {getattr(e, 'strerror', None) or e}; give a "
+                         "UTF-8 text file with one prompt a line (or - for stdin)") from None
     prompts = [line for line in text.splitlines() if line.strip()]
     if not prompts:
         raise ValueError(f"{path} holds no prompt (one prompt a line)")
@@ -58,7 +62,8 @@ def run(args) -> int:
                                            seed=args.seed)
             for i, (p, o) in enumerate(zip(prompts, outs)):
                 print(f"[{i}] {p}{o}")
-            print(f"[{acc.backend_name}] {len(prompts)} prompts, {acc.slots} slots: {acc.stats}", file=sys.stderr)
+            print(f"[{acc.backend_name}] {len(prompts)} prompt{'s' * (len(prompts) != 1)}, "
+                  f"{acc.slots} slot{'s' * (acc.slots != 1)}: {acc.stats}", file=sys.stderr)
             _write_stats(args, acc)
             return 0
         stream = acc.generate_text(args.prompt, max_new_tokens=args.max_new_tokens,
