@@ -847,7 +847,7 @@ int compute_pass(Src &src, engine_state &st, int n, int mode, int slot, unsigned
     #pragma HLS ARRAY_PARTITION variable=SIG_ROM dim=1 complete
     // Banking: dim 1 (lanes) completely for every per-token vector; dim 2 by
     // the lanes that touch each vector in one cycle: V in the vector passes,
-    // PER in the MAC's first block, PARAM_LANES in read_vector.
+    // PER in the quantiser's pass, PARAM_LANES in read_vector.
     #pragma HLS ARRAY_PARTITION variable=st.x dim=1 complete
     #pragma HLS ARRAY_PARTITION variable=st.x dim=2 cyclic factor=MMFREE_PER
     #pragma HLS ARRAY_PARTITION variable=st.i dim=1 complete

@@ -54,7 +54,7 @@ def config_header(cfg: ModelConfig, preset: EnginePreset, packing: str) -> str:
         "SIG_RANGE_LOG2": SIG_RANGE_LOG2,
         "HEADER_BYTES": HEADER_BYTES,
         "PARAM_LANES": param_lanes(shape.R),
-        # banks of the vectors: V (vector passes) with PER (MAC first block) for o and z,
+        # banks of the vectors: V (vector passes) with PER (the quantiser's pass) for o and z,
         # V with PARAM_LANES for lb/g_norm, PARAM_LANES with PER and V for the norm groups
         "VP": max(preset.vector_lanes, shape.per),
         "VQ": max(preset.vector_lanes, param_lanes(shape.R)),

@@ -31,7 +31,7 @@ Resources (LUT, FF, BRAM_18K, URAM, DSP), itemised by unit
   port): ceil(3V/2) copies of (2^bits entries x (table + slope) bits), BRAM only
   (a ``static const`` ROM: never URAM, which the bitstream cannot initialise).
 * **On-chip buffers** (``engine_state``), banked as the II=1 loops need: cyclic
-  factor V (vector passes), PER (the MAC's first block) and R/4 (``read_vector``
+  factor V (vector passes), PER (the quantiser's pass) and R/4 (``read_vector``
   writes R/4 values a cycle); the weight image (on-chip tier, BRAM ROM).
 * **Loader** (streamed tier): per port an m_axi read adapter and a FIFO of
   ``fifo_words`` x port_bits; the combine stage; the I/O adapters (gmem_io,
@@ -65,7 +65,7 @@ Compute cycles are :func:`.schedule.token_cycles` (the C-sim counts the same).
 Streamed tier: the loader runs beside compute (DATAFLOW, a FIFO of
 ``fifo_words`` per port), so a token takes max(compute, DDR, ports) when the
 FIFO absorbs every stall of compute: while compute does work that reads no
-weight word (scalar unit, MLGRU/GLU passes, a matrix's drain, state I/O) the
+weight word (scalar unit, a matrix's quantiser pass and drain, MLGRU/GLU passes, state I/O) the
 loader keeps filling the FIFO at the supply rate r (words a cycle); after the
 stall compute reads one word a cycle, faster than r, and catches up. The FIFO
 absorbs a stall of S cycles when S * r <= fifo_words. :func:`stream_cycles`
