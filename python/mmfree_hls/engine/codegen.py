@@ -416,10 +416,8 @@ MMFREE_API int mmfree_step(int n, int mode, int slot, unsigned load_mask, unsign
     if (weights == NULL)
         return -1;
 #endif
-    const unsigned all = MMFREE_SLOTS >= 32 ? 0xFFFFFFFFu : ((1u << MMFREE_SLOTS) - 1u);
-    const bool prefill = (mode & MODE_PREFILL) != 0;
-    if (n < 1 || n > MMFREE_LANES || (!prefill && n > MMFREE_SLOTS) || slot < 0 || slot >= MMFREE_SLOTS
-        || (load_mask & ~all) || (store_mask & ~all) || (mode & ~7) || x_in == NULL || top == NULL
+    // the arguments the hardware would clamp (clamp_pass) are refused here, with the missing buffers
+    if (clamp_pass(n, mode, slot, load_mask, store_mask).clamped || x_in == NULL || top == NULL
         || ((load_mask | store_mask) && state == NULL) || ((mode & MODE_FULL_LOGITS) && logits == NULL))
         return -2;
 #ifdef MMFREE_FAST_CSIM

@@ -166,13 +166,15 @@ class CSimLibrary:
                 "logits": np.zeros(self.V * self.lanes, np.float32),
                 "top": np.zeros(2 * self.lanes * self.topk, np.int32)}
 
-    def run_pass(self, xs, states=None, *, prefill: bool = False, slot: int = 0, head: bool = True,
-                 full_logits: bool = True, load: Optional[list] = None, store: Optional[list] = None):
-        """A pass on fresh buffers: xs (n, d); states {slot: (L, e)} to load; returns
-        (logits (n, V) or None, top [(ids, values)] per lane, {slot: state} of ``store``)."""
+    def _pass(self, xs, states, prefill: bool, slot: int, head: bool, full_logits: bool, store):
+        """A pass on the binding's own buffers (allocated once; a pass reads only its n lanes and the
+        loaded slots): (logits (n, V) or None, top or None, {slot: state}, status). A refused call
+        (negative return) raises; a status is returned."""
         xs = np.atleast_2d(np.asarray(xs, np.float32))
         n = xs.shape[0]
-        b = self.buffers()
+        if not hasattr(self, "_bufs"):
+            self._bufs = self.buffers()
+        b = self._bufs
         b["x_in"][:n * self.d] = xs.reshape(-1)
         st = b["state"].reshape(self.slots, self.L * self.e)
         load_mask = 0
@@ -182,12 +184,21 @@ class CSimLibrary:
         store_mask = sum(1 << q for q in (store or []))
         mode = (MODE_PREFILL if prefill else 0) | (MODE_HEAD if head else 0) | (MODE_FULL_LOGITS if full_logits else 0)
         rc = self.call(n, mode, slot, load_mask, store_mask, b["x_in"], b["state"], b["logits"], b["top"])
-        if rc != 0:
+        if rc < 0:
             raise AcceleratorError(f"{STEP_SYMBOL} returned {rc}: " + describe_status(rc))
         logits = b["logits"].reshape(self.V, self.lanes).T[:n].copy() if (head and full_logits) else None
         rows = b["top"].reshape(2, self.topk, self.lanes)
         top = [(rows[0, :, t].copy(), rows[1, :, t].copy().view(np.float32)) for t in range(n)] if head else None
-        return logits, top, {q: st[q].reshape(self.L, self.e).copy() for q in (store or [])}
+        return logits, top, {q: st[q].reshape(self.L, self.e).copy() for q in (store or [])}, rc
+
+    def run_pass(self, xs, states=None, *, prefill: bool = False, slot: int = 0, head: bool = True,
+                 full_logits: bool = True, load: Optional[list] = None, store: Optional[list] = None):
+        """A pass: xs (n, d); states {slot: (L, e)} to load; returns (logits (n, V) or None, top
+        [(ids, values)] per lane, {slot: state} of ``store``); a non-zero status raises."""
+        logits, top, states_out, rc = self._pass(xs, states, prefill, slot, head, full_logits, store)
+        if rc != 0:
+            raise AcceleratorError(f"{STEP_SYMBOL} returned {rc}: " + describe_status(rc))
+        return logits, top, states_out
 
     def step_status(self, x, state) -> tuple[np.ndarray, np.ndarray, int]:
         """One token of one sequence, its state through the host (slot 0): (x_t (d,), s_{t-1}
@@ -195,16 +206,8 @@ class CSimLibrary:
         s = np.asarray(state, dtype=np.float32)
         if s.size != self.L * self.e:
             raise AcceleratorError(f"state must hold {self.L} x {self.e} values, got shape {np.shape(state)}")
-        if not hasattr(self, "_step_buffers"):
-            self._step_buffers = self.buffers()
-        b = self._step_buffers
-        b["x_in"][:self.d] = np.ravel(x)
-        b["state"][:s.size] = s.reshape(-1)
-        rc = self.call(1, MODE_HEAD | MODE_FULL_LOGITS, 0, 1, 1, b["x_in"], b["state"], b["logits"], b["top"])
-        if rc < 0:
-            raise AcceleratorError(f"{STEP_SYMBOL} returned {rc}: " + describe_status(rc))
-        logits = b["logits"][::self.lanes].copy()
-        return logits, b["state"][:s.size].reshape(self.L, self.e).copy(), rc
+        logits, _, out, rc = self._pass(np.ravel(x)[None], {0: s}, False, 0, True, True, [0])
+        return logits[0], out[0], rc
 
     def step(self, x, state) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`step_status`, raising on a non-zero status."""
