@@ -268,6 +268,24 @@ class Accelerator:
         backend.sync_from_device(buffers, outputs)
         self.stats.record(host_s=host_s + (t1 - t0) + (clock() - t2), device_s=t2 - t1, tokens=tokens)
 
+    def _write_lanes(self, tokens) -> None:
+        """Lane t's embedding into x_in, for every token of ``tokens``."""
+        for lane, tok in enumerate(tokens):
+            self._buffers.write_embedding(self._embeddings[tok], lane)
+
+    def _lane_out(self, lane: int, full: bool):
+        """What a pass left for lane ``lane``: its logits (``full``) or its device top-k."""
+        return self._buffers.read_logits(lane=lane) if full else self._buffers.read_top(lane)
+
+    def _batch_pass(self, lane_tokens, served: int, full: bool, load_mask: int = 0) -> None:
+        """A batch pass: lane t the next token of slot t's sequence, the states on chip (the slots of
+        ``load_mask`` taken from the host buffer first); ``served``: the lanes whose tokens count."""
+        t0 = clock()
+        self._write_lanes(lane_tokens)
+        self._device_pass(["logits" if full else "top"], host_s=clock() - t0, tokens=served, n=len(lane_tokens),
+                          mode=MODE_HEAD | (MODE_FULL_LOGITS if full else 0), slot=0, load_mask=load_mask,
+                          store_mask=0)
+
     def _device_step(self, tok: int, full: bool = True):
         """Embedding → device → logits (or the lane's top-k when ``full`` is False). No recovery here."""
         buffers = self._buffers
@@ -281,26 +299,24 @@ class Accelerator:
             self._needs_recovery = True
             raise
         self._history.append(tok)
-        return buffers.read_logits() if full else buffers.read_top()
+        return self._lane_out(0, full)
 
     def _prefill_slot(self, ids: list[int], slot: int, *, load: bool, store: bool, full: bool):
         """``ids`` through the device in chunks of ``prefill_chunk`` tokens a pass, in state slot
         ``slot`` (loaded from the host buffer first when ``load``, written back after the last chunk
         when ``store``). Returns the last token's logits (``full``) or top-k."""
-        buffers, T = self._buffers, self.prefill_chunk
+        T = self.prefill_chunk
         for c in range(0, len(ids), T):
             chunk = ids[c:c + T]
             last = c + T >= len(ids)
             t0 = clock()
-            for lane, tok in enumerate(chunk):
-                buffers.write_embedding(self._embeddings[tok], lane)
+            self._write_lanes(chunk)
             mode = MODE_PREFILL | ((MODE_HEAD | (MODE_FULL_LOGITS if full else 0)) if last else 0)
             outputs = (["logits" if full else "top"] + (["state"] if store else [])) if last else []
             self._device_pass(outputs, host_s=clock() - t0, tokens=len(chunk), n=len(chunk), mode=mode, slot=slot,
                               load_mask=(1 << slot) if (load and c == 0) else 0,
                               store_mask=(1 << slot) if (store and last) else 0)
-        lane = (len(ids) - 1) % T
-        return buffers.read_logits(lane=lane) if full else buffers.read_top(lane)
+        return self._lane_out((len(ids) - 1) % T, full)
 
     @property
     def lanes(self) -> int:
@@ -442,12 +458,9 @@ class Accelerator:
                 for _ in range(n_steps):
                     self._device_step(tok)
             else:
-                for lane in range(batch):
-                    buffers.write_embedding(self._embeddings[tok], lane)
                 buffers.clear_state()
                 for i in range(n_steps):
-                    self._device_pass(["top"], tokens=batch, n=batch, mode=MODE_HEAD, slot=0,
-                                      load_mask=(1 << batch) - 1 if i == 0 else 0, store_mask=0)
+                    self._batch_pass([tok] * batch, batch, full=False, load_mask=(1 << batch) - 1 if i == 0 else 0)
             runtime = clock() - t0
             s = self.stats.summary()
         finally:
@@ -592,15 +605,11 @@ class Accelerator:
                         del active[slot]
                 if not active:
                     continue
-                n = max(active) + 1                       # lanes 0..n-1; a free slot's lane idles
-                t0 = clock()
-                for slot in range(n):
-                    buffers.write_embedding(self._embeddings[active[slot][1] if slot in active else 0], slot)
-                self._device_pass(["logits" if full else "top"], host_s=clock() - t0, tokens=len(active), n=n,
-                                  mode=MODE_HEAD | (MODE_FULL_LOGITS if full else 0), slot=0,
-                                  load_mask=0, store_mask=0)
+                # lanes 0..max slot; a free slot's lane idles on token 0
+                self._batch_pass([active[q][1] if q in active else 0 for q in range(max(active) + 1)],
+                                 len(active), full)
                 for slot, seq in active.items():
-                    seq[1] = choose(seq[0], buffers.read_logits(lane=slot) if full else buffers.read_top(slot))
+                    seq[1] = choose(seq[0], self._lane_out(slot, full))
         finally:
             if self._stream is owner:
                 self._stream = None
