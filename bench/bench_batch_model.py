@@ -29,7 +29,7 @@ MODEL, PACKING, TIER = "370M", "2bit", "streamed"
 
 def _build(b: dict) -> dict:
     return {"token_lanes": b["token_lanes"], "vector_lanes": b["vector_lanes"], "util": b["util"],
-            "util_max": b["util_max"], "scarcest": b["scarcest"], "fits": b["fits"], "fits_70": b["util_max"] <= 0.7}
+            "util_max": b["util_max"], "scarcest": b["scarcest"], "fits": b["fits"], "fits_70": cost.fits(b, 0.70)}
 
 
 def main() -> int:

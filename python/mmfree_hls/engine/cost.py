@@ -633,7 +633,7 @@ def _build_summary(cfg: ModelConfig, preset: EnginePreset, packing: str) -> dict
     return {"batch_slots": preset.batch_slots, "prefill_chunk": preset.prefill_chunk, "topk": preset.topk,
             "token_lanes": preset.token_lanes, "vector_lanes": preset.vector_lanes, "R": preset.R,
             **res["totals"], "util": util, "util_max": util[top], "scarcest": top,
-            "fits": all(v <= 1 + 1e-12 for v in util.values())}
+            "fits": fits({"util": util})}
 
 
 def compute_takeover(cfg: ModelConfig, preset: EnginePreset, packing: str, limit: int = 64) -> Optional[int]:
