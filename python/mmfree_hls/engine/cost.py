@@ -103,7 +103,7 @@ from .layout import Shape
 from .presets import (RESOURCES, TIERS, EnginePreset, PresetError, board_names, get_board, get_preset,
                       model_preset, model_preset_names)
 from .reports import SOURCE_ANALYTIC, measured
-from .schedule import pass_words, param_lanes, segments, token_cycles
+from .schedule import cycles_of, pass_words, param_lanes, segments
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 DEMO_MODEL = DATA_DIR / "demo_model"
@@ -548,13 +548,12 @@ def _pass_setup(cfg: ModelConfig, preset: EnginePreset, shape: Shape, n: int, he
 
 
 def throughput(cfg: ModelConfig, preset: EnginePreset, packing: str, n: int = 1, *, head: bool = True,
-               full_logits: bool = True, loads: int = 1, stores: int = 1, prefill: bool = False,
-               _any_n: bool = False) -> dict:
+               full_logits: bool = True, loads: int = 1, stores: int = 1, _any_n: bool = False) -> dict:
     """Cycles and tokens/s of one pass of an engine build (accelerator time only): ``n`` active token
     lanes (at most the build's N = max(B, T)), the LM head when ``head``, every logit written when
     ``full_logits`` (else the device-side top-k), ``loads``/``stores`` state slots moved over gmem_io.
-    The defaults are the single-token step (host-held state, full logits). ``prefill`` (lanes =
-    consecutive prompt tokens) changes no figure: the cycles are the same as a batch of n.
+    The defaults are the single-token step (host-held state, full logits). A prefill pass (lanes =
+    consecutive prompt tokens) has the same figures as a batch of n.
     ``*_per_token`` figures are per pass / n; ``*_per_pass`` per pass."""
     N = preset.token_lanes
     if not 1 <= n <= N and not _any_n:
@@ -564,8 +563,8 @@ def throughput(cfg: ModelConfig, preset: EnginePreset, packing: str, n: int = 1,
         raise CostModelError(f"loads={loads}, stores={stores}: state slots moved, 0..{preset.batch_slots}")
     shape = Shape.of(cfg, packing, preset.R)
     V = preset.vector_lanes
-    cyc = token_cycles(shape, V, n, prefill=prefill, head=head, loads=loads, stores=stores)
     segs = segments(shape, V, n, head=head, loads=loads, stores=stores)
+    cyc = cycles_of(segs)                  # schedule.token_cycles, from the segments already built
     f = preset.clock_mhz * 1e6
     io = _pass_setup(cfg, preset, shape, n, head, full_logits, loads, stores)
     weight_bytes, words, io_bytes = io["weight_bytes"], io["words"], io["io_bytes"]
@@ -680,7 +679,7 @@ def prefill_speedup(cfg: ModelConfig, preset: EnginePreset, packing: str, prompt
     if prompt < 1 or T < 1:
         raise CostModelError(f"prompt={prompt}, T={T}: both at least 1")
     build = _build_for(preset, prefill_chunk=T)
-    kw = dict(full_logits=False, loads=0, stores=0, prefill=True)
+    kw = dict(full_logits=False, loads=0, stores=0)
     full, last = divmod(prompt, T)
     chunks = [T] * full + ([last] if last else [])
     passes = [throughput(cfg, build, packing, n, head=(i == len(chunks) - 1), **kw) for i, n in enumerate(chunks)]

@@ -161,8 +161,13 @@ def token_cycles(shape: Shape, vector_lanes: int, n: int = 1, *, prefill: bool =
     slots moved. ``prefill`` (lanes = consecutive tokens of one sequence rather than n sequences)
     changes the data flow of the MLGRU pass, not its cycles: it is accepted for clarity only."""
     del prefill
+    return cycles_of(segments(shape, vector_lanes, n, head=head, loads=loads, stores=stores))
+
+
+def cycles_of(segs: list[Segment]) -> Cycles:
+    """A pass's segments summed by kind of work."""
     parts = dict.fromkeys(PARTS, 0)
-    for s in segments(shape, vector_lanes, n, head=head, loads=loads, stores=stores):
+    for s in segs:
         parts[s.part] += s.cycles
     return Cycles(**parts)
 
