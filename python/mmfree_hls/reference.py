@@ -199,16 +199,21 @@ class MMFreeLM:
         L, e = self.config.num_hidden_layers, self.config.state_size
         return np.zeros((L, e) if batch is None else (L, batch, e))
 
+    def _check_state(self, state, batch: tuple) -> np.ndarray:
+        """``state`` as float64 (L, e), or (L, B, e) for a batch of shape ``batch`` = (B,)."""
+        state = np.asarray(state, dtype=np.float64)
+        expect = (self.config.num_hidden_layers,) + tuple(batch) + (self.config.state_size,)
+        if state.shape != expect:
+            raise ValueError(f"state has shape {state.shape}, expected {expect}; "
+                             "start from model.init_state()")
+        return state
+
     def decode_step(self, x: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One token from its embedding: (x_t, s_{t−1}) → (logits_t, s_t).
 
         This is exactly the function the accelerator computes.
         """
-        state = np.asarray(state, dtype=np.float64)
-        expect = (self.config.num_hidden_layers,) + np.shape(x)[:-1] + (self.config.state_size,)
-        if state.shape != expect:
-            raise ValueError(f"state has shape {state.shape}, expected {expect}; "
-                             "start from model.init_state()")
+        state = self._check_state(state, np.shape(x)[:-1])
         x = np.asarray(x, dtype=np.float64)
         new_state = np.empty_like(state)
         for l in range(self.config.num_hidden_layers):
@@ -238,11 +243,7 @@ class MMFreeLM:
         if x.ndim < 2 or x.shape[0] == 0 or x.shape[-1] != cfg.d:
             raise ValueError(f"x_seq must have shape (T, d) or (T, B, d) with T ≥ 1 and "
                              f"d = {cfg.d}, got {np.shape(x_seq)}")
-        state = np.ascontiguousarray(state, dtype=np.float64)
-        expect = (cfg.num_hidden_layers,) + x.shape[1:-1] + (cfg.state_size,)
-        if state.shape != expect:
-            raise ValueError(f"state has shape {state.shape}, expected {expect}; "
-                             "start from model.init_state()")
+        state = self._check_state(state, x.shape[1:-1])
         new_state = np.empty_like(state)
         for l in range(cfg.num_hidden_layers):
             h = self._rms(x, f"model.layers.{l}.attn_norm.weight")
